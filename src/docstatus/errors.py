@@ -1,0 +1,94 @@
+"""The docstatus exception hierarchy.
+
+Every exception docstatus raises on purpose derives from :class:`StatusError`.
+Subclasses also inherit the builtin a caller would catch without knowing
+docstatus (``KeyError`` for a missing document, ``ValueError`` for a rule that
+was broken), so code written against the original contract keeps working.
+Each exception carries its data as attributes and has a stable ``code`` that
+the HTTP layer puts in its error body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DocumentNotFoundError",
+    "DuplicateDocumentError",
+    "InvalidTransitionError",
+    "StatusError",
+    "StoreUnavailableError",
+]
+
+
+class StatusError(Exception):
+    """Root of every docstatus exception."""
+
+    code = "STATUS_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as the HTTP API reports it."""
+        return {"error": self.message, "code": self.code, "details": self.details}
+
+
+class DocumentNotFoundError(StatusError, KeyError):
+    """No status is stored for the document."""
+
+    code = "DOCUMENT_NOT_FOUND"
+
+    def __init__(self, doc_id: str) -> None:
+        super().__init__(f"Document {doc_id!r} not found", doc_id=doc_id)
+        self.doc_id = doc_id
+
+    # KeyError.__str__ would quote the message a second time.
+    __str__ = StatusError.__str__
+
+
+class DuplicateDocumentError(StatusError, ValueError):
+    """``create_status`` was called for a doc_id that already has a status."""
+
+    code = "DUPLICATE_DOCUMENT"
+
+    def __init__(self, doc_id: str) -> None:
+        super().__init__(f"Document {doc_id!r} already exists", doc_id=doc_id)
+        self.doc_id = doc_id
+
+
+class InvalidTransitionError(StatusError, ValueError):
+    """The lifecycle does not allow moving the document between the two states."""
+
+    code = "INVALID_TRANSITION"
+
+    def __init__(self, doc_id: str, current: str, target: str, reason: str = "") -> None:
+        why = f": {reason}" if reason else ""
+        super().__init__(
+            f"Document {doc_id!r} cannot go from {current!r} to {target!r}{why}",
+            doc_id=doc_id,
+            current=current,
+            target=target,
+        )
+        self.doc_id = doc_id
+        self.current = current
+        self.target = target
+
+
+class StoreUnavailableError(StatusError):
+    """The store cannot be reached or written; the change was not made."""
+
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        super().__init__(f"Status store {store} is unavailable: {cause}", store=store)
+        self.store = store
+        self.__cause__ = cause

@@ -1,0 +1,146 @@
+"""Change events: delivery to subscribers, in sequence order, outside the store's lock.
+
+The store's change log is the queue. After a change, the thread that made it
+"pumps": it reads the log from the last delivered sequence number and calls
+every subscriber. Only one thread pumps at a time; a thread that finds another
+pumping leaves its change to that one, which re-checks the log before it stops.
+So every subscriber sees every change once, in ``seq`` order, and a subscriber
+may call back into the manager (its own change is delivered by the same loop,
+after the current callback returns).
+
+For a shared store a watcher thread also pumps when another process changes
+the log; it runs only while there are subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal, TypedDict
+
+from .records import copy_json, status_json
+from .stores.base import Change, Store
+
+__all__ = ["Event", "EventHub", "Subscriber"]
+
+log = logging.getLogger(__name__)
+
+
+class Event(TypedDict):
+    """One change, as subscribers and the SSE stream receive it."""
+
+    seq: int
+    type: Literal["created", "updated", "removed"]
+    doc_id: str
+    #: The status JSON exactly as ``GET /status/{doc_id}`` returns it; ``None`` when removed.
+    status: dict[str, Any] | None
+
+
+Subscriber = Callable[[Event], object]
+
+
+def to_event(change: Change) -> Event:
+    """The event for a logged change."""
+    body = None if change.record is None else status_json(change.record, time.time())
+    return {"seq": change.seq, "type": change.type, "doc_id": change.doc_id, "status": body}
+
+
+class EventHub:
+    """The subscribers of one manager and the position they have been served to."""
+
+    BATCH = 500
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._delivered = 0
+        self._edit = threading.Lock()
+        self._pumping = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone is listening (the hot path skips pumping otherwise)."""
+        return bool(self._subscribers)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` for every change from now on; returns the unsubscribe."""
+        if not callable(callback):
+            raise TypeError("subscriber must be callable")
+        with self._edit:
+            if not self._subscribers:
+                self._delivered = self._store.last_seq()
+            self._subscribers = (*self._subscribers, callback)
+            if self._store.shared and self._watcher is None and not self._closed:
+                self._start_watcher()
+
+        def unsubscribe() -> None:
+            with self._edit:
+                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+
+        return unsubscribe
+
+    def pump(self) -> None:
+        """Deliver every logged change not yet delivered. Safe from any thread."""
+        while self._subscribers:
+            if not self._pumping.acquire(blocking=False):
+                return  # the thread pumping now re-checks the log before it stops
+            try:
+                self._drain()
+            finally:
+                self._pumping.release()
+            if self._store.last_seq() <= self._delivered:
+                return
+
+    def _drain(self) -> None:
+        while True:
+            changes = self._store.changes_since(self._delivered, self.BATCH)
+            if not changes:
+                return
+            for change in changes:
+                self._deliver(change)
+                self._delivered = change.seq
+
+    def _deliver(self, change: Change) -> None:
+        subscribers = self._subscribers
+        if not subscribers:
+            return
+        event = to_event(change)
+        for i, callback in enumerate(subscribers):
+            try:
+                callback(event if i == 0 else copy_json(event))
+            except Exception:
+                log.exception("status subscriber %r failed on change %d", callback, change.seq)
+
+    def _start_watcher(self) -> None:
+        ref = weakref.ref(self)
+        thread = threading.Thread(target=_watch, args=(ref,), name="docstatus-events", daemon=True)
+        self._watcher = thread
+        thread.start()
+
+    def close(self) -> None:
+        """Stop the watcher and forget every subscriber."""
+        with self._edit:
+            self._closed = True
+            self._subscribers = ()
+
+
+def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
+    # Holds the hub only for one wait at a time, so a dropped manager's hub dies.
+    while True:
+        hub = ref()
+        if hub is None or hub._closed or not hub._subscribers:
+            if hub is not None:
+                hub._watcher = None
+            return
+        try:
+            hub._store.wait_for_change(hub._delivered, timeout=1.0)
+            hub.pump()
+        except Exception:
+            log.exception("watching the status store for changes failed; retrying")
+            time.sleep(1.0)
+        del hub

@@ -1,0 +1,461 @@
+"""StatusManager: the rules (validation, lifecycle, progress, timing), over a store.
+
+The manager validates everything it is given before touching the store, then
+hands the store a pure function of the stored record (see
+:mod:`docstatus.records`), which the store applies atomically. Rejected input
+therefore never changes stored status. Events are delivered after the store's
+lock is released (see :mod:`docstatus.events`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from . import janitor
+from .errors import DocumentNotFoundError
+from .events import Event, EventHub, Subscriber, to_event
+from .models import FINISHED, ProcessingStatus, Status
+from .records import (
+    Record,
+    apply_complete,
+    apply_fail,
+    apply_requeue,
+    apply_update,
+    new_record,
+    to_model,
+)
+from .stores import Store, open_store
+from .stores.memory import MemoryStore
+
+__all__ = ["DocRef", "StatusManager", "get_status_manager", "processing_status"]
+
+#: A document reference: its doc_id, or a snapshot of it.
+DocRef = str | ProcessingStatus
+
+#: The process-wide dict that the singleton manager wraps (the contract's
+#: global). Read it freely; change it only through the manager.
+processing_status: dict[str, Any] = {}
+
+MAX_DOC_ID = 256
+MAX_FILENAME = 1024
+MAX_STAGE = 200
+MAX_ERROR = 10_000
+MAX_METADATA_BYTES = 64 * 1024
+MAX_LIMIT = 100_000
+
+# Keywords update_status accepts beyond status/progress, and the fields the
+# manager owns (a TypeError either way, with different advice).
+ACCEPTED_FIELDS = (
+    "stage",
+    "page",
+    "total_pages",
+    "estimated_remaining",
+    "metadata",
+    "chunk",
+    "total_chunks",
+    "error",
+)
+OWNED_FIELDS = frozenset(
+    {"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"}
+)
+_STATUS_BY_NAME: dict[str, Status] = {s.value: s for s in Status}
+
+
+def _doc_id_of(doc: object) -> str:
+    """The doc_id a document reference names (no validation: lookups never validate)."""
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, ProcessingStatus):
+        return doc.doc_id
+    raise TypeError(f"a document is a doc_id string or a ProcessingStatus, not {type(doc).__name__}")
+
+
+def validate_doc_id(doc_id: object) -> str:
+    """``doc_id`` if it is a non-empty string of at most 256 printable characters."""
+    if not isinstance(doc_id, str):
+        raise TypeError(f"doc_id must be a string, not {type(doc_id).__name__}")
+    if not doc_id:
+        raise ValueError("doc_id must not be empty")
+    if len(doc_id) > MAX_DOC_ID:
+        raise ValueError(f"doc_id is {len(doc_id)} characters long; the limit is {MAX_DOC_ID}")
+    if not doc_id.isprintable():
+        raise ValueError("doc_id must contain only printable characters")
+    return doc_id
+
+
+def _text(name: str, value: object, limit: int, *, empty_ok: bool = True) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    if not value and not empty_ok:
+        raise ValueError(f"{name} must not be empty")
+    if len(value) > limit:
+        raise ValueError(f"{name} is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    """A private JSON copy of ``value`` (snapshots in), or ``ValueError`` saying why not."""
+    if not isinstance(value, dict):
+        raise TypeError(f"metadata must be a dict, not {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serializable: {exc}") from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {len(encoded)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    copy: dict[str, Any] = json.loads(encoded)
+    return copy
+
+
+def _progress(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"progress must be a number, not {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise ValueError(f"progress must be between 0.0 and 1.0, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _status(value: object) -> Status:
+    status = _STATUS_BY_NAME.get(value) if isinstance(value, str) else None
+    if status is None:
+        raise ValueError(f"unknown status {value!r}; expected one of {', '.join(_STATUS_BY_NAME)}")
+    return status
+
+
+def _fields(status: Status, fields: dict[str, Any]) -> dict[str, Any]:
+    """Checked copies of ``update_status``'s keywords."""
+    clean: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in OWNED_FIELDS:
+            raise TypeError(f"{name} is set by the StatusManager and cannot be passed to update_status")
+        if name not in ACCEPTED_FIELDS:
+            raise TypeError(
+                f"update_status() got an unexpected keyword {name!r}; accepted: "
+                f"status, progress, {', '.join(ACCEPTED_FIELDS)}"
+            )
+        clean[name] = _field(name, value)
+    if "error" in clean and status is not Status.FAILED:
+        raise ValueError("error= is only accepted with status 'failed'")
+    if status is Status.FAILED and not clean.get("error"):
+        raise ValueError("status 'failed' needs error= with a message")
+    return clean
+
+
+def _field(name: str, value: object) -> Any:
+    if name == "metadata":
+        return _metadata(value)
+    if name == "estimated_remaining":
+        return _seconds(name, value)
+    if name in ("stage", "error"):
+        return _text(name, value, MAX_ERROR if name == "error" else MAX_STAGE)
+    return _count(name, value)
+
+
+class StatusManager:
+    """Thread-safe tracker of document processing status.
+
+    Every method may be called from any thread. Changes are atomic: a call
+    either makes its whole change or raises and changes nothing. Methods that
+    take a document accept its doc_id or a :class:`ProcessingStatus` of it.
+
+    ``StatusManager()`` keeps statuses in a new private dict;
+    ``StatusManager(d)`` wraps the dict ``d`` (managers wrapping the same dict
+    share its lock); ``store=`` takes a :class:`~docstatus.stores.Store` or a
+    store URL (``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``).
+    Finished documents older than ``cleanup_max_age_seconds`` are removed every
+    ``cleanup_interval_seconds`` (``None`` turns that off).
+    """
+
+    def __init__(
+        self,
+        status_dict: dict[str, Any] | None = None,
+        *,
+        store: Store | str | None = None,
+        cleanup_interval_seconds: float | None = 900,
+        cleanup_max_age_seconds: float = 3600,
+    ) -> None:
+        if status_dict is not None and store is not None:
+            raise ValueError("pass either status_dict or store, not both")
+        self._owns_store = isinstance(store, str) or (store is None and status_dict is None)
+        if isinstance(store, str):
+            self._store: Store = open_store(store)
+        elif store is not None:
+            if not isinstance(store, Store):
+                raise TypeError(f"store must be a Store or a URL, not {type(store).__name__}")
+            self._store = store
+        elif status_dict is not None:
+            self._store = MemoryStore.wrapping(status_dict)
+        else:
+            self._store = MemoryStore()
+        self._hub = EventHub(self._store)
+        self._closed = False
+        self.cleanup_max_age_seconds = _seconds("cleanup_max_age_seconds", cleanup_max_age_seconds)
+        interval = _seconds("cleanup_interval_seconds", cleanup_interval_seconds)
+        if interval is not None:
+            if interval <= 0:
+                raise ValueError("cleanup_interval_seconds must be positive, or None to disable")
+            janitor.schedule(self, interval)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> StatusManager:
+        """A manager over the store that ``url`` names (see the class docstring)."""
+        return cls(store=url, **kwargs)
+
+    @property
+    def store(self) -> Store:
+        """The store this manager keeps statuses in."""
+        return self._store
+
+    # -- changes ---------------------------------------------------------------
+
+    def _changed(self, change: Any) -> None:
+        if self._hub.active:
+            self._hub.pump()
+
+    def create_status(
+        self, doc_id: str, filename: str, metadata: dict[str, Any] | None = None
+    ) -> ProcessingStatus:
+        """Queue a new document and return its status.
+
+        Raises ``DuplicateDocumentError`` (a ``ValueError``) if ``doc_id``
+        exists, ``ValueError``/``TypeError`` for an invalid doc_id, filename or
+        non-JSON metadata.
+        """
+        validate_doc_id(doc_id)
+        _text("filename", filename, MAX_FILENAME, empty_ok=False)
+        meta = _metadata({} if metadata is None else metadata)
+        now = time.time()
+        record = new_record(doc_id, filename, meta, now)
+        change = self._store.create(record)
+        self._changed(change)
+        return to_model(record, now)
+
+    def update_status(
+        self, doc: DocRef, status: str, progress: float | None = None, **fields: Any
+    ) -> None:
+        """Move the document to ``status`` (or stay in it, reporting progress).
+
+        ``progress=None`` computes it with :func:`progress_for` from ``page``/
+        ``total_pages`` or ``chunk``/``total_chunks``; a value lower than the
+        stored one keeps the stored one. Accepted keywords: ``stage``,
+        ``page``, ``total_pages``, ``estimated_remaining``, ``metadata``
+        (merged), ``chunk``, ``total_chunks``, ``error`` (only with
+        ``failed``). Raises ``DocumentNotFoundError`` (a ``KeyError``),
+        ``InvalidTransitionError`` (a ``ValueError``), ``ValueError`` for
+        values out of range and ``TypeError`` for unknown keywords.
+        """
+        doc_id = _doc_id_of(doc)
+        target = _status(status)
+        if progress is not None:
+            progress = _progress(progress)
+        clean = _fields(target, fields) if fields or target is Status.FAILED else fields
+        now = time.time()
+        change = self._store.modify(doc_id, partial(apply_update, target=target, progress=progress, fields=clean, now=now))
+        self._changed(change)
+
+    def mark_completed(self, doc: DocRef, **metadata: Any) -> None:
+        """Complete the document from any non-final status; ``metadata`` is merged in."""
+        doc_id = _doc_id_of(doc)
+        extra = _metadata(metadata) if metadata else {}
+        now = time.time()
+        self._changed(self._store.modify(doc_id, partial(apply_complete, extra=extra, now=now)))
+
+    def mark_failed(self, doc: DocRef, error: str) -> None:
+        """Fail the document from any non-final status, keeping its progress."""
+        doc_id = _doc_id_of(doc)
+        message = _text("error", error, MAX_ERROR, empty_ok=False)
+        now = time.time()
+        self._changed(self._store.modify(doc_id, partial(apply_fail, error=message, now=now)))
+
+    def requeue(self, doc: DocRef) -> None:
+        """Start a new attempt of a *failed* document: queued, progress 0, error cleared.
+
+        ``metadata["attempt"]`` counts attempts (a missing one counts as 1).
+        Any other status raises ``InvalidTransitionError``.
+        """
+        doc_id = _doc_id_of(doc)
+        now = time.time()
+        self._changed(self._store.modify(doc_id, partial(apply_requeue, now=now)))
+
+    # -- reads -----------------------------------------------------------------
+
+    def get_status(self, doc: DocRef) -> ProcessingStatus | None:
+        """A snapshot of the document's status, or ``None`` if there is none."""
+        record = self._store.get(_doc_id_of(doc))
+        return None if record is None else to_model(record, time.time())
+
+    def require_status(self, doc: DocRef) -> ProcessingStatus:
+        """Like :meth:`get_status`, but ``DocumentNotFoundError`` instead of ``None``."""
+        doc_id = _doc_id_of(doc)
+        record = self._store.get(doc_id)
+        if record is None:
+            raise DocumentNotFoundError(doc_id)
+        return to_model(record, time.time())
+
+    def _models(self, records: list[Record]) -> list[ProcessingStatus]:
+        now = time.time()
+        return [to_model(r, now) for r in records]
+
+    def list_active(self) -> list[ProcessingStatus]:
+        """Documents not yet completed or failed, most recently updated first."""
+        return self._models(self._store.active())
+
+    def list_all(self, limit: int = 100) -> list[ProcessingStatus]:
+        """Up to ``limit`` documents, most recently updated first."""
+        return self._models(self._store.recent(_limit(limit)))
+
+    def count_by_status(self) -> dict[str, int]:
+        """Counts per status plus ``active``, ``completed``, ``failed`` and ``total``."""
+        stored = self._store.counts()
+        counts = {s.value: stored.get(s.value, 0) for s in Status}
+        counts["active"] = sum(n for s, n in counts.items() if Status(s) not in FINISHED)
+        counts["total"] = sum(stored.get(s.value, 0) for s in Status)
+        return counts
+
+    # -- cleanup ---------------------------------------------------------------
+
+    CLEANUP_BATCH = 1000
+
+    def cleanup_old_entries(self, max_age_seconds: float = 3600) -> int:
+        """Remove completed/failed documents that finished over ``max_age_seconds`` ago.
+
+        Returns how many were removed. Works in batches, releasing the store
+        between them, so updates keep flowing during a large cleanup.
+        """
+        age = _seconds("max_age_seconds", max_age_seconds)
+        before = time.time() - (age or 0.0)
+        removed = 0
+        while True:
+            changes = self._store.expire(before, self.CLEANUP_BATCH)
+            removed += len(changes)
+            if changes:
+                self._changed(changes[-1])
+            if len(changes) < self.CLEANUP_BATCH:
+                return removed
+
+    def run_scheduled_cleanup(self) -> None:
+        """The janitor's entry point (automatic cleanup)."""
+        if not self._closed:
+            self.cleanup_old_entries(self.cleanup_max_age_seconds or 0.0)
+
+    # -- events ----------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` after every change; returns a function that unsubscribes.
+
+        Callbacks run after the store's lock is released, in sequence order,
+        on the thread that made the change (or the store watcher's thread for
+        changes made by other processes). A callback may use the manager. An
+        exception in a callback is logged and does not affect the change.
+        """
+        return self._hub.subscribe(callback)
+
+    def changes_since(self, seq: int, limit: int = 1000) -> list[Event]:
+        """Logged changes after ``seq`` (for resuming a stream), oldest first."""
+        return [to_event(c) for c in self._store.changes_since(seq, _limit(limit))]
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the most recent change."""
+        return self._store.last_seq()
+
+    async def events(self, since: int | None = None) -> AsyncIterator[Event]:
+        """Every change as an async stream; with ``since``, first the logged changes after it.
+
+        Stops when the consumer stops iterating. Events are never repeated
+        and arrive in ``seq`` order.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        unsubscribe = self.subscribe(lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        last = since if since is not None else -1
+        try:
+            if since is not None:
+                while backlog := await asyncio.to_thread(self.changes_since, last):
+                    for event in backlog:
+                        last = event["seq"]
+                        yield event
+            while True:
+                event = await queue.get()
+                if event["seq"] > last:
+                    last = event["seq"]
+                    yield event
+        finally:
+            unsubscribe()
+
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop events and automatic cleanup; close the store if this manager opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._hub.close()
+        if self._owns_store:
+            self._store.close()
+
+    def __enter__(self) -> StatusManager:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[ProcessingStatus]:
+        return iter(self.list_all(MAX_LIMIT))
+
+    def __repr__(self) -> str:
+        return f"<StatusManager store={self._store.url!r}>"
+
+
+def _limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an integer, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    return min(limit, MAX_LIMIT)
+
+
+_singleton: StatusManager | None = None
+_singleton_lock = threading.Lock()
+
+
+def get_status_manager() -> StatusManager:
+    """The process-wide manager, wrapping :data:`processing_status`."""
+    global _singleton
+    with _singleton_lock:
+        if _singleton is None:
+            _singleton = StatusManager(processing_status)
+        return _singleton
+
+
+

@@ -1,0 +1,213 @@
+"""The status model: states, the lifecycle table, the progress formula and the ETA.
+
+Everything here is pure: no locks, no storage, no clocks read. The manager and
+the stores build on these definitions; users import ``Status``,
+``ProcessingStatus`` and ``progress_for`` from :mod:`docstatus`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "ACTIVE",
+    "DEFAULT_STAGE",
+    "FINISHED",
+    "TRANSITIONS",
+    "ProcessingStatus",
+    "RateEstimator",
+    "Status",
+    "can_transition",
+    "progress_for",
+]
+
+
+class Status(enum.StrEnum):
+    """Where a document is in the pipeline; members are plain strings too."""
+
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING_VISUAL = "embedding_visual"
+    EMBEDDING_TEXT = "embedding_text"
+    STORING = "storing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_finished(self) -> bool:
+        """``completed`` and ``failed`` are final."""
+        return self in FINISHED
+
+
+FINISHED: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED})
+ACTIVE: frozenset[Status] = frozenset(Status) - FINISHED
+
+# The contract's valid transitions plus ``queued -> failed`` (DESIGN §2): a
+# document can fail before a worker ever parses it (unreadable upload).
+# Staying in the same non-final status is a progress update and always allowed.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.PARSING, Status.FAILED}),
+    Status.PARSING: frozenset({Status.EMBEDDING_VISUAL, Status.EMBEDDING_TEXT, Status.FAILED}),
+    Status.EMBEDDING_VISUAL: frozenset({Status.EMBEDDING_TEXT, Status.FAILED}),
+    Status.EMBEDDING_TEXT: frozenset({Status.STORING, Status.FAILED}),
+    Status.STORING: frozenset({Status.COMPLETED, Status.FAILED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+# The human-readable stage a status gets when the caller names none.
+DEFAULT_STAGE: dict[Status, str] = {
+    Status.QUEUED: "queued",
+    Status.PARSING: "parsing",
+    Status.EMBEDDING_VISUAL: "visual_embeddings",
+    Status.EMBEDDING_TEXT: "text_embeddings",
+    Status.STORING: "storing",
+    Status.COMPLETED: "completed",
+    Status.FAILED: "failed",
+}
+
+
+def can_transition(current: Status, target: Status) -> bool:
+    """Whether ``update_status`` may move a document from ``current`` to ``target``."""
+    if current == target:
+        return current not in FINISHED
+    return target in TRANSITIONS[current]
+
+
+# (start, width) of each status's share of the progress bar (the contract's table).
+_RANGES: dict[Status, tuple[float, float]] = {
+    Status.QUEUED: (0.0, 0.0),
+    Status.PARSING: (0.1, 0.0),
+    Status.EMBEDDING_VISUAL: (0.1, 0.5),
+    Status.EMBEDDING_TEXT: (0.6, 0.3),
+    Status.STORING: (0.95, 0.0),
+    Status.COMPLETED: (1.0, 0.0),
+}
+
+
+def progress_for(status: str, done: int | None = None, total: int | None = None) -> float:
+    """The contract's progress for ``status`` after ``done`` of ``total`` units.
+
+    Units are pages for ``embedding_visual`` and chunks for ``embedding_text``;
+    other statuses have a fixed value. A missing or zero ``total`` gives the
+    start of the stage's range and ``done`` is clipped to ``[0, total]``.
+    ``failed`` has no formula (a failed document keeps its last progress), so
+    it raises ``ValueError``, as does an unknown status.
+    """
+    try:
+        start, width = _RANGES[Status(status)]
+    except (ValueError, KeyError):
+        raise ValueError(f"no progress formula for status {status!r}") from None
+    if not width or not total or total <= 0:
+        return start
+    fraction = min(max(done or 0, 0), total) / total
+    return round(start + fraction * width, 10)
+
+
+_EXAMPLE: dict[str, Any] = {
+    "doc_id": "abc123...",
+    "filename": "report.pdf",
+    "status": "embedding_visual",
+    "progress": 0.65,
+    "stage": "visual_embeddings",
+    "page": 13,
+    "total_pages": 20,
+    "started_at": "2025-10-07T19:00:00Z",
+    "updated_at": "2025-10-07T19:01:30Z",
+    "completed_at": None,
+    "elapsed_time": 90.0,
+    "estimated_remaining": 48.5,
+    "metadata": {"format": "pdf", "format_type": "visual", "file_size": 2458624},
+    "error": None,
+}
+
+
+class ProcessingStatus(BaseModel):
+    """A snapshot of one document's processing status.
+
+    Snapshots are copies: changing one never changes what is stored. Times are
+    timezone-aware UTC; a naive datetime given to the model is read as UTC.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"example": _EXAMPLE})
+
+    doc_id: str = Field(..., description="SHA-256 document hash")
+    filename: str = Field(..., description="Original filename")
+    status: Status = Field(..., description="Current status")
+    progress: float = Field(..., ge=0.0, le=1.0, description="Progress 0.0-1.0")
+    stage: str = Field(..., description="Human-readable current stage")
+    page: int | None = Field(None, description="Current page number")
+    total_pages: int | None = Field(None, description="Total pages")
+    started_at: datetime = Field(..., description="Processing start time (UTC)")
+    updated_at: datetime = Field(..., description="Last update time (UTC)")
+    completed_at: datetime | None = Field(None, description="Completion time (UTC)")
+    elapsed_time: float = Field(..., description="Seconds since start")
+    estimated_remaining: float | None = Field(None, description="Estimated seconds remaining")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Document metadata (format, size, etc.)"
+    )
+    error: str | None = Field(None, description="Error message if failed")
+
+    @field_validator("started_at", "updated_at", "completed_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the document has completed or failed."""
+        return self.status in FINISHED
+
+
+class RateEstimator:
+    """Smoothed progress rate, as tqdm smooths its iteration rate.
+
+    An exponential moving average of the observed rate (progress per second)
+    with bias correction, so early samples are not dragged towards zero by the
+    average's initial value. The state is four floats so that a store can keep
+    it beside the record and any process can continue it.
+    """
+
+    SMOOTHING = 0.3
+    #: Progress that arrives faster than this is pooled into one sample, as
+    #: tqdm's ``mininterval``: a burst of microsecond-apart steps says nothing
+    #: about the rate and would make the first estimates absurdly small.
+    MIN_INTERVAL = 0.05
+
+    @staticmethod
+    def advance(
+        state: list[float], progress: float, now: float
+    ) -> list[float]:
+        """State after progress reached ``progress`` at ``now``.
+
+        ``state`` is ``[at, progress_at, ema, samples]``: when progress last
+        moved, its value then, the average and how many samples it holds.
+        """
+        at, progress_at, ema, samples = state
+        dt = now - at
+        gained = progress - progress_at
+        if gained <= 0 or dt < RateEstimator.MIN_INTERVAL:
+            # No signal yet: keep measuring from the last sample point.
+            return state
+        alpha = RateEstimator.SMOOTHING
+        return [now, progress, alpha * (gained / dt) + (1 - alpha) * ema, samples + 1]
+
+    @staticmethod
+    def remaining(state: list[float], progress: float, now: float) -> float | None:
+        """Seconds left at ``now``, or ``None`` while there is no signal."""
+        at, _, ema, samples = state
+        if samples < 1:
+            return None
+        rate = ema / (1 - (1 - RateEstimator.SMOOTHING) ** samples)
+        if rate <= 0 or not math.isfinite(rate):
+            return None
+        return max(0.0, (1.0 - progress) / rate - max(0.0, now - at))

@@ -1,0 +1,284 @@
+"""The stored record of a document, and how each kind of change transforms it.
+
+A record is the plain JSON-compatible dict that a store keeps per document (and
+that the wrapped ``processing_status`` dict holds): the model's field names,
+ISO-8601 strings for times, plus one private key, ``_track``, with the numbers
+the manager needs to compute elapsed time and the ETA without parsing strings.
+
+Every ``apply_*`` function is pure: it takes the stored record, returns a new
+one, and raises before returning if the change is not allowed. Stores call them
+inside their atomic section, so a rejected change leaves the stored record as
+it was and a store never needs to know the rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import InvalidTransitionError
+from .models import (
+    DEFAULT_STAGE,
+    FINISHED,
+    ProcessingStatus,
+    RateEstimator,
+    Status,
+    can_transition,
+    progress_for,
+)
+
+__all__ = [
+    "Record",
+    "apply_complete",
+    "apply_fail",
+    "apply_requeue",
+    "apply_update",
+    "copy_json",
+    "finished_at",
+    "is_finished",
+    "new_record",
+    "status_json",
+    "to_model",
+]
+
+Record = dict[str, Any]
+
+# _track layout: [started, progress_moved_at, progress_then, rate_ema, samples, eta_given]
+# (times as epoch seconds). Slots 1-4 are the RateEstimator state.
+_STARTED, _ETA_GIVEN = 0, 5
+
+_TERMINAL = frozenset(s.value for s in FINISHED)
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as an ISO-8601 UTC string."""
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON-compatible value (far cheaper than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
+def is_finished(record: Mapping[str, Any]) -> bool:
+    """Whether the record's document has completed or failed."""
+    return record["status"] in _TERMINAL
+
+
+def finished_at(record: Mapping[str, Any]) -> float | None:
+    """When the document finished, as epoch seconds, or ``None`` while active."""
+    if not is_finished(record):
+        return None
+    track = record["_track"]
+    return float(track[_STARTED] + record["elapsed_time"])
+
+
+def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float) -> Record:
+    """The record of a document that has just been queued."""
+    stamp = iso(now)
+    return {
+        "doc_id": doc_id,
+        "filename": filename,
+        "status": Status.QUEUED.value,
+        "progress": 0.0,
+        "stage": DEFAULT_STAGE[Status.QUEUED],
+        "page": None,
+        "total_pages": None,
+        "started_at": stamp,
+        "updated_at": stamp,
+        "completed_at": None,
+        "elapsed_time": 0.0,
+        "estimated_remaining": None,
+        "metadata": metadata,
+        "error": None,
+        "_track": [now, now, 0.0, 0.0, 0, 0],
+    }
+
+
+def _refuse_if_final(record: Record, target: str, action: str = "") -> None:
+    if record["status"] in _TERMINAL:
+        reason = action or f"{record['status']} is final"
+        raise InvalidTransitionError(record["doc_id"], record["status"], target, reason)
+
+
+def _advance(new: Record, progress: float, now: float) -> None:
+    """Stamp a change at ``now`` that brings progress to at least ``progress``."""
+    old_progress = new["progress"]
+    track = new["_track"]
+    if progress > old_progress:
+        new["progress"] = progress
+        track = [track[0], *RateEstimator.advance(track[1:5], progress, now), track[5]]
+    new["_track"] = track
+    new["updated_at"] = iso(now)
+    new["elapsed_time"] = max(0.0, now - track[_STARTED])
+
+
+def _finish(new: Record, status: Status, now: float) -> None:
+    new["status"] = status.value
+    new["completed_at"] = iso(now)
+    new["estimated_remaining"] = None
+    new["_track"] = [*new["_track"][:5], 0]
+
+
+def _units(status: Status, new: Record) -> tuple[int | None, int | None]:
+    if status is Status.EMBEDDING_VISUAL:
+        return new["page"], new["total_pages"]
+    meta = new["metadata"]
+    return meta.get("chunk"), meta.get("total_chunks")
+
+
+def apply_update(
+    record: Record, target: Status, progress: float | None, fields: dict[str, Any], now: float
+) -> Record:
+    """``update_status``: move to ``target`` (or stay) and merge validated ``fields``.
+
+    ``fields`` has already been checked by the manager for names, types and
+    ranges; what needs the stored state (the transition, ``page`` against the
+    stored ``total_pages``) is checked here.
+    """
+    current = record["status"]
+    if not can_transition(Status(current), target):
+        _refuse_if_final(record, target.value)
+        raise InvalidTransitionError(record["doc_id"], current, target.value)
+    new = dict(record)
+    _merge_fields(new, fields)
+    if "stage" not in fields and target.value != current:
+        new["stage"] = DEFAULT_STAGE[target]
+    if target is Status.FAILED:
+        _finish(new, target, now)
+        _advance(new, new["progress"], now)
+        return new
+    if target is Status.COMPLETED:
+        _finish(new, target, now)
+        _advance(new, 1.0, now)
+        return new
+    if progress is None:
+        progress = progress_for(target, *_units(target, new))
+    new["status"] = target.value
+    _advance(new, progress, now)
+    _estimate(new, fields, now)
+    return new
+
+
+def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
+    meta_update = fields.get("metadata")
+    counters = {k: fields[k] for k in ("chunk", "total_chunks") if k in fields}
+    if meta_update or counters:
+        new["metadata"] = {**new["metadata"], **(meta_update or {}), **counters}
+    for name in ("stage", "page", "total_pages", "error"):
+        if name in fields:
+            new[name] = fields[name]
+    _check_counts(new, "page", new["page"], new["total_pages"])
+    meta = new["metadata"]
+    _check_counts(new, "chunk", meta.get("chunk"), meta.get("total_chunks"))
+
+
+def _check_counts(new: Record, what: str, done: Any, total: Any) -> None:
+    if isinstance(done, int) and isinstance(total, int) and done > total:
+        raise ValueError(
+            f"{what} {done} is beyond total_{what}s {total} for document {new['doc_id']!r}"
+        )
+
+
+def _estimate(new: Record, fields: dict[str, Any], now: float) -> None:
+    track = new["_track"]
+    if "estimated_remaining" in fields:
+        new["estimated_remaining"] = fields["estimated_remaining"]
+        given = 1
+    else:
+        new["estimated_remaining"] = RateEstimator.remaining(track[1:5], new["progress"], now)
+        given = 0
+    if track[_ETA_GIVEN] != given:
+        new["_track"] = [*track[:5], given]
+
+
+def apply_complete(record: Record, extra: dict[str, Any], now: float) -> Record:
+    """``mark_completed``: allowed from every non-final status; ``extra`` joins metadata."""
+    _refuse_if_final(record, Status.COMPLETED.value)
+    new = dict(record)
+    if extra:
+        new["metadata"] = {**new["metadata"], **extra}
+    new["stage"] = DEFAULT_STAGE[Status.COMPLETED]
+    _finish(new, Status.COMPLETED, now)
+    _advance(new, 1.0, now)
+    return new
+
+
+def apply_fail(record: Record, error: str, now: float) -> Record:
+    """``mark_failed``: allowed from every non-final status; progress stays where it was."""
+    _refuse_if_final(record, Status.FAILED.value)
+    new = dict(record)
+    new["error"] = error
+    new["stage"] = DEFAULT_STAGE[Status.FAILED]
+    _finish(new, Status.FAILED, now)
+    _advance(new, new["progress"], now)
+    return new
+
+
+def apply_requeue(record: Record, now: float) -> Record:
+    """``requeue``: a new attempt of a failed document, from the start."""
+    if record["status"] != Status.FAILED.value:
+        raise InvalidTransitionError(
+            record["doc_id"], record["status"], Status.QUEUED.value, "only a failed document can be requeued"
+        )
+    fresh = new_record(record["doc_id"], record["filename"], dict(record["metadata"]), now)
+    fresh["metadata"]["attempt"] = int(record["metadata"].get("attempt", 1)) + 1
+    return fresh
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
+    """A snapshot of ``record`` as of ``now``: live elapsed time and ETA while active."""
+    track = record["_track"]
+    status = Status(record["status"])
+    progress = float(record["progress"])
+    if status in FINISHED:
+        elapsed, eta = float(record["elapsed_time"]), None
+    else:
+        elapsed = max(0.0, now - track[_STARTED])
+        eta = record["estimated_remaining"] if track[_ETA_GIVEN] else (
+            RateEstimator.remaining(track[1:5], progress, now)
+        )
+    return ProcessingStatus.model_construct(
+        doc_id=record["doc_id"],
+        filename=record["filename"],
+        status=status,
+        progress=progress,
+        stage=record["stage"],
+        page=record["page"],
+        total_pages=record["total_pages"],
+        started_at=_parse_time(record["started_at"]),
+        updated_at=_parse_time(record["updated_at"]),
+        completed_at=_parse_time(record["completed_at"]),
+        elapsed_time=elapsed,
+        estimated_remaining=eta,
+        metadata=copy_json(record["metadata"]),
+        error=record["error"],
+    )
+
+
+def status_json(record: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The document's status as the HTTP API and the event stream report it."""
+    body = to_model(record, now).model_dump(mode="json")
+    body["timestamp"] = body["updated_at"]
+    return body
+
+
+def is_valid_record(record: Any) -> bool:
+    """A cheap shape check for records read from outside (a wrapped dict, a store)."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("doc_id"), str)
+        and record.get("status") in Status.__members__.values()
+        and isinstance(record.get("_track"), list)
+        and math.isfinite(float(record.get("progress", math.nan)))
+    )

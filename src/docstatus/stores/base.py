@@ -1,0 +1,144 @@
+"""The store contract: what every persistence backend must do.
+
+A store keeps records (see :mod:`docstatus.records`) and a log of changes; it
+owns persistence and atomicity, never the rules. The manager passes each change
+as a pure function of the stored record; the store applies it atomically with
+respect to every other change to the same store, from any thread and, for
+shared stores, any process.
+
+Every change gets a sequence number (``seq``) from one counter per store:
+strictly increasing, never reused, shared by every process using the store.
+The store keeps the most recent changes in a log so that event streams can
+resume from a sequence number.
+
+Failures of the backend itself (a server down, a file unwritable) raise
+:class:`~docstatus.errors.StoreUnavailableError`; the change is then not made.
+"""
+
+from __future__ import annotations
+
+import time
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ..records import Record
+
+__all__ = ["Change", "ChangeType", "Store"]
+
+ChangeType = Literal["created", "updated", "removed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a store's change log.
+
+    ``record`` is the document's record right after the change (``None`` when
+    it was removed). It must not be mutated: it may be the stored object.
+    """
+
+    seq: int
+    type: ChangeType
+    doc_id: str
+    record: Record | None
+
+
+class Store(ABC):
+    """Persistence and atomicity for document records.
+
+    Implementations must be safe to call from many threads at once. Methods
+    that change data are atomic: either the whole change (record, indexes,
+    sequence number, log entry) is made and durable to the store's standard,
+    or none of it is.
+    """
+
+    #: True when other processes may change the data, so the manager must
+    #: watch the change log for changes it did not make itself.
+    shared: bool = False
+
+    #: How the store was opened, without credentials.
+    url: str = ""
+
+    @abstractmethod
+    def create(self, record: Record) -> Change:
+        """Insert ``record`` if no record has its ``doc_id``.
+
+        Atomic insert-if-absent: of any number of concurrent creates of one
+        doc_id, exactly one succeeds. Raises ``DuplicateDocumentError`` for the
+        others, leaving the stored record untouched.
+        """
+
+    @abstractmethod
+    def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        """Replace the record of ``doc_id`` by ``change(record)``, atomically.
+
+        ``change`` is pure and may raise; then nothing is written and the
+        exception propagates. No other change to this document may happen
+        between the read and the write (the read-modify-write is atomic).
+        Raises ``DocumentNotFoundError`` when there is no such record.
+        """
+
+    @abstractmethod
+    def get(self, doc_id: str) -> Record | None:
+        """The record of ``doc_id``, or ``None``. The caller must not mutate it."""
+
+    @abstractmethod
+    def recent(self, limit: int) -> list[Record]:
+        """Up to ``limit`` records, most recently changed first (by ``seq``).
+
+        Must cost O(limit), not O(number of records).
+        """
+
+    @abstractmethod
+    def active(self) -> list[Record]:
+        """Every record whose status is not final, most recently changed first.
+
+        Must cost O(active records), not O(all records).
+        """
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """The number of records in each status (statuses with none may be absent)."""
+
+    @abstractmethod
+    def expire(self, before: float, limit: int) -> list[Change]:
+        """Remove up to ``limit`` finished records that finished before ``before``.
+
+        ``before`` is epoch seconds. Each removal is a ``removed`` change with
+        its own sequence number. Must cost O(removed), and must not block
+        other changes for longer than one batch of ``limit``.
+        """
+
+    @abstractmethod
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        """Up to ``limit`` logged changes with a sequence number above ``seq``, in order.
+
+        Changes older than the store's retention are gone; the caller sees a
+        gap in the numbers.
+        """
+
+    @abstractmethod
+    def last_seq(self) -> int:
+        """The sequence number of the most recent change (0 for none)."""
+
+    def wait_for_change(self, after_seq: int, timeout: float) -> None:
+        """Block until ``last_seq() > after_seq`` or ``timeout`` seconds pass.
+
+        Only shared stores are asked: it is how changes made by other
+        processes reach this one's subscribers. The default polls; a store
+        with a notification channel (Redis pub/sub) should override it.
+        """
+        deadline = time.monotonic() + timeout
+        while self.last_seq() <= after_seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(self.POLL_INTERVAL, left))
+
+    #: Seconds between polls of the default ``wait_for_change``.
+    POLL_INTERVAL = 0.05
+
+    def close(self) -> None:  # noqa: B027 - a store with nothing to release need not override
+        """Release connections and files. The store is unusable afterwards."""

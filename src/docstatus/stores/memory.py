@@ -1,0 +1,172 @@
+"""The in-memory store: a plain dict of records, with indexes kept beside it.
+
+It wraps a dict the caller owns (``processing_status``, or any dict), so code
+that reads ``d[doc_id]["status"]`` keeps working. Every manager that wraps the
+same dict object shares one store, hence one lock and one set of indexes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import DocumentNotFoundError, DuplicateDocumentError
+from ..records import Record, finished_at, is_finished, is_valid_record
+from .base import Change, Store
+
+__all__ = ["MemoryStore"]
+
+log = logging.getLogger(__name__)
+
+# id(dict) -> the store wrapping it. The store holds the dict, so while an
+# entry is alive its id cannot be reused by another object.
+_by_dict: dict[int, weakref.ReferenceType[MemoryStore]] = {}
+_by_dict_lock = threading.Lock()
+
+
+class MemoryStore(Store):
+    """Records in a dict; O(limit) listing, O(active) active list, O(removed) expiry."""
+
+    url = "memory://"
+
+    #: Changes kept for event streams to resume from.
+    LOG_SIZE = 10_000
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = {} if data is None else data
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._log: dict[int, Change] = {}
+        # Insertion order is change order: the last key changed most recently.
+        self._order: OrderedDict[str, None] = OrderedDict()
+        self._active: OrderedDict[str, None] = OrderedDict()
+        # Finished ids in the order they finished, with when.
+        self._finished: OrderedDict[str, float] = OrderedDict()
+        self._counts: dict[str, int] = {}
+        self._index_existing()
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        """``memory://``: a new private store (nothing after the scheme is used)."""
+        return cls()
+
+    @classmethod
+    def wrapping(cls, data: dict[str, Any]) -> MemoryStore:
+        """The store for ``data``: the same store for every caller with the same dict."""
+        if not isinstance(data, dict):
+            raise TypeError(f"status_dict must be a dict, not {type(data).__name__}")
+        with _by_dict_lock:
+            ref = _by_dict.get(id(data))
+            store = ref() if ref is not None else None
+            if store is None:
+                store = cls(data)
+                key = id(data)
+                _by_dict[key] = weakref.ref(store, lambda _r, k=key: _by_dict.pop(k, None))
+            return store
+
+    def _index_existing(self) -> None:
+        records = []
+        for doc_id, record in self._data.items():
+            if is_valid_record(record) and record["doc_id"] == doc_id:
+                records.append(record)
+            else:
+                log.warning("ignoring entry %r of the wrapped dict: not a docstatus record", doc_id)
+        records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
+        for record in records:
+            self._index(record["doc_id"], record)
+
+    def _index(self, doc_id: str, record: Record, old: Record | None = None) -> None:
+        # Called with the lock held (or before the store is shared).
+        if old is not None:
+            self._counts[old["status"]] -= 1
+        self._counts[record["status"]] = self._counts.get(record["status"], 0) + 1
+        self._order[doc_id] = None
+        self._order.move_to_end(doc_id)
+        if is_finished(record):
+            self._active.pop(doc_id, None)
+            if doc_id not in self._finished:
+                self._finished[doc_id] = finished_at(record) or 0.0
+        else:
+            self._finished.pop(doc_id, None)
+            self._active[doc_id] = None
+            self._active.move_to_end(doc_id)
+
+    def _logged(self, kind: Any, doc_id: str, record: Record | None) -> Change:
+        self._seq += 1
+        change = Change(self._seq, kind, doc_id, record)
+        self._log[self._seq] = change
+        self._log.pop(self._seq - self.LOG_SIZE, None)
+        return change
+
+    def create(self, record: Record) -> Change:
+        doc_id = record["doc_id"]
+        with self._lock:
+            if doc_id in self._data:
+                raise DuplicateDocumentError(doc_id)
+            self._data[doc_id] = record
+            self._index(doc_id, record)
+            return self._logged("created", doc_id, record)
+
+    def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        with self._lock:
+            old = self._data.get(doc_id)
+            if old is None or doc_id not in self._order:
+                raise DocumentNotFoundError(doc_id)
+            new = change(old)
+            self._data[doc_id] = new
+            self._index(doc_id, new, old)
+            return self._logged("updated", doc_id, new)
+
+    def get(self, doc_id: str) -> Record | None:
+        record = self._data.get(doc_id)
+        # Entries that were in the dict before it was wrapped and are not
+        # records are not documents docstatus knows.
+        if record is None or "_track" not in record:
+            return None
+        return record  # type: ignore[no-any-return]
+
+    def _records(self, ids: Any) -> list[Record]:
+        data = self._data
+        return [data[i] for i in ids if i in data]
+
+    def recent(self, limit: int) -> list[Record]:
+        with self._lock:
+            return self._records(itertools.islice(reversed(self._order), limit))
+
+    def active(self) -> list[Record]:
+        with self._lock:
+            return self._records(reversed(self._active))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {status: n for status, n in self._counts.items() if n}
+
+    def expire(self, before: float, limit: int) -> list[Change]:
+        removed: list[Change] = []
+        with self._lock:
+            finished = self._finished
+            while finished and len(removed) < limit:
+                doc_id, at = next(iter(finished.items()))
+                if at >= before:
+                    break
+                del finished[doc_id]
+                record = self._data.pop(doc_id, None)
+                self._order.pop(doc_id, None)
+                if record is not None:
+                    self._counts[record["status"]] -= 1
+                removed.append(self._logged("removed", doc_id, None))
+        return removed
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        with self._lock:
+            first = max(seq + 1, self._seq - self.LOG_SIZE + 1, 1)
+            last = min(self._seq, first + limit - 1)
+            return [self._log[s] for s in range(first, last + 1)]
+
+    def last_seq(self) -> int:
+        return self._seq
