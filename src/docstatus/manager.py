@@ -15,7 +15,6 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -23,15 +22,7 @@ from . import janitor
 from .errors import DocumentNotFoundError
 from .events import Event, EventHub, Subscriber, to_event
 from .models import FINISHED, ProcessingStatus, Status
-from .records import (
-    Record,
-    apply_complete,
-    apply_fail,
-    apply_requeue,
-    apply_update,
-    new_record,
-    to_model,
-)
+from .records import Mutation, Record, new_record, to_model
 from .stores import Store, open_store
 from .stores.memory import MemoryStore
 
@@ -278,22 +269,22 @@ class StatusManager:
             progress = _progress(progress)
         clean = _fields(target, fields) if fields or target is Status.FAILED else fields
         now = time.time()
-        change = self._store.modify(doc_id, partial(apply_update, target=target, progress=progress, fields=clean, now=now))
-        self._changed(change)
+        mutation = Mutation("update", now, target, progress, clean)
+        self._changed(self._store.modify(doc_id, mutation))
 
     def mark_completed(self, doc: DocRef, **metadata: Any) -> None:
         """Complete the document from any non-final status; ``metadata`` is merged in."""
         doc_id = _doc_id_of(doc)
         extra = _metadata(metadata) if metadata else {}
         now = time.time()
-        self._changed(self._store.modify(doc_id, partial(apply_complete, extra=extra, now=now)))
+        self._changed(self._store.modify(doc_id, Mutation("complete", now, fields=extra)))
 
     def mark_failed(self, doc: DocRef, error: str) -> None:
         """Fail the document from any non-final status, keeping its progress."""
         doc_id = _doc_id_of(doc)
         message = _text("error", error, MAX_ERROR, empty_ok=False)
         now = time.time()
-        self._changed(self._store.modify(doc_id, partial(apply_fail, error=message, now=now)))
+        self._changed(self._store.modify(doc_id, Mutation("fail", now, fields={"error": message})))
 
     def requeue(self, doc: DocRef) -> None:
         """Start a new attempt of a *failed* document: queued, progress 0, error cleared.
@@ -303,7 +294,7 @@ class StatusManager:
         """
         doc_id = _doc_id_of(doc)
         now = time.time()
-        self._changed(self._store.modify(doc_id, partial(apply_requeue, now=now)))
+        self._changed(self._store.modify(doc_id, Mutation("requeue", now)))
 
     # -- reads -----------------------------------------------------------------
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .errors import InvalidTransitionError
 from .models import (
@@ -30,6 +31,7 @@ from .models import (
 )
 
 __all__ = [
+    "Mutation",
     "Record",
     "apply_complete",
     "apply_fail",
@@ -230,6 +232,35 @@ def apply_requeue(record: Record, now: float) -> Record:
     fresh = new_record(record["doc_id"], record["filename"], dict(record["metadata"]), now)
     fresh["metadata"]["attempt"] = int(record["metadata"].get("attempt", 1)) + 1
     return fresh
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    """A change to one record, as data: the manager builds one, the store applies it.
+
+    Calling it applies the rules in Python (what the memory and SQLite stores
+    do inside their atomic section). Its fields are plain data so that a store
+    that checks the rules on a server (Redis, in a Lua script) can send them
+    there instead; such a store must give the same result as ``__call__``, and
+    the conformance suite checks that it does.
+    """
+
+    kind: Literal["update", "complete", "fail", "requeue"]
+    now: float
+    target: Status | None = None
+    progress: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, record: Record) -> Record:
+        if self.kind == "update":
+            if self.target is None:
+                raise TypeError("an update Mutation needs a target status")
+            return apply_update(record, self.target, self.progress, self.fields, self.now)
+        if self.kind == "complete":
+            return apply_complete(record, self.fields, self.now)
+        if self.kind == "fail":
+            return apply_fail(record, self.fields["error"], self.now)
+        return apply_requeue(record, self.now)
 
 
 def _parse_time(value: str | None) -> datetime | None:

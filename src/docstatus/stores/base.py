@@ -78,6 +78,10 @@ class Store(ABC):
         exception propagates. No other change to this document may happen
         between the read and the write (the read-modify-write is atomic).
         Raises ``DocumentNotFoundError`` when there is no such record.
+
+        The manager always passes a :class:`~docstatus.records.Mutation`; a
+        store may run an equivalent of it elsewhere (a server-side script)
+        instead of calling it, as long as the result is the same.
         """
 
     @abstractmethod

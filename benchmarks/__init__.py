@@ -1,0 +1,1 @@
+"""Side-by-side measurements of docstatus and its floors (``make bench``)."""

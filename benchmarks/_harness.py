@@ -1,0 +1,89 @@
+"""Timing helpers and the table every benchmark prints.
+
+Each row measures docstatus and, where there is one, its floor in the same
+run, and prints the ratio. Timings are the best of several repeats (the least
+disturbed by the rest of the machine), in microseconds per operation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Row", "Table", "per_op", "per_op_threads"]
+
+
+def per_op(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
+    """Best microseconds per call of ``fn`` over ``repeat`` runs of ``number`` calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return best / number * 1e6
+
+
+def per_op_threads(make_fn: Callable[[int], Callable[[], object]], threads: int, number: int, repeat: int = 3) -> float:
+    """Best wall-clock microseconds per call with ``threads`` threads each making ``number`` calls.
+
+    ``make_fn(i)`` gives thread ``i`` its operation.
+    """
+    best = float("inf")
+    for _ in range(repeat):
+        fns = [make_fn(i) for i in range(threads)]
+        barrier = threading.Barrier(threads + 1)
+
+        def work(fn: Callable[[], object]) -> None:
+            barrier.wait()
+            for _ in range(number):
+                fn()
+
+        pool = [threading.Thread(target=work, args=(fn,)) for fn in fns]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for t in pool:
+            t.join()
+        best = min(best, time.perf_counter() - start)
+    return best / (threads * number) * 1e6
+
+
+@dataclass
+class Row:
+    name: str
+    us: float
+    floor_name: str = ""
+    floor_us: float | None = None
+    target: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.floor_us else self.us / self.floor_us
+
+
+@dataclass
+class Table:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        print(f"  {row.name}: {row.us:,.2f} µs", flush=True)
+        return row
+
+    def markdown(self) -> str:
+        lines = [
+            f"### {self.title}",
+            "",
+            "| measurement | docstatus µs/op | floor | floor µs/op | ratio | target |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for r in self.rows:
+            floor = f"{r.floor_us:,.2f}" if r.floor_us is not None else ""
+            ratio = f"{r.ratio:.2f}×" if r.ratio is not None else ""
+            lines.append(f"| {r.name} | {r.us:,.2f} | {r.floor_name} | {floor} | {ratio} | {r.target} |")
+        return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Shared fixtures: a manager over every store, so one suite covers them all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docstatus import StatusManager
+
+#: Store kinds the conformance suite runs against. Each maps to a function
+#: that returns a fresh, empty store URL for one test; kinds that need a
+#: server take it from a session fixture via ``request``.
+STORE_KINDS = ["memory"]
+
+
+def _store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'status.db'}"
+    if kind == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each store kind in turn."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for a fresh, empty store of ``store_kind``."""
+    return _store_url(store_kind, request, tmp_path)
+
+
+@pytest.fixture
+def make_manager(store_url: str) -> Iterator[Callable[..., StatusManager]]:
+    """Build managers over the test's store (several share it); closes them afterwards."""
+    made: list[StatusManager] = []
+
+    def make(**kwargs: Any) -> StatusManager:
+        kwargs.setdefault("cleanup_interval_seconds", None)
+        manager = StatusManager(store=store_url, **kwargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+@pytest.fixture
+def manager(make_manager: Callable[..., StatusManager]) -> StatusManager:
+    """A fresh manager over each store kind."""
+    return make_manager()
