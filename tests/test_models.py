@@ -1,0 +1,156 @@
+"""The pure parts: Status, the lifecycle table, progress_for, the model, the ETA estimator."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from docstatus import ProcessingStatus, Status, progress_for
+from docstatus.models import TRANSITIONS, RateEstimator, can_transition
+
+ALL = [s.value for s in Status]
+
+# The contract's "Valid Transitions" list plus DESIGN's queued -> failed,
+# written out independently of the implementation's table.
+LEGAL = {
+    ("queued", "parsing"),
+    ("queued", "failed"),
+    ("parsing", "embedding_visual"),
+    ("parsing", "embedding_text"),
+    ("parsing", "failed"),
+    ("embedding_visual", "embedding_text"),
+    ("embedding_visual", "failed"),
+    ("embedding_text", "storing"),
+    ("embedding_text", "failed"),
+    ("storing", "completed"),
+    ("storing", "failed"),
+}
+
+
+def test_status_members_are_the_plain_strings() -> None:
+    assert ALL == [
+        "queued",
+        "parsing",
+        "embedding_visual",
+        "embedding_text",
+        "storing",
+        "completed",
+        "failed",
+    ]
+    assert Status.EMBEDDING_TEXT == "embedding_text"
+    assert str(Status.COMPLETED) == "completed"
+    assert f"{Status.FAILED}" == "failed"
+
+
+@pytest.mark.parametrize("current", ALL)
+@pytest.mark.parametrize("target", ALL)
+def test_transition_table(current: str, target: str) -> None:
+    finished = current in ("completed", "failed")
+    expected = (current, target) in LEGAL or (current == target and not finished)
+    assert can_transition(Status(current), Status(target)) is expected
+
+
+def test_finished_states_have_no_way_out() -> None:
+    assert TRANSITIONS[Status.COMPLETED] == frozenset()
+    assert TRANSITIONS[Status.FAILED] == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("status", "done", "total", "expected"),
+    [
+        ("queued", None, None, 0.0),
+        ("parsing", None, None, 0.1),
+        ("embedding_visual", 13, 20, 0.1 + 13 / 20 * 0.5),
+        ("embedding_visual", 0, 20, 0.1),
+        ("embedding_visual", 20, 20, 0.6),
+        ("embedding_visual", 25, 20, 0.6),  # clipped to total
+        ("embedding_visual", -3, 20, 0.1),  # clipped to 0
+        ("embedding_visual", 5, None, 0.1),  # no total: start of range
+        ("embedding_visual", 5, 0, 0.1),
+        ("embedding_text", 1, 4, 0.6 + 0.25 * 0.3),
+        ("embedding_text", 4, 4, 0.9),
+        ("storing", None, None, 0.95),
+        ("completed", None, None, 1.0),
+    ],
+)
+def test_progress_for_follows_the_contract_table(
+    status: str, done: int | None, total: int | None, expected: float
+) -> None:
+    assert progress_for(status, done, total) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("status", ["failed", "bogus", ""])
+def test_progress_for_has_no_formula_for_failed_or_unknown(status: str) -> None:
+    with pytest.raises(ValueError, match="no progress formula"):
+        progress_for(status)
+
+
+def _model(**overrides: object) -> ProcessingStatus:
+    fields: dict[str, object] = {
+        "doc_id": "d",
+        "filename": "f.pdf",
+        "status": "parsing",
+        "progress": 0.1,
+        "stage": "parsing",
+        "started_at": datetime(2025, 1, 1, 12, 0, 0),
+        "updated_at": datetime(2025, 1, 1, 12, 0, 5),
+        "elapsed_time": 5.0,
+    }
+    fields.update(overrides)
+    return ProcessingStatus.model_validate(fields)
+
+
+def test_naive_datetimes_are_read_as_utc() -> None:
+    model = _model()
+    assert model.started_at == datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    aware = _model(updated_at=datetime(2025, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))))
+    assert aware.updated_at == datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    assert aware.updated_at.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"progress": 1.5}, {"progress": -0.1}, {"status": "done"}, {"doc_id": None}],
+)
+def test_model_rejects_invalid_values(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        _model(**bad)
+
+
+def test_model_example_is_valid_and_in_the_schema() -> None:
+    schema = ProcessingStatus.model_json_schema()
+    example = schema["example"]
+    assert ProcessingStatus.model_validate(example).page == 13
+    assert example["status"] == "embedding_visual"
+
+
+def test_status_field_serializes_as_plain_string() -> None:
+    assert _model(status=Status.STORING).model_dump(mode="json")["status"] == "storing"
+
+
+def test_rate_estimator_needs_a_sample_before_it_estimates() -> None:
+    state = [0.0, 0.0, 0.0, 0]
+    assert RateEstimator.remaining(state, 0.0, 1.0) is None
+    state = RateEstimator.advance(state, 0.1, 0.001)  # too soon after the last point: pooled
+    assert state[3] == 0
+
+
+def test_rate_estimator_converges_on_a_steady_rate() -> None:
+    state: list[float] = [0.0, 0.0, 0.0, 0]
+    for step in range(1, 11):  # 0.05 progress per second
+        state = RateEstimator.advance(state, step * 0.05, float(step))
+    remaining = RateEstimator.remaining(state, 0.5, 10.0)
+    assert remaining is not None
+    assert remaining == pytest.approx(10.0)  # bias correction: exact on a steady rate
+    later = RateEstimator.remaining(state, 0.5, 12.0)
+    assert later == pytest.approx(8.0)
+
+
+def test_rate_estimator_ignores_non_progress() -> None:
+    state: list[float] = [0.0, 0.2, 0.1, 3]
+    assert RateEstimator.advance(state, 0.2, 5.0) is state
+    assert RateEstimator.advance(state, 0.1, 5.0) is state
+    assert not math.isnan(RateEstimator.remaining(state, 0.2, 5.0) or 0.0)
