@@ -13,7 +13,7 @@ from docstatus import StatusManager
 #: Store kinds the conformance suite runs against. Each maps to a function
 #: that returns a fresh, empty store URL for one test; kinds that need a
 #: server take it from a session fixture via ``request``.
-STORE_KINDS = ["memory"]
+STORE_KINDS = ["memory", "sqlite"]
 
 
 def _store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateDocumentError",
     "InvalidTransitionError",
     "StatusError",
+    "StoreSchemaError",
     "StoreUnavailableError",
 ]
 
@@ -92,3 +93,22 @@ class StoreUnavailableError(StatusError):
         super().__init__(f"Status store {store} is unavailable: {cause}", store=store)
         self.store = store
         self.__cause__ = cause
+
+
+class StoreSchemaError(StoreUnavailableError):
+    """The store's schema is newer than this version of docstatus knows; nothing was changed."""
+
+    code = "STORE_SCHEMA"
+
+    def __init__(self, store: str, found: int, supported: int) -> None:
+        StatusError.__init__(
+            self,
+            f"Status store {store} has schema version {found}, but this docstatus supports up to "
+            f"{supported}: upgrade docstatus to use it",
+            store=store,
+            found=found,
+            supported=supported,
+        )
+        self.store = store
+        self.found = found
+        self.supported = supported

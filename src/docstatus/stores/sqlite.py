@@ -1,0 +1,458 @@
+"""The SQLite store: durable, embedded, shared by every process that opens the file.
+
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with optional
+query parameters ``synchronous`` (``normal``, the default, or ``full``) and
+``timeout`` (seconds a change may wait for other writers, default 10).
+
+Layout (schema version 1, kept in ``PRAGMA user_version``):
+
+* ``docs``: one row per document; the record as JSON text beside the columns
+  that the listings need (``status``, the ``seq`` of its last change, and
+  ``finished_at`` once it has completed or failed). Indexes on ``seq``, on
+  ``seq`` of active rows only, on ``finished_at`` of finished rows only, and on
+  ``status`` keep ``recent``, ``active``, ``expire`` and ``counts`` from reading
+  every row.
+* ``changes``: the change log. Its ``INTEGER PRIMARY KEY`` is the sequence
+  number. SQLite gives a new row the largest key plus one, and pruning never
+  removes the newest row, so numbers are strictly increasing and never reused,
+  for every process using the file.
+
+Every change is one transaction (``BEGIN IMMEDIATE``, so the read-modify-write
+cannot interleave with another writer) in WAL mode: once a call returns, its
+change is in the WAL and survives the process being killed; ``synchronous=full``
+also survives power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from ..errors import (
+    DocumentNotFoundError,
+    DuplicateDocumentError,
+    StoreSchemaError,
+    StoreUnavailableError,
+)
+from ..records import Record, finished_at
+from .base import Change, ChangeType, Store
+
+__all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
+
+T = TypeVar("T")
+
+#: Schema migrations: ``MIGRATIONS[v]`` takes a database from version ``v`` to
+#: ``v + 1``. Append only; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE docs (
+        doc_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        finished_at REAL,
+        record TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX docs_by_seq ON docs (seq);
+    CREATE INDEX docs_active_by_seq ON docs (seq) WHERE finished_at IS NULL;
+    CREATE INDEX docs_finished_by_time ON docs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_by_status ON docs (status);
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        record TEXT
+    );
+    """,
+)
+
+_SYNCHRONOUS = ("normal", "full")
+_DEFAULT_TIMEOUT = 10.0
+
+# SQLite result codes (the low byte of an extended code) that mean "another
+# connection holds the lock": worth waiting for, unlike every other error.
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
+
+
+@dataclass(frozen=True, slots=True)
+class SQLiteSettings:
+    """What a ``sqlite://`` URL says: the file, its durability and the lock wait."""
+
+    path: str
+    synchronous: str = "normal"
+    timeout: float = _DEFAULT_TIMEOUT
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteSettings:
+        """Parse ``sqlite:///path.db?synchronous=full&timeout=5``; ``ValueError`` says what is wrong."""
+        prefix = "sqlite:///"
+        if not isinstance(url, str) or not url.startswith(prefix):
+            raise ValueError(
+                f"invalid SQLite store URL {url!r}: expected sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        raw_path, _, query = url[len(prefix) :].partition("?")
+        path = unquote(raw_path)
+        if not path or path.endswith("/") or path == ":memory:" or "\x00" in path:
+            raise ValueError(f"invalid SQLite store URL {url!r}: it names no database file")
+        options = _options(url, query)
+        return cls(path, _synchronous(url, options), _timeout(url, options))
+
+
+def _options(url: str, query: str) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"invalid SQLite store URL {url!r}: malformed query {query!r}") from None
+    options: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in ("synchronous", "timeout"):
+            raise ValueError(
+                f"invalid SQLite store URL {url!r}: unknown option {name!r}; accepted: synchronous, timeout"
+            )
+        if name in options:
+            raise ValueError(f"invalid SQLite store URL {url!r}: option {name!r} given twice")
+        options[name] = value
+    return options
+
+
+def _synchronous(url: str, options: dict[str, str]) -> str:
+    value = options.get("synchronous", "normal").lower()
+    if value not in _SYNCHRONOUS:
+        raise ValueError(
+            f"invalid SQLite store URL {url!r}: synchronous must be normal or full, not {value!r}"
+        )
+    return value
+
+
+def _timeout(url: str, options: dict[str, str]) -> float:
+    raw = options.get("timeout")
+    if raw is None:
+        return _DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"invalid SQLite store URL {url!r}: timeout must be a number of seconds >= 0")
+    return value
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (the base class cannot)."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the database file."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str], url: str) -> None:
+    """Bring the file to ``len(migrations)``, in one transaction; a newer file is refused.
+
+    Safe when several processes open the file at once: the version is read
+    again under the write lock, so each migration runs exactly once.
+    """
+    target = len(migrations)
+    if schema_version(conn) == target:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = schema_version(conn)
+        if found > target:
+            raise StoreSchemaError(url, found, target)
+        for script in migrations[found:]:
+            for statement in _statements(script):
+                conn.execute(statement)
+        # PRAGMA takes no parameters; target is an int we computed.
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit the open transaction first; split instead.
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        # The error that brought us here is the one worth reporting.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+class SQLiteStore(Store):
+    """Records in a SQLite file, shared by every thread and process that opens it.
+
+    Each thread uses its own connection; writers in one process take turns on
+    a lock (so they never spin on SQLite's file lock against each other), and
+    writers in different processes wait for SQLite's lock with retries for up
+    to ``timeout`` seconds. Every failure of the file (missing directory,
+    unwritable, disk I/O error, locked for too long) raises
+    :class:`~docstatus.errors.StoreUnavailableError`, and the change is not
+    made; the next call reconnects, so the store works again once the file
+    does. A store opened before ``fork()`` opens new connections in the child.
+    """
+
+    shared = True
+
+    #: Changes kept in the log for streams to resume from (at least this many).
+    LOG_SIZE = 10_000
+    #: The log is pruned once per this many changes, so a change costs O(1).
+    PRUNE_EVERY = 100
+    #: Seconds between checks of the file in :meth:`wait_for_change`.
+    POLL_INTERVAL = 0.02
+    #: The schema this class writes (overridable to test migrations).
+    MIGRATIONS: tuple[str, ...] = MIGRATIONS
+
+    def __init__(self, settings: SQLiteSettings, url: str | None = None) -> None:
+        self.settings = settings
+        self.url = url or f"sqlite:///{settings.path}"
+        self._closed = False
+        self._reset_process_state()
+        # Fail fast: a store that cannot be opened is reported by the constructor.
+        self._run(lambda conn: None)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """The store for a ``sqlite://`` URL (see the module docstring)."""
+        return cls(SQLiteSettings.from_url(url), url)
+
+    # -- connections -----------------------------------------------------------
+
+    def _reset_process_state(self) -> None:
+        # Connections, thread-locals and locks inherited through fork() belong to
+        # the parent; the child leaves them alone and starts afresh.
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
+
+    def _connection(self) -> _Connection:
+        if self._closed:
+            raise StoreUnavailableError(self.url, RuntimeError("the store has been closed"))
+        if self._pid != os.getpid():
+            self._reset_process_state()
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+        return conn
+
+    def _open(self) -> _Connection:
+        conn = sqlite3.connect(
+            self.settings.path,
+            timeout=0,  # waiting is done by _run, with shorter sleeps than SQLite's
+            isolation_level=None,  # transactions are explicit
+            check_same_thread=False,  # close() may run on another thread
+            factory=_Connection,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
+            migrate(conn, self.MIGRATIONS, self.url)
+        except BaseException:
+            conn.close()
+            raise
+        with self._connections_lock:
+            self._connections.add(conn)
+        return conn
+
+    def _discard(self) -> None:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _run(self, op: Callable[[_Connection], T], *, write: bool = False) -> T:
+        """Run ``op`` on this thread's connection, waiting out other writers.
+
+        Errors of the database become ``StoreUnavailableError``; anything
+        ``op`` raises for its own reasons passes through unchanged.
+        """
+        deadline = time.monotonic() + self.settings.timeout
+        pause = 0.0002
+        while True:
+            try:
+                conn = self._connection()
+                return self._transaction(conn, op, deadline) if write else op(conn)
+            except sqlite3.Error as exc:
+                if not (_is_busy(exc) and time.monotonic() < deadline):
+                    self._discard()
+                    raise StoreUnavailableError(self.url, exc) from exc
+            # Jittered backoff: writers of several processes must not retry in lockstep.
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.01)
+
+    def _transaction(self, conn: _Connection, op: Callable[[_Connection], T], deadline: float) -> T:
+        if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise StoreUnavailableError(
+                self.url, TimeoutError("timed out waiting for another thread's change")
+            )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = op(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return result
+        finally:
+            self._write_lock.release()
+
+    # -- changes ---------------------------------------------------------------
+
+    def _log(self, conn: _Connection, kind: ChangeType, doc_id: str, text: str | None) -> int:
+        cursor = conn.execute(
+            "INSERT INTO changes (type, doc_id, record) VALUES (?, ?, ?)", (kind, doc_id, text)
+        )
+        seq = cursor.lastrowid
+        if seq is None:  # cannot happen after an INSERT; keeps the type exact
+            raise sqlite3.DatabaseError("no sequence number for a logged change")
+        if seq % self.PRUNE_EVERY == 0:
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (seq - self.LOG_SIZE,))
+        return seq
+
+    def create(self, record: Record) -> Change:
+        doc_id = record["doc_id"]
+        text = _encode(record)
+
+        def insert(conn: _Connection) -> Change:
+            if conn.execute("SELECT 1 FROM docs WHERE doc_id = ?", (doc_id,)).fetchone():
+                raise DuplicateDocumentError(doc_id)
+            seq = self._log(conn, "created", doc_id, text)
+            conn.execute(
+                "INSERT INTO docs (doc_id, status, seq, finished_at, record) VALUES (?, ?, ?, ?, ?)",
+                (doc_id, record["status"], seq, finished_at(record), text),
+            )
+            return Change(seq, "created", doc_id, record)
+
+        return self._run(insert, write=True)
+
+    def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        def rewrite(conn: _Connection) -> Change:
+            row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
+            if row is None:
+                raise DocumentNotFoundError(doc_id)
+            new = change(_decode(row[0]))
+            text = _encode(new)
+            seq = self._log(conn, "updated", doc_id, text)
+            conn.execute(
+                "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
+                (new["status"], seq, finished_at(new), text, doc_id),
+            )
+            return Change(seq, "updated", doc_id, new)
+
+        return self._run(rewrite, write=True)
+
+    def expire(self, before: float, limit: int) -> list[Change]:
+        def remove(conn: _Connection) -> list[Change]:
+            rows = conn.execute(
+                "SELECT doc_id FROM docs WHERE finished_at IS NOT NULL AND finished_at < ? "
+                "ORDER BY finished_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
+            removed = []
+            for (doc_id,) in rows:
+                conn.execute("DELETE FROM docs WHERE doc_id = ?", (doc_id,))
+                removed.append(Change(self._log(conn, "removed", doc_id, None), "removed", doc_id, None))
+            return removed
+
+        if limit <= 0:
+            return []
+        return self._run(remove, write=True)
+
+    # -- reads -----------------------------------------------------------------
+
+    def _records(self, sql: str, params: tuple[Any, ...]) -> list[Record]:
+        rows = self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [_decode(text) for (text,) in rows]
+
+    def get(self, doc_id: str) -> Record | None:
+        rows = self._records("SELECT record FROM docs WHERE doc_id = ?", (doc_id,))
+        return rows[0] if rows else None
+
+    def recent(self, limit: int) -> list[Record]:
+        return self._records("SELECT record FROM docs ORDER BY seq DESC LIMIT ?", (limit,))
+
+    def active(self) -> list[Record]:
+        return self._records("SELECT record FROM docs WHERE finished_at IS NULL ORDER BY seq DESC", ())
+
+    def counts(self) -> dict[str, int]:
+        rows = self._run(
+            lambda conn: conn.execute("SELECT status, count(*) FROM docs GROUP BY status").fetchall()
+        )
+        return dict(rows)
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT seq, type, doc_id, record FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        )
+        return [
+            Change(s, kind, doc_id, None if text is None else _decode(text)) for s, kind, doc_id, text in rows
+        ]
+
+    def last_seq(self) -> int:
+        row = self._run(lambda conn: conn.execute("SELECT max(seq) FROM changes").fetchone())
+        return int(row[0] or 0)
+
+    def wait_for_change(self, after_seq: int, timeout: float) -> None:
+        """Poll the file every :attr:`POLL_INTERVAL` seconds (SQLite has no notifications)."""
+        deadline = time.monotonic() + timeout
+        while not self._closed and self.last_seq() <= after_seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(self.POLL_INTERVAL, left))
+
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this process opened; later calls raise ``StoreUnavailableError``."""
+        self._closed = True
+        if self._pid != os.getpid():
+            return  # the parent's connections are not ours to close
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return Path(self.settings.path)
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.url!r}>"
