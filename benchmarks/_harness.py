@@ -26,7 +26,9 @@ def per_op(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
     return best / number * 1e6
 
 
-def per_op_threads(make_fn: Callable[[int], Callable[[], object]], threads: int, number: int, repeat: int = 3) -> float:
+def per_op_threads(
+    make_fn: Callable[[int], Callable[[], object]], threads: int, number: int, repeat: int = 3
+) -> float:
     """Best wall-clock microseconds per call with ``threads`` threads each making ``number`` calls.
 
     ``make_fn(i)`` gives thread ``i`` its operation.
@@ -36,7 +38,7 @@ def per_op_threads(make_fn: Callable[[int], Callable[[], object]], threads: int,
         fns = [make_fn(i) for i in range(threads)]
         barrier = threading.Barrier(threads + 1)
 
-        def work(fn: Callable[[], object]) -> None:
+        def work(fn: Callable[[], object], barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             for _ in range(number):
                 fn()

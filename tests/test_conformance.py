@@ -197,7 +197,9 @@ def test_every_transition_is_allowed_or_refused_by_the_table(
 
 
 @pytest.mark.parametrize("current", ["queued", "parsing", "embedding_visual", "embedding_text", "storing"])
-def test_mark_completed_and_failed_work_from_every_active_status(manager: StatusManager, current: str) -> None:
+def test_mark_completed_and_failed_work_from_every_active_status(
+    manager: StatusManager, current: str
+) -> None:
     _at(manager, "c", current)
     manager.mark_completed("c")
     _at(manager, "f", current)
@@ -421,7 +423,7 @@ def test_eta_from_observed_progress(manager: StatusManager) -> None:
     manager.update_status("e", "embedding_visual", page=0, total_pages=10)
     for page in range(1, 4):
         mark = time.monotonic()
-        _wait_until(lambda m=mark: time.monotonic() - m > 0.06)  # noqa: B023
+        _wait_until(lambda m=mark: time.monotonic() - m > 0.06)
         manager.update_status("e", "embedding_visual", page=page, total_pages=10)
     eta = manager.require_status("e").estimated_remaining
     assert eta is not None

@@ -54,9 +54,7 @@ ACCEPTED_FIELDS = (
     "total_chunks",
     "error",
 )
-OWNED_FIELDS = frozenset(
-    {"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"}
-)
+OWNED_FIELDS = frozenset({"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"})
 _STATUS_BY_NAME: dict[str, Status] = {s.value: s for s in Status}
 
 
@@ -249,9 +247,7 @@ class StatusManager:
         self._changed(change)
         return to_model(record, now)
 
-    def update_status(
-        self, doc: DocRef, status: str, progress: float | None = None, **fields: Any
-    ) -> None:
+    def update_status(self, doc: DocRef, status: str, progress: float | None = None, **fields: Any) -> None:
         """Move the document to ``status`` (or stay in it, reporting progress).
 
         ``progress=None`` computes it with :func:`progress_for` from ``page``/
@@ -447,6 +443,3 @@ def get_status_manager() -> StatusManager:
         if _singleton is None:
             _singleton = StatusManager(processing_status)
         return _singleton
-
-
-

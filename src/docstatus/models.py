@@ -184,9 +184,7 @@ class RateEstimator:
     MIN_INTERVAL = 0.05
 
     @staticmethod
-    def advance(
-        state: list[float], progress: float, now: float
-    ) -> list[float]:
+    def advance(state: list[float], progress: float, now: float) -> list[float]:
         """State after progress reached ``progress`` at ``now``.
 
         ``state`` is ``[at, progress_at, ema, samples]``: when progress last
@@ -207,7 +205,7 @@ class RateEstimator:
         at, _, ema, samples = state
         if samples < 1:
             return None
-        rate = ema / (1 - (1 - RateEstimator.SMOOTHING) ** samples)
+        rate = float(ema / (1 - (1 - RateEstimator.SMOOTHING) ** samples))
         if rate <= 0 or not math.isfinite(rate):
             return None
         return max(0.0, (1.0 - progress) / rate - max(0.0, now - at))

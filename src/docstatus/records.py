@@ -183,9 +183,7 @@ def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
 
 def _check_counts(new: Record, what: str, done: Any, total: Any) -> None:
     if isinstance(done, int) and isinstance(total, int) and done > total:
-        raise ValueError(
-            f"{what} {done} is beyond total_{what}s {total} for document {new['doc_id']!r}"
-        )
+        raise ValueError(f"{what} {done} is beyond total_{what}s {total} for document {new['doc_id']!r}")
 
 
 def _estimate(new: Record, fields: dict[str, Any], now: float) -> None:
@@ -276,8 +274,10 @@ def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
         elapsed, eta = float(record["elapsed_time"]), None
     else:
         elapsed = max(0.0, now - track[_STARTED])
-        eta = record["estimated_remaining"] if track[_ETA_GIVEN] else (
-            RateEstimator.remaining(track[1:5], progress, now)
+        eta = (
+            record["estimated_remaining"]
+            if track[_ETA_GIVEN]
+            else (RateEstimator.remaining(track[1:5], progress, now))
         )
     return ProcessingStatus.model_construct(
         doc_id=record["doc_id"],

@@ -13,6 +13,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..errors import DocumentNotFoundError, DuplicateDocumentError
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 # entry is alive its id cannot be reused by another object.
 _by_dict: dict[int, weakref.ReferenceType[MemoryStore]] = {}
 _by_dict_lock = threading.Lock()
+
+
+def _forget(key: int, _ref: object) -> None:
+    _by_dict.pop(key, None)
 
 
 class MemoryStore(Store):
@@ -65,8 +70,7 @@ class MemoryStore(Store):
             store = ref() if ref is not None else None
             if store is None:
                 store = cls(data)
-                key = id(data)
-                _by_dict[key] = weakref.ref(store, lambda _r, k=key: _by_dict.pop(k, None))
+                _by_dict[id(data)] = weakref.ref(store, partial(_forget, id(data)))
             return store
 
     def _index_existing(self) -> None:

@@ -1,0 +1,176 @@
+"""Real threads racing on one manager; invariants checked afterwards (every store)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+
+from docstatus import DuplicateDocumentError, Status, StatusManager
+from docstatus.events import Event
+from docstatus.models import can_transition
+
+
+def _race(workers: list[Callable[[], None]]) -> list[BaseException]:
+    """Start every worker at once; return the exceptions they raised."""
+    barrier = threading.Barrier(len(workers))
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(work: Callable[[], None]) -> None:
+        barrier.wait()
+        try:
+            work()
+        except BaseException as exc:  # collected and checked by the test
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a racing thread hung"
+    return errors
+
+
+def test_exactly_one_of_16_creates_wins(manager: StatusManager) -> None:
+    winners: list[str] = []
+
+    def create(i: int) -> Callable[[], None]:
+        def work() -> None:
+            manager.create_status("contested", f"file-{i}.pdf", {"who": i})
+            winners.append(f"file-{i}.pdf")
+
+        return work
+
+    errors = _race([create(i) for i in range(16)])
+    assert len(winners) == 1
+    assert len(errors) == 15
+    assert all(isinstance(e, DuplicateDocumentError) for e in errors)
+    status = manager.require_status("contested")
+    assert status.filename == winners[0]
+    assert status.metadata["who"] == int(winners[0].split("-")[1].split(".")[0])
+    assert manager.count_by_status()["total"] == 1
+
+
+def test_concurrent_progress_on_distinct_documents_loses_nothing(manager: StatusManager) -> None:
+    docs = [f"doc-{i}" for i in range(8)]
+    for doc in docs:
+        manager.create_status(doc, f"{doc}.pdf", {})
+        manager.update_status(doc, "parsing")
+
+    def pages(doc: str) -> Callable[[], None]:
+        def work() -> None:
+            for page in range(1, 101):
+                manager.update_status(doc, "embedding_visual", page=page, total_pages=100)
+
+        return work
+
+    assert _race([pages(d) for d in docs]) == []
+    for doc in docs:
+        status = manager.require_status(doc)
+        assert (status.page, status.total_pages) == (100, 100)
+        assert status.progress == pytest.approx(0.6)
+
+
+def test_only_one_thread_moves_a_document_out_of_a_state(manager: StatusManager) -> None:
+    manager.create_status("d", "d.pdf", {})
+    manager.update_status("d", "parsing")
+    manager.update_status("d", "embedding_text")
+    manager.update_status("d", "storing")
+    finishers: list[str] = []
+
+    def finish(i: int) -> Callable[[], None]:
+        def work() -> None:
+            if i % 2:
+                manager.mark_completed("d", by=i)
+            else:
+                manager.mark_failed("d", f"failed by {i}")
+            finishers.append(str(i))
+
+        return work
+
+    errors = _race([finish(i) for i in range(12)])
+    assert len(finishers) == 1
+    assert len(errors) == 11
+    assert manager.require_status("d").status in (Status.COMPLETED, Status.FAILED)
+
+
+def _full_pipeline(manager: StatusManager, doc: str, pages: int = 50, chunks: int = 20) -> None:
+    manager.create_status(doc, f"{doc}.pdf", {})
+    manager.update_status(doc, "parsing")
+    for page in range(1, pages + 1):
+        manager.update_status(doc, "embedding_visual", page=page, total_pages=pages)
+    for chunk in range(1, chunks + 1):
+        manager.update_status(doc, "embedding_text", chunk=chunk, total_chunks=chunks)
+    manager.update_status(doc, "storing")
+    manager.mark_completed(doc)
+
+
+def _read_until(manager: StatusManager, docs: list[str], stop: threading.Event, torn: list[str]) -> None:
+    while not stop.is_set():
+        snapshots = manager.list_all(10) + [manager.get_status(d) for d in docs]
+        for status in snapshots:
+            if status is not None:
+                torn.extend(_torn(status))
+
+
+def test_readers_never_see_a_torn_status(manager: StatusManager) -> None:
+    docs = [f"r{i}" for i in range(4)]
+    stop = threading.Event()
+    torn: list[str] = []
+    readers = [threading.Thread(target=_read_until, args=(manager, docs, stop, torn)) for _ in range(3)]
+    for r in readers:
+        r.start()
+    try:
+        assert _race([partial(_full_pipeline, manager, d) for d in docs]) == []
+    finally:
+        stop.set()
+        for r in readers:
+            r.join()
+    assert torn == []
+    assert all(manager.require_status(d).status is Status.COMPLETED for d in docs)
+
+
+def _torn(status: object) -> list[str]:
+    from docstatus import ProcessingStatus
+
+    assert isinstance(status, ProcessingStatus)
+    problems = []
+    if status.status is Status.COMPLETED and (status.progress != 1.0 or status.completed_at is None):
+        problems.append(f"completed with progress {status.progress}")
+    if status.page is not None and status.total_pages is not None and status.page > status.total_pages:
+        problems.append(f"page {status.page} > total {status.total_pages}")
+    if status.status is Status.EMBEDDING_VISUAL and status.total_pages is None:
+        problems.append("visual embedding without total_pages")
+    if not status.is_finished and status.completed_at is not None:
+        problems.append("active with completed_at")
+    return problems
+
+
+def test_subscribers_see_legal_transitions_and_monotone_progress_under_load(
+    manager: StatusManager,
+) -> None:
+    events: list[Event] = []
+    manager.subscribe(events.append)
+    docs = [f"s{i}" for i in range(6)]
+    assert _race([partial(_full_pipeline, manager, d, 20, 1) for d in docs]) == []
+    expected = len(docs) * 25
+    deadline = time.monotonic() + 10
+    while len(events) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(events) == expected
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs)
+    assert seqs[-1] == manager.last_seq
+    for doc in docs:
+        states = [e["status"] for e in events if e["doc_id"] == doc and e["status"]]
+        assert len(states) == 25
+        for before, after in itertools.pairwise(states):
+            assert can_transition(Status(before["status"]), Status(after["status"])), doc
+            assert after["progress"] >= before["progress"], doc
