@@ -13,12 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ConfigError",
     "DocumentNotFoundError",
+    "DocumentTimeoutError",
     "DuplicateDocumentError",
     "InvalidTransitionError",
+    "PathOutsideUploadsError",
     "StatusError",
     "StoreSchemaError",
     "StoreUnavailableError",
+    "UnsupportedFormatError",
+    "UploadClosedError",
+    "UploadNotFoundError",
+    "UploadTooLargeError",
 ]
 
 
@@ -112,3 +119,96 @@ class StoreSchemaError(StoreUnavailableError):
         self.store = store
         self.found = found
         self.supported = supported
+
+
+class UnsupportedFormatError(StatusError, ValueError):
+    """The file's format is not one the pipeline can process (or its content contradicts its name)."""
+
+    code = "UNSUPPORTED_FORMAT"
+
+    def __init__(self, filename: str, reason: str = "", supported: tuple[str, ...] = ()) -> None:
+        why = f": {reason}" if reason else ""
+        listing = f" (supported: {', '.join(supported)})" if supported else ""
+        super().__init__(
+            f"Unsupported format for {filename!r}{why}{listing}",
+            filename=filename,
+            supported=list(supported),
+        )
+        self.filename = filename
+        self.reason = reason
+        self.supported = supported
+
+
+class UploadTooLargeError(StatusError, ValueError):
+    """An upload or submitted file is bigger than the configured limit."""
+
+    code = "UPLOAD_TOO_LARGE"
+
+    def __init__(self, filename: str, max_bytes: int) -> None:
+        super().__init__(
+            f"{filename!r} is larger than the limit of {max_bytes} bytes",
+            filename=filename,
+            max_bytes=max_bytes,
+        )
+        self.filename = filename
+        self.max_bytes = max_bytes
+
+
+class PathOutsideUploadsError(StatusError, PermissionError):
+    """A submitted path resolves (symlinks followed) to somewhere outside the uploads folder."""
+
+    code = "PATH_OUTSIDE_UPLOADS"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"Path {path!r} is outside the uploads folder", path=path)
+        self.path = path
+
+    # OSError.__str__ would format errno/strerror instead of the message.
+    __str__ = StatusError.__str__
+
+
+class UploadNotFoundError(StatusError, FileNotFoundError):
+    """A submitted path does not name an existing regular file inside the uploads folder."""
+
+    code = "UPLOAD_NOT_FOUND"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"No file {path!r} in the uploads folder", path=path)
+        self.path = path
+
+    __str__ = StatusError.__str__
+
+
+class ConfigError(StatusError, ValueError):
+    """A setting (from the environment or an argument) has an invalid value."""
+
+    code = "CONFIG_ERROR"
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        super().__init__(f"Invalid {name}={value!r}: {reason}", name=name)
+        self.name = name
+        self.value = value
+        self.reason = reason
+
+
+class UploadClosedError(StatusError, ValueError):
+    """An upload was written to or finished after it was finished or aborted."""
+
+    code = "UPLOAD_CLOSED"
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(f"The upload of {filename!r} is already finished or aborted", filename=filename)
+        self.filename = filename
+
+
+class DocumentTimeoutError(StatusError, TimeoutError):
+    """A processor ran longer than the worker pool's ``document_timeout``."""
+
+    code = "DOCUMENT_TIMEOUT"
+
+    def __init__(self, doc_id: str, timeout: float) -> None:
+        super().__init__(f"processing took longer than {timeout:g} seconds", doc_id=doc_id, timeout=timeout)
+        self.doc_id = doc_id
+        self.timeout = timeout
+
+    __str__ = StatusError.__str__

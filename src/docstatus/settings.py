@@ -1,0 +1,227 @@
+"""Settings of the docstatus service (``docstatus serve``), from arguments or ``DOCSTATUS_*``.
+
+Nothing is read at import time: :meth:`ServiceSettings.from_env` reads the
+environment when it is called. Every value is checked when the settings are
+built, so a bad value fails at start-up with a :class:`~docstatus.errors.ConfigError`
+that names the setting, never later inside a request or a worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "ServiceSettings"]
+
+ENV_PREFIX = "DOCSTATUS_"
+
+MAX_WORKERS = 256
+
+
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + _ENV_SUFFIX.get(field_name, field_name.upper())
+
+
+# Settings whose variable is not simply the upper-cased field name.
+_ENV_SUFFIX = {"data_dir": "DATA"}
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw.strip().replace("_", ""))
+    except ValueError:
+        raise ConfigError(name, raw, "not an integer") from None
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ConfigError(name, raw, "not a number") from None
+
+
+def _parse_origins(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_token(name: str, raw: str) -> str | None:
+    return raw or None
+
+
+def _parse_str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _parse_path(name: str, raw: str) -> Path:
+    if not raw.strip():
+        raise ConfigError(name, raw, "must not be empty")
+    return Path(raw.strip()).expanduser()
+
+
+# How each setting's environment string becomes a value.
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "host": _parse_str,
+    "port": _parse_int,
+    "store": _parse_str,
+    "uploads": _parse_path,
+    "data_dir": _parse_path,
+    "workers": _parse_int,
+    "max_upload_bytes": _parse_int,
+    "max_body_bytes": _parse_int,
+    "api_token": _parse_token,
+    "cors_origins": _parse_origins,
+    "shutdown_timeout": _parse_float,
+}
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, value, "must be an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(name, value, f"must be {bounds}")
+    return value
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(name, value, "must be a non-empty string")
+    if not value.isprintable():
+        raise ConfigError(name, value, "must contain only printable characters")
+    return value
+
+
+def _check_store(value: object) -> str:
+    url = _check_text("store", value)
+    if not urlsplit(url).scheme:
+        raise ConfigError("store", url, "must be a store URL such as sqlite:///path.db or memory://")
+    return url
+
+
+def _check_path(name: str, value: object) -> Path:
+    if isinstance(value, str):
+        value = Path(value).expanduser() if value.strip() else None
+    if not isinstance(value, Path) or "\x00" in str(value):
+        raise ConfigError(name, value, "must be a non-empty path")
+    return value
+
+
+def _check_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError("shutdown_timeout", value, "must be a number of seconds")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError("shutdown_timeout", value, "must be a finite number of seconds >= 0")
+    return float(value)
+
+
+def _check_origins(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = _parse_origins("cors_origins", value)
+    if not isinstance(value, (tuple, list)) or not all(isinstance(o, str) and o for o in value):
+        raise ConfigError("cors_origins", value, "must be a list of origins")
+    return tuple(value)
+
+
+def _check_token(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.isprintable() or value != value.strip():
+        # The token itself is a secret: never echo it in the error.
+        raise ConfigError("api_token", "<hidden>", "must be printable text without surrounding spaces")
+    return value
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything ``docstatus serve`` needs; immutable and validated on construction.
+
+    Building one with an invalid value raises :class:`~docstatus.errors.ConfigError`
+    (a ``ValueError``) naming the setting. ``str`` paths are accepted and
+    become :class:`~pathlib.Path`; a comma-separated string is accepted for
+    ``cors_origins``; an empty ``api_token`` means no token.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8002
+    store: str = "sqlite:///docstatus-data/status.db"
+    uploads: Path = Path("docstatus-data/uploads")
+    data_dir: Path = Path("docstatus-data")
+    workers: int = 2
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_body_bytes: int = 1 * 1024 * 1024
+    api_token: str | None = field(default=None, repr=False)
+    cors_origins: tuple[str, ...] = ()
+    shutdown_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        checked = {
+            "host": _check_text("host", self.host),
+            "port": _check_int("port", self.port, 0, 65535),
+            "store": _check_store(self.store),
+            "uploads": _check_path("uploads", self.uploads),
+            "data_dir": _check_path("data_dir", self.data_dir),
+            "workers": _check_int("workers", self.workers, 1, MAX_WORKERS),
+            "max_upload_bytes": _check_int("max_upload_bytes", self.max_upload_bytes, 1),
+            "max_body_bytes": _check_int("max_body_bytes", self.max_body_bytes, 1),
+            "api_token": _check_token(self.api_token),
+            "cors_origins": _check_origins(self.cors_origins),
+            "shutdown_timeout": _check_timeout(self.shutdown_timeout),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
+        """Settings from ``DOCSTATUS_*`` variables (``os.environ`` by default), then ``overrides``.
+
+        Variables: ``DOCSTATUS_HOST``, ``_PORT``, ``_STORE``, ``_UPLOADS``,
+        ``_DATA``, ``_WORKERS``, ``_MAX_UPLOAD_BYTES``, ``_MAX_BODY_BYTES``,
+        ``_API_TOKEN``, ``_CORS_ORIGINS`` (comma-separated) and
+        ``_SHUTDOWN_TIMEOUT`` (seconds). An override of ``None`` counts as not
+        given (convenient for optional command-line flags); an unknown override
+        name is a ``ConfigError``. When ``data_dir`` is set but ``store`` or
+        ``uploads`` are not, those default to ``<data_dir>/status.db`` and
+        ``<data_dir>/uploads``, so one variable moves everything.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(
+                unknown[0], overrides[unknown[0]], f"unknown setting; known: {', '.join(sorted(known))}"
+            )
+        values: dict[str, Any] = {}
+        for name, parse in _PARSERS.items():
+            raw = env.get(_env_name(name))
+            if raw is not None:
+                values[name] = parse(_env_name(name), raw)
+        from_environment = set(values) - {k for k, v in overrides.items() if v is not None}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**_derived_defaults(values))
+        except ConfigError as exc:
+            if exc.name not in from_environment:
+                raise
+            # Name the variable the user actually set, not the field.
+            shown = exc.value if exc.name != "api_token" else "<hidden>"
+            raise ConfigError(_env_name(exc.name), shown, exc.reason) from None
+
+    def replace(self, **changes: Any) -> ServiceSettings:
+        """A copy with ``changes`` applied (and validated)."""
+        return replace(self, **changes)
+
+
+def _derived_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    if "data_dir" not in values:
+        return values
+    data_dir = _check_path("data_dir", values["data_dir"])
+    values.setdefault("uploads", data_dir / "uploads")
+    values.setdefault("store", f"sqlite:///{data_dir / 'status.db'}")
+    return values
