@@ -143,14 +143,10 @@ def _fields(status: Status, fields: dict[str, Any]) -> dict[str, Any]:
     """Checked copies of ``update_status``'s keywords."""
     clean: dict[str, Any] = {}
     for name, value in fields.items():
-        if name in OWNED_FIELDS:
-            raise TypeError(f"{name} is set by the StatusManager and cannot be passed to update_status")
-        if name not in ACCEPTED_FIELDS:
-            raise TypeError(
-                f"update_status() got an unexpected keyword {name!r}; accepted: "
-                f"status, progress, {', '.join(ACCEPTED_FIELDS)}"
-            )
-        clean[name] = _field(name, value)
+        check = _FIELD_CHECKS.get(name)
+        if check is None:
+            _unknown_field(name)
+        clean[name] = check(name, value)  # type: ignore[misc]
     if "error" in clean and status is not Status.FAILED:
         raise ValueError("error= is only accepted with status 'failed'")
     if status is Status.FAILED and not clean.get("error"):
@@ -158,14 +154,25 @@ def _fields(status: Status, fields: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _field(name: str, value: object) -> Any:
-    if name == "metadata":
-        return _metadata(value)
-    if name == "estimated_remaining":
-        return _seconds(name, value)
-    if name in ("stage", "error"):
-        return _text(name, value, MAX_ERROR if name == "error" else MAX_STAGE)
-    return _count(name, value)
+def _unknown_field(name: str) -> None:
+    if name in OWNED_FIELDS:
+        raise TypeError(f"{name} is set by the StatusManager and cannot be passed to update_status")
+    raise TypeError(
+        f"update_status() got an unexpected keyword {name!r}; accepted: "
+        f"status, progress, {', '.join(ACCEPTED_FIELDS)}"
+    )
+
+
+_FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "stage": lambda name, value: _text(name, value, MAX_STAGE),
+    "page": _count,
+    "total_pages": _count,
+    "estimated_remaining": _seconds,
+    "metadata": lambda name, value: _metadata(value),
+    "chunk": _count,
+    "total_chunks": _count,
+    "error": lambda name, value: _text(name, value, MAX_ERROR),
+}
 
 
 class StatusManager:

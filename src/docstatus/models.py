@@ -22,6 +22,7 @@ __all__ = [
     "ProcessingStatus",
     "RateEstimator",
     "Status",
+    "LEGAL_PAIRS",
     "can_transition",
     "progress_for",
 ]
@@ -72,11 +73,17 @@ DEFAULT_STAGE: dict[Status, str] = {
 }
 
 
-def can_transition(current: Status, target: Status) -> bool:
+# Every allowed (current, target) pair as plain strings: the hot path checks a
+# transition with one set lookup instead of two enum conversions.
+LEGAL_PAIRS: frozenset[tuple[str, str]] = frozenset(
+    {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
+    | {(s.value, s.value) for s in Status if s not in FINISHED}
+)
+
+
+def can_transition(current: str, target: str) -> bool:
     """Whether ``update_status`` may move a document from ``current`` to ``target``."""
-    if current == target:
-        return current not in FINISHED
-    return target in TRANSITIONS[current]
+    return (current, target) in LEGAL_PAIRS
 
 
 # (start, width) of each status's share of the progress bar (the contract's table).
@@ -100,8 +107,8 @@ def progress_for(status: str, done: int | None = None, total: int | None = None)
     it raises ``ValueError``, as does an unknown status.
     """
     try:
-        start, width = _RANGES[Status(status)]
-    except (ValueError, KeyError):
+        start, width = _RANGES[status]  # type: ignore[index]  # a StrEnum key matches its string
+    except (KeyError, TypeError):
         raise ValueError(f"no progress formula for status {status!r}") from None
     if not width or not total or total <= 0:
         return start

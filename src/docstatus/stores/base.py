@@ -18,7 +18,6 @@ Failures of the backend itself (a server down, a file unwritable) raise
 from __future__ import annotations
 
 import time
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ __all__ = ["Change", "ChangeType", "Store"]
 ChangeType = Literal["created", "updated", "removed"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for the same reason as Mutation: treat it as immutable.
+@dataclass(slots=True)
 class Change:
     """One entry of a store's change log.
 

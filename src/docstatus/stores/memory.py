@@ -86,6 +86,11 @@ class MemoryStore(Store):
 
     def _index(self, doc_id: str, record: Record, old: Record | None = None) -> None:
         # Called with the lock held (or before the store is shared).
+        if old is not None and old["status"] == record["status"] and doc_id in self._active:
+            # The common case, a progress update: only the recency order moves.
+            self._order.move_to_end(doc_id)
+            self._active.move_to_end(doc_id)
+            return
         if old is not None:
             self._counts[old["status"]] -= 1
         self._counts[record["status"]] = self._counts.get(record["status"], 0) + 1
