@@ -9,7 +9,7 @@ Layout (schema version 1, kept in ``PRAGMA user_version``):
 * ``docs``: one row per document; the record as JSON text beside the columns
   that the listings need (``status``, the ``seq`` of its last change, and
   ``finished_at`` once it has completed or failed). Indexes on ``seq``, on
-  ``seq`` of active rows only, on ``finished_at`` of finished rows only, and on
+  ``doc_id`` of active rows only, on ``finished_at`` of finished rows only, and on
   ``status`` keep ``recent``, ``active``, ``expire`` and ``counts`` from reading
   every row.
 * ``changes``: the change log. Its ``INTEGER PRIMARY KEY`` is the sequence
@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,8 +63,8 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at REAL,
         record TEXT NOT NULL
     );
-    CREATE UNIQUE INDEX docs_by_seq ON docs (seq);
-    CREATE INDEX docs_active_by_seq ON docs (seq) WHERE finished_at IS NULL;
+    CREATE INDEX docs_by_seq ON docs (seq);
+    CREATE INDEX docs_active ON docs (doc_id) WHERE finished_at IS NULL;
     CREATE INDEX docs_finished_by_time ON docs (finished_at) WHERE finished_at IS NOT NULL;
     CREATE INDEX docs_by_status ON docs (status);
     CREATE TABLE changes (
@@ -203,6 +203,16 @@ def _rollback(conn: sqlite3.Connection) -> None:
         # The error that brought us here is the one worth reporting.
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+def _first_duplicate(conn: sqlite3.Connection, doc_ids: list[str], first_new_seq: int) -> str:
+    seen: set[str] = set()
+    for doc_id in doc_ids:
+        stored = conn.execute("SELECT 1 FROM docs WHERE doc_id = ? AND seq < ?", (doc_id, first_new_seq))
+        if doc_id in seen or stored.fetchone():
+            return doc_id
+        seen.add(doc_id)
+    return doc_ids[0]
 
 
 class SQLiteStore(Store):
@@ -361,13 +371,19 @@ class SQLiteStore(Store):
             row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise DocumentNotFoundError(doc_id)
-            new = change(_decode(row[0]))
+            old = _decode(row[0])
+            new = change(old)
             text = _encode(new)
             seq = self._log(conn, "updated", doc_id, text)
-            conn.execute(
-                "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
-                (new["status"], seq, finished_at(new), text, doc_id),
-            )
+            if new["status"] == old["status"]:
+                # The usual progress update: leave the status and active
+                # indexes alone (SQLite skips indexes on columns not assigned).
+                conn.execute("UPDATE docs SET seq = ?, record = ? WHERE doc_id = ?", (seq, text, doc_id))
+            else:
+                conn.execute(
+                    "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
+                    (new["status"], seq, finished_at(new), text, doc_id),
+                )
             return Change(seq, "updated", doc_id, new)
 
         return self._run(rewrite, write=True)
@@ -389,6 +405,34 @@ class SQLiteStore(Store):
             return []
         return self._run(remove, write=True)
 
+    def import_records(self, records: Iterable[Record]) -> int:
+        """Insert many new records in one transaction, each logged as ``created``.
+
+        For loading data (and benchmarks): all or nothing, and
+        ``DuplicateDocumentError`` if any doc_id exists. Records are stored as
+        given, so they must be valid records (see :mod:`docstatus.records`).
+        """
+        texts = [(r["doc_id"], r["status"], finished_at(r), _encode(r)) for r in records]
+
+        def insert(conn: _Connection) -> int:
+            first = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]) + 1
+            seqs = range(first, first + len(texts))
+            conn.executemany(
+                "INSERT INTO changes (seq, type, doc_id, record) VALUES (?, 'created', ?, ?)",
+                [(seq, doc_id, text) for seq, (doc_id, _, _, text) in zip(seqs, texts, strict=True)],
+            )
+            try:
+                conn.executemany(
+                    "INSERT INTO docs (doc_id, status, seq, finished_at, record) VALUES (?, ?, ?, ?, ?)",
+                    [(d, s, seq, f, t) for seq, (d, s, f, t) in zip(seqs, texts, strict=True)],
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateDocumentError(_first_duplicate(conn, [t[0] for t in texts], first)) from None
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (first + len(texts) - 1 - self.LOG_SIZE,))
+            return len(texts)
+
+        return self._run(insert, write=True) if texts else 0
+
     # -- reads -----------------------------------------------------------------
 
     def _records(self, sql: str, params: tuple[Any, ...]) -> list[Record]:
@@ -403,7 +447,11 @@ class SQLiteStore(Store):
         return self._records("SELECT record FROM docs ORDER BY seq DESC LIMIT ?", (limit,))
 
     def active(self) -> list[Record]:
-        return self._records("SELECT record FROM docs WHERE finished_at IS NULL ORDER BY seq DESC", ())
+        # The active index is keyed by doc_id so that progress updates never
+        # touch it; the few active rows are sorted here.
+        return self._records(
+            "SELECT record FROM docs INDEXED BY docs_active WHERE finished_at IS NULL ORDER BY seq DESC", ()
+        )
 
     def counts(self) -> dict[str, int]:
         rows = self._run(
