@@ -18,6 +18,7 @@ __all__ = [
     "DocumentTimeoutError",
     "DuplicateDocumentError",
     "InvalidTransitionError",
+    "OutputError",
     "PathOutsideUploadsError",
     "StatusError",
     "StoreSchemaError",
@@ -212,3 +213,9 @@ class DocumentTimeoutError(StatusError, TimeoutError):
         self.timeout = timeout
 
     __str__ = StatusError.__str__
+
+
+class OutputError(StatusError, ValueError):
+    """Pipeline output that cannot be stored as given (e.g. chunks and vectors that do not match)."""
+
+    code = "OUTPUT_INVALID"

@@ -1,0 +1,122 @@
+"""The service: everything ``docstatus serve`` runs besides HTTP."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import ConfigError, StatusError
+from ..manager import StatusManager
+from ..settings import ServiceSettings
+from .intake import Intake
+from .processor import ProcessorRegistry
+from .runtime import WorkerPool
+
+__all__ = ["Service"]
+
+log = logging.getLogger(__name__)
+
+
+def _make_dir(name: str, path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(name, str(path), f"cannot create the folder: {exc.strerror or exc}") from None
+
+
+def _open_manager(url: str) -> StatusManager:
+    if url.startswith("sqlite:///"):
+        # The database's folder must exist before SQLite can create the file.
+        path = Path(url.removeprefix("sqlite:///").partition("?")[0])
+        if path.name and str(path) != ":memory:":
+            _make_dir("store", path.parent)
+    try:
+        return StatusManager(store=url)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, StatusError):
+            raise
+        raise ConfigError("store", url, str(exc)) from None
+
+
+class Service:
+    """Everything ``docstatus serve`` runs besides HTTP: manager, intake, worker pool.
+
+    Building one opens the store and creates the uploads and data folders
+    (a folder that cannot be created is a :class:`~docstatus.errors.ConfigError`).
+    :meth:`start` recovers interrupted work and starts the workers;
+    :meth:`stop` stops them gracefully (waiting up to
+    ``settings.shutdown_timeout``) and can be followed by another
+    :meth:`start`; :meth:`close` also closes the store. All three are
+    idempotent and thread-safe. One service process per store is assumed
+    (see :mod:`docstatus.pipeline.runtime`).
+    """
+
+    def __init__(
+        self, settings: ServiceSettings | None = None, *, processors: ProcessorRegistry | None = None
+    ) -> None:
+        self.settings = settings if settings is not None else ServiceSettings()
+        _make_dir("uploads", self.settings.uploads)
+        _make_dir("data_dir", self.settings.data_dir)
+        self.manager = _open_manager(self.settings.store)
+        self.pool = WorkerPool(
+            self.manager,
+            self.settings.uploads,
+            workers=self.settings.workers,
+            processors=processors,
+            data_dir=self.settings.data_dir,
+        )
+        self.intake = Intake(
+            self.manager,
+            self.settings.uploads,
+            max_bytes=self.settings.max_upload_bytes,
+            on_queued=self.pool.enqueue,
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the workers are running."""
+        return self.pool.running
+
+    def start(self) -> None:
+        """Recover interrupted documents and start processing. Idempotent; not after :meth:`close`."""
+        with self._lock:
+            if self._closed:
+                raise ConfigError("service", "closed", "a closed service cannot be started again")
+            removed = self.intake.remove_stale_uploads()
+            if removed:
+                log.info("removed %d unfinished uploads left by a previous process", removed)
+            self.pool.start()
+
+    def stop(self) -> None:
+        """Stop taking work; running documents get ``shutdown_timeout`` seconds. Idempotent.
+
+        Queued documents stay queued for the next start; documents still
+        running when the timeout passes are recovered at the next start.
+        The store stays open (status reads keep working until :meth:`close`).
+        """
+        with self._lock:
+            self.pool.stop(self.settings.shutdown_timeout)
+
+    def close(self) -> None:
+        """:meth:`stop`, then close the store. Idempotent."""
+        self.stop()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.manager.close()
+
+    def __enter__(self) -> Service:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Service store={self.settings.store!r} uploads={str(self.settings.uploads)!r}>"
