@@ -132,25 +132,26 @@ def test_status_field_serializes_as_plain_string() -> None:
 
 
 def test_rate_estimator_needs_a_sample_before_it_estimates() -> None:
-    state = [0.0, 0.0, 0.0, 0]
-    assert RateEstimator.remaining(state, 0.0, 1.0) is None
-    state = RateEstimator.advance(state, 0.1, 0.001)  # too soon after the last point: pooled
-    assert state[3] == 0
+    track: list[float] = [0.0, 0.0, 0.0, 0.0, 0, 0]
+    assert RateEstimator.remaining(track, 0.0, 1.0) is None
+    track = RateEstimator.advance(track, 0.1, 0.001)  # too soon after the last point: pooled
+    assert track[4] == 0
 
 
 def test_rate_estimator_converges_on_a_steady_rate() -> None:
-    state: list[float] = [0.0, 0.0, 0.0, 0]
+    track: list[float] = [0.0, 0.0, 0.0, 0.0, 0, 0]
     for step in range(1, 11):  # 0.05 progress per second
-        state = RateEstimator.advance(state, step * 0.05, float(step))
-    remaining = RateEstimator.remaining(state, 0.5, 10.0)
+        track = RateEstimator.advance(track, step * 0.05, float(step))
+    assert track[0] == 0.0  # the start of the attempt is kept
+    remaining = RateEstimator.remaining(track, 0.5, 10.0)
     assert remaining is not None
     assert remaining == pytest.approx(10.0)  # bias correction: exact on a steady rate
-    later = RateEstimator.remaining(state, 0.5, 12.0)
+    later = RateEstimator.remaining(track, 0.5, 12.0)
     assert later == pytest.approx(8.0)
 
 
 def test_rate_estimator_ignores_non_progress() -> None:
-    state: list[float] = [0.0, 0.2, 0.1, 3]
-    assert RateEstimator.advance(state, 0.2, 5.0) is state
-    assert RateEstimator.advance(state, 0.1, 5.0) is state
-    assert not math.isnan(RateEstimator.remaining(state, 0.2, 5.0) or 0.0)
+    track: list[float] = [0.0, 1.0, 0.2, 0.1, 3, 0]
+    assert RateEstimator.advance(track, 0.2, 5.0) is track
+    assert RateEstimator.advance(track, 0.1, 5.0) is track
+    assert not math.isnan(RateEstimator.remaining(track, 0.2, 5.0) or 0.0)

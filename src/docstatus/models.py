@@ -87,13 +87,13 @@ def can_transition(current: str, target: str) -> bool:
 
 
 # (start, width) of each status's share of the progress bar (the contract's table).
-_RANGES: dict[Status, tuple[float, float]] = {
-    Status.QUEUED: (0.0, 0.0),
-    Status.PARSING: (0.1, 0.0),
-    Status.EMBEDDING_VISUAL: (0.1, 0.5),
-    Status.EMBEDDING_TEXT: (0.6, 0.3),
-    Status.STORING: (0.95, 0.0),
-    Status.COMPLETED: (1.0, 0.0),
+_RANGES: dict[str, tuple[float, float]] = {
+    "queued": (0.0, 0.0),
+    "parsing": (0.1, 0.0),
+    "embedding_visual": (0.1, 0.5),
+    "embedding_text": (0.6, 0.3),
+    "storing": (0.95, 0.0),
+    "completed": (1.0, 0.0),
 }
 
 
@@ -106,14 +106,13 @@ def progress_for(status: str, done: int | None = None, total: int | None = None)
     ``failed`` has no formula (a failed document keeps its last progress), so
     it raises ``ValueError``, as does an unknown status.
     """
-    try:
-        start, width = _RANGES[status]  # type: ignore[index]  # a StrEnum key matches its string
-    except (KeyError, TypeError):
-        raise ValueError(f"no progress formula for status {status!r}") from None
+    span = _RANGES.get(status) if isinstance(status, str) else None
+    if span is None:
+        raise ValueError(f"no progress formula for status {status!r}")
+    start, width = span
     if not width or not total or total <= 0:
         return start
-    fraction = min(max(done or 0, 0), total) / total
-    return round(start + fraction * width, 10)
+    return start + min(max(done or 0, 0), total) / total * width
 
 
 _EXAMPLE: dict[str, Any] = {
@@ -180,8 +179,11 @@ class RateEstimator:
 
     An exponential moving average of the observed rate (progress per second)
     with bias correction, so early samples are not dragged towards zero by the
-    average's initial value. The state is four floats so that a store can keep
-    it beside the record and any process can continue it.
+    average's initial value. Its state lives in a record's *track*, a list of
+    six numbers that any process can continue:
+    ``[started, at, progress_at, ema, samples, eta_given]`` — when the attempt
+    started, when progress was last sampled and its value then, the average,
+    how many samples it holds, and whether the caller gave the ETA itself.
     """
 
     SMOOTHING = 0.3
@@ -191,28 +193,24 @@ class RateEstimator:
     MIN_INTERVAL = 0.05
 
     @staticmethod
-    def advance(state: list[float], progress: float, now: float) -> list[float]:
-        """State after progress reached ``progress`` at ``now``.
-
-        ``state`` is ``[at, progress_at, ema, samples]``: when progress last
-        moved, its value then, the average and how many samples it holds.
-        """
-        at, progress_at, ema, samples = state
-        dt = now - at
-        gained = progress - progress_at
+    def advance(track: list[float], progress: float, now: float) -> list[float]:
+        """The track after progress reached ``progress`` at ``now`` (``track`` itself if no sample)."""
+        dt = now - track[1]
+        gained = progress - track[2]
         if gained <= 0 or dt < RateEstimator.MIN_INTERVAL:
             # No signal yet: keep measuring from the last sample point.
-            return state
+            return track
         alpha = RateEstimator.SMOOTHING
-        return [now, progress, alpha * (gained / dt) + (1 - alpha) * ema, samples + 1]
+        ema = alpha * (gained / dt) + (1 - alpha) * track[3]
+        return [track[0], now, progress, ema, track[4] + 1, track[5]]
 
     @staticmethod
-    def remaining(state: list[float], progress: float, now: float) -> float | None:
+    def remaining(track: list[float], progress: float, now: float) -> float | None:
         """Seconds left at ``now``, or ``None`` while there is no signal."""
-        at, _, ema, samples = state
+        samples = track[4]
         if samples < 1:
             return None
-        rate = float(ema / (1 - (1 - RateEstimator.SMOOTHING) ** samples))
+        rate = float(track[3] / (1 - (1 - RateEstimator.SMOOTHING) ** samples))
         if rate <= 0 or not math.isfinite(rate):
             return None
-        return max(0.0, (1.0 - progress) / rate - max(0.0, now - at))
+        return max(0.0, (1.0 - progress) / rate - max(0.0, now - track[1]))

@@ -47,8 +47,8 @@ __all__ = [
 
 Record = dict[str, Any]
 
-# _track layout: [started, progress_moved_at, progress_then, rate_ema, samples, eta_given]
-# (times as epoch seconds). Slots 1-4 are the RateEstimator state.
+# _track layout (see RateEstimator): [started, sampled_at, progress_then, rate_ema, samples,
+# eta_given], times as epoch seconds.
 _STARTED, _ETA_GIVEN = 0, 5
 
 _TERMINAL = frozenset(s.value for s in FINISHED)
@@ -125,32 +125,30 @@ def _refuse_if_final(record: Record, target: str, action: str = "") -> None:
 
 def _advance(new: Record, progress: float, now: float) -> None:
     """Stamp a change at ``now`` that brings progress to at least ``progress``."""
-    old_progress = new["progress"]
     track = new["_track"]
-    if progress > old_progress:
+    if progress > new["progress"]:
         new["progress"] = progress
-        track = [track[0], *RateEstimator.advance(track[1:5], progress, now), track[5]]
-    new["_track"] = track
+        new["_track"] = track = RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
     new["elapsed_time"] = max(0.0, now - track[_STARTED])
 
 
-def _finish(new: Record, status: Status, now: float) -> None:
-    new["status"] = status.value
+def _finish(new: Record, status: str, now: float) -> None:
+    new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
     new["_track"] = [*new["_track"][:5], 0]
 
 
-def _units(status: Status, new: Record) -> tuple[int | None, int | None]:
-    if status is Status.EMBEDDING_VISUAL:
+def _units(status: str, new: Record) -> tuple[int | None, int | None]:
+    if status == "embedding_visual":
         return new["page"], new["total_pages"]
     meta = new["metadata"]
     return meta.get("chunk"), meta.get("total_chunks")
 
 
 def apply_update(
-    record: Record, target: Status, progress: float | None, fields: dict[str, Any], now: float
+    record: Record, target: str, progress: float | None, fields: dict[str, Any], now: float
 ) -> Record:
     """``update_status``: move to ``target`` (or stay) and merge validated ``fields``.
 
@@ -159,24 +157,24 @@ def apply_update(
     stored ``total_pages``) is checked here.
     """
     current = record["status"]
-    if (current, target.value) not in LEGAL_PAIRS:
-        _refuse_if_final(record, target.value)
-        raise InvalidTransitionError(record["doc_id"], current, target.value)
+    if (current, target) not in LEGAL_PAIRS:
+        _refuse_if_final(record, target)
+        raise InvalidTransitionError(record["doc_id"], current, target)
     new = dict(record)
     _merge_fields(new, fields)
-    if "stage" not in fields and target.value != current:
-        new["stage"] = DEFAULT_STAGE[target]
-    if target is Status.FAILED:
+    if "stage" not in fields and target != current:
+        new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
+    if target == "failed":
         _finish(new, target, now)
         _advance(new, new["progress"], now)
         return new
-    if target is Status.COMPLETED:
+    if target == "completed":
         _finish(new, target, now)
         _advance(new, 1.0, now)
         return new
     if progress is None:
         progress = progress_for(target, *_units(target, new))
-    new["status"] = target.value
+    new["status"] = target
     _advance(new, progress, now)
     _estimate(new, fields, now)
     return new
@@ -210,7 +208,7 @@ def _estimate(new: Record, fields: dict[str, Any], now: float) -> None:
         new["estimated_remaining"] = fields["estimated_remaining"]
         given = 1
     else:
-        new["estimated_remaining"] = RateEstimator.remaining(track[1:5], new["progress"], now)
+        new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
         given = 0
     if track[_ETA_GIVEN] != given:
         new["_track"] = [*track[:5], given]
@@ -223,7 +221,7 @@ def apply_complete(record: Record, extra: dict[str, Any], now: float) -> Record:
     if extra:
         new["metadata"] = {**new["metadata"], **extra}
     new["stage"] = DEFAULT_STAGE[Status.COMPLETED]
-    _finish(new, Status.COMPLETED, now)
+    _finish(new, "completed", now)
     _advance(new, 1.0, now)
     return new
 
@@ -234,7 +232,7 @@ def apply_fail(record: Record, error: str, now: float) -> Record:
     new = dict(record)
     new["error"] = error
     new["stage"] = DEFAULT_STAGE[Status.FAILED]
-    _finish(new, Status.FAILED, now)
+    _finish(new, "failed", now)
     _advance(new, new["progress"], now)
     return new
 
@@ -264,7 +262,8 @@ class Mutation:
 
     kind: Literal["update", "complete", "fail", "requeue"]
     now: float
-    target: Status | None = None
+    #: The status to move to, as its plain string value.
+    target: str | None = None
     progress: float | None = None
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -296,7 +295,7 @@ def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
         eta = (
             record["estimated_remaining"]
             if track[_ETA_GIVEN]
-            else (RateEstimator.remaining(track[1:5], progress, now))
+            else (RateEstimator.remaining(track, progress, now))
         )
     return ProcessingStatus.model_construct(
         doc_id=record["doc_id"],
