@@ -337,7 +337,7 @@ class Intake:
         """
         shown = str(path)
         resolved = _inside(self.uploads_dir, path)
-        name = safe_filename(filename if filename else resolved.name)
+        name = safe_filename(filename if filename else Path(shown).name)
         if resolved.name.startswith(TEMP_PREFIX) and resolved.name.endswith(_TEMP_SUFFIX):
             raise UploadNotFoundError(shown)  # an upload still being received
         digest, size = self._hash_file(resolved, shown, name)
