@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: test lint typecheck pytest bench venv clean
+.PHONY: test lint typecheck pytest bench venv clean system-deps
 
 venv: $(STAMP)
 
@@ -22,12 +22,21 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src
 
-pytest: venv
+pytest: venv system-deps
 	$(BIN)/pytest
+
+# Servers the tests run for real (the Redis store's tests start their own redis-server).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
+		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null)
 
 test: lint typecheck pytest
 
-bench: venv
+BENCH_EXTRAS ?= dev,bench
+
+bench: system-deps
+	$(MAKE) --no-print-directory venv EXTRAS=$(BENCH_EXTRAS)
 	$(BIN)/python -m benchmarks
 
 clean:

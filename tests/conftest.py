@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _redis_server import RedisServer, RedisServerError
 from docstatus import StatusManager
 
 #: Store kinds the conformance suite runs against. Each maps to a function
 #: that returns a fresh, empty store URL for one test; kinds that need a
 #: server take it from a session fixture via ``request``.
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "redis"]
 
 
 def _store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -60,3 +63,24 @@ def make_manager(store_url: str) -> Iterator[Callable[..., StatusManager]]:
 def manager(make_manager: Callable[..., StatusManager]) -> StatusManager:
     """A fresh manager over each store kind."""
     return make_manager()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the whole session, on a free loopback port; fails if it cannot start."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except RedisServerError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+_redis_prefixes = itertools.count()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A store URL on the session's redis-server with a key prefix of its own: a fresh, empty store."""
+    return f"{redis_server.url}?prefix=test{os.getpid()}-{next(_redis_prefixes)}"

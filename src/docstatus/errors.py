@@ -18,6 +18,7 @@ __all__ = [
     "DocumentTimeoutError",
     "DuplicateDocumentError",
     "InvalidTransitionError",
+    "MissingDependencyError",
     "OutputError",
     "PathOutsideUploadsError",
     "StatusError",
@@ -219,3 +220,16 @@ class OutputError(StatusError, ValueError):
     """Pipeline output that cannot be stored as given (e.g. chunks and vectors that do not match)."""
 
     code = "OUTPUT_INVALID"
+
+
+class MissingDependencyError(StatusError, ImportError):
+    """A feature needs an optional dependency that is not installed."""
+
+    code = "MISSING_DEPENDENCY"
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the {package!r} package: pip install 'docstatus[{extra}]'", package=package, extra=extra
+        )
+        self.package = package
+        self.extra = extra

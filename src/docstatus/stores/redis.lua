@@ -1,0 +1,473 @@
+-- The docstatus Redis store, server side: every change is checked and applied here,
+-- atomically, in one call (see redis.py for the data layout and the calling side).
+--
+-- The rules mirror docstatus.records (apply_update, apply_complete, apply_fail,
+-- apply_requeue). The tables they need (transitions, default stages, progress
+-- ranges, estimator constants) are not written here: redis.py renders them from
+-- docstatus.models into the line below, so the lifecycle has a single source.
+local RULES = __RULES__
+
+-- Values are kept as the JSON text Python wrote (a record is a hash of field ->
+-- JSON value), and only what a rule needs is decoded. Python-made numbers and
+-- strings are thus stored exactly as Python made them; numbers this script
+-- computes are written with enough digits to read back as the same double.
+
+local find, sub, byte, format, concat = string.find, string.sub, string.byte, string.format, table.concat
+
+local OP, P = ARGV[1], ARGV[2]
+local K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
+local K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
+
+-- Outcomes a rule signals with error(); caught in the dispatcher.
+local REFUSED, FALLBACK = 'docstatus:refused', 'docstatus:fallback'
+
+-- JSON text ------------------------------------------------------------------
+
+local function string_end(s, i)
+  -- s[i] opens a JSON string; the index of the quote that closes it.
+  local j = i + 1
+  while true do
+    local k = find(s, '["\\]', j)
+    if byte(s, k) == 92 then j = k + 2 else return k end
+  end
+end
+
+local function value_end(s, i)
+  -- The index of the last character of the JSON value that starts at s[i].
+  local c = byte(s, i)
+  if c == 34 then return string_end(s, i) end
+  if c ~= 123 and c ~= 91 then return (find(s, '[,}%]%s]', i) or (#s + 1)) - 1 end
+  local depth, j = 0, i
+  while true do
+    local k = find(s, '["{}%[%]]', j)
+    local ch = byte(s, k)
+    if ch == 34 then
+      j = string_end(s, k) + 1
+    else
+      if ch == 123 or ch == 91 then depth = depth + 1 else depth = depth - 1 end
+      if depth == 0 then return k end
+      j = k + 1
+    end
+  end
+end
+
+-- A JSON object as ordered members: {keys = {raw key}, values = {raw value}, at = {raw key -> n}}.
+local function split_object(s)
+  local obj = {keys = {}, values = {}, at = {}}
+  local i = find(s, '%S', 2)
+  if byte(s, i) == 125 then return obj end
+  while true do
+    local key_end = string_end(s, i)
+    local key = sub(s, i, key_end)
+    i = find(s, '[^%s:]', key_end + 1)
+    local v_end = value_end(s, i)
+    local n = obj.at[key] or (#obj.keys + 1)
+    obj.keys[n], obj.values[n], obj.at[key] = key, sub(s, i, v_end), n
+    i = find(s, '%S', v_end + 1)
+    if byte(s, i) == 125 then return obj end
+    i = find(s, '%S', i + 1)
+  end
+end
+
+local function put_member(obj, key, value)
+  -- Like dict assignment: an existing key keeps its place, a new one goes last.
+  local n = obj.at[key]
+  if not n then
+    n = #obj.keys + 1
+    obj.keys[n], obj.at[key] = key, n
+  end
+  obj.values[n] = value
+end
+
+local function join_object(obj)
+  local parts = {}
+  for n = 1, #obj.keys do parts[n] = obj.keys[n] .. ': ' .. obj.values[n] end
+  return '{' .. concat(parts, ', ') .. '}'
+end
+
+local function fnum(x)
+  -- A float as JSON that Python reads back as the same float (never as an int).
+  local s = format('%.15g', x)
+  if tonumber(s) ~= x then s = format('%.17g', x) end
+  if not find(s, '[%.en]') then s = s .. '.0' end
+  return s
+end
+
+local function scalar(raw)
+  -- How Python sees a JSON scalar: 'none', 'int' or 'float' with its value, or
+  -- 'other' for what this script does not reproduce (the change then runs in Python).
+  if raw == nil or raw == 'null' then return 'none' end
+  if find(raw, '^%-?%d+$') then
+    if #raw > 15 then return 'other' end -- beyond the integers a double holds exactly
+    return 'int', tonumber(raw)
+  end
+  local value = tonumber(raw)
+  if value and find(raw, '^%-?%d') then return 'float', value end
+  return 'other'
+end
+
+-- Records ----------------------------------------------------------------------
+
+local function doc_key(doc_id) return P .. 'doc:' .. doc_id end
+
+local function load(doc_id)
+  -- The stored record as {raw = {field -> JSON text}, order = {field}}, or nil.
+  local flat = redis.call('HGETALL', doc_key(doc_id))
+  if #flat == 0 then return nil end
+  local raw, order = {}, {}
+  for i = 1, #flat, 2 do
+    raw[flat[i]] = flat[i + 1]
+    order[#order + 1] = flat[i]
+  end
+  return {raw = raw, order = order}
+end
+
+local function record_json(doc)
+  local parts = {}
+  for n, name in ipairs(doc.order) do parts[n] = '"' .. name .. '": ' .. doc.raw[name] end
+  return '{' .. concat(parts, ', ') .. '}'
+end
+
+local function unquote(raw) return sub(raw, 2, -2) end
+
+local function status_of(doc) return unquote(doc.raw.status) end
+
+-- The change log, the indexes and the notification of one change.
+local function commit(kind, doc_id, old_status, new_status, finished_at, body)
+  local seq = redis.call('INCR', K_SEQ)
+  redis.call('ZADD', K_RECENT, seq, doc_id)
+  if RULES.final[new_status] then
+    redis.call('ZREM', K_ACTIVE, doc_id)
+    redis.call('ZADD', K_FINISHED, format('%.17g', finished_at), doc_id)
+  else
+    redis.call('ZADD', K_ACTIVE, seq, doc_id)
+    if old_status and RULES.final[old_status] then redis.call('ZREM', K_FINISHED, doc_id) end
+  end
+  if old_status ~= new_status then
+    if old_status then redis.call('HINCRBY', K_COUNTS, old_status, -1) end
+    redis.call('HINCRBY', K_COUNTS, new_status, 1)
+  end
+  redis.call('XADD', K_LOG, 'MAXLEN', '~', RULES.log_size, seq .. '-0', 't', kind, 'd', doc_id, 'r', body)
+  redis.call('PUBLISH', CHANNEL, seq)
+  return seq
+end
+
+local function split_track(raw)
+  -- The _track list as the JSON text of each number.
+  local t = {}
+  for item in string.gmatch(sub(raw, 2, -2), '[^,%s]+') do t[#t + 1] = item end
+  return t
+end
+
+local function finished_at(doc)
+  -- records.finished_at: when the document finished, as epoch seconds.
+  local track = doc.track or split_track(doc.raw._track)
+  return tonumber(track[1]) + tonumber(doc.raw.elapsed_time)
+end
+
+-- Writes every field of ``text`` (a record as JSON) into the document's hash.
+local function store_record(doc_id, text)
+  local obj = split_object(text)
+  local args = {}
+  local doc = {raw = {}, order = {}}
+  for n, key in ipairs(obj.keys) do
+    local name = unquote(key)
+    args[#args + 1] = name
+    args[#args + 1] = obj.values[n]
+    doc.raw[name] = obj.values[n]
+    doc.order[n] = name
+  end
+  redis.call('HSET', doc_key(doc_id), unpack(args))
+  return doc
+end
+
+-- The rules ------------------------------------------------------------------------
+
+local NOW_RAW, NOW_ISO, NOW
+
+local function meta(doc)
+  if not doc.meta then doc.meta = split_object(doc.raw.metadata) end
+  return doc.meta
+end
+
+local function numbers(what, done_raw, total_raw)
+  -- _check_counts: both ints and done > total is refused.
+  local kd, done = scalar(done_raw)
+  local kt, total = scalar(total_raw)
+  if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
+  if kd == 'int' and kt == 'int' and done > total then error(REFUSED, 0) end
+  return done, total
+end
+
+local function merge_fields(doc, fields)
+  -- records._merge_fields
+  if #fields.keys == 0 then return end
+  local at, values = fields.at, fields.values
+  local update = at['"metadata"'] and values[at['"metadata"']]
+  if update == 'null' then update = nil end
+  if update and byte(update, 1) ~= 123 then error(FALLBACK, 0) end
+  update = update and split_object(update)
+  if (update and #update.keys > 0) or at['"chunk"'] or at['"total_chunks"'] then
+    local m = meta(doc)
+    if update then
+      for n, key in ipairs(update.keys) do put_member(m, key, update.values[n]) end
+    end
+    for _, key in ipairs({'"chunk"', '"total_chunks"'}) do
+      if at[key] then put_member(m, key, values[at[key]]) end
+    end
+    doc.meta_changed = true
+    numbers('chunk', m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']])
+  end
+  for _, name in ipairs({'stage', 'page', 'total_pages', 'error'}) do
+    local n = at['"' .. name .. '"']
+    if n then doc.raw[name] = values[n] end
+  end
+  numbers('page', doc.raw.page, doc.raw.total_pages)
+end
+
+local function advance(doc, progress, progress_raw)
+  -- records._advance and RateEstimator.advance
+  local t = doc.track
+  if progress > doc.progress then
+    doc.progress, doc.raw.progress = progress, progress_raw
+    local at, progress_at, ema, samples = tonumber(t[2]), tonumber(t[3]), tonumber(t[4]), tonumber(t[5])
+    local dt, gained = NOW - at, progress - progress_at
+    if not (gained <= 0 or dt < RULES.min_interval) then
+      local alpha = RULES.smoothing
+      t[2], t[3] = NOW_RAW, progress_raw
+      t[4], t[5] = fnum(alpha * (gained / dt) + (1 - alpha) * ema), format('%d', samples + 1)
+    end
+  end
+  doc.raw.updated_at = NOW_ISO
+  doc.raw.elapsed_time = fnum(math.max(0.0, NOW - tonumber(t[1])))
+end
+
+local function remaining(doc)
+  -- RateEstimator.remaining, as JSON.
+  local t = doc.track
+  local at, ema, samples = tonumber(t[2]), tonumber(t[4]), tonumber(t[5])
+  if samples < 1 then return 'null' end
+  local rate = ema / (1 - (1 - RULES.smoothing) ^ samples)
+  if rate <= 0 or rate ~= rate or rate == math.huge then return 'null' end
+  return fnum(math.max(0.0, (1.0 - doc.progress) / rate - math.max(0.0, NOW - at)))
+end
+
+local function estimate(doc, fields)
+  local n = fields.at['"estimated_remaining"']
+  local given = 0
+  if n then
+    doc.raw.estimated_remaining, given = fields.values[n], 1
+  else
+    doc.raw.estimated_remaining = remaining(doc)
+  end
+  if tonumber(doc.track[6]) ~= given then doc.track[6] = format('%d', given) end
+end
+
+local function finish(doc, status)
+  doc.status, doc.raw.status = status, '"' .. status .. '"'
+  doc.raw.completed_at = NOW_ISO
+  doc.raw.estimated_remaining = 'null'
+  doc.track[6] = '0'
+end
+
+local function progress_for(doc, target)
+  -- models.progress_for, with the units records._units picks.
+  local range = RULES.range[target]
+  local start, width = range[1], range[2]
+  local done_raw, total_raw
+  if target == 'embedding_visual' then
+    done_raw, total_raw = doc.raw.page, doc.raw.total_pages
+  else
+    local m = (doc.meta or find(doc.raw.metadata, 'chunks?"')) and meta(doc)
+    if m then done_raw, total_raw = m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']] end
+  end
+  if width == 0 then return start end
+  local kd, done = scalar(done_raw)
+  local kt, total = scalar(total_raw)
+  if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
+  if total == nil or total == 0 or total <= 0 then return start end
+  if done == nil or done == 0 then done = 0 end
+  local fraction = math.min(math.max(done, 0), total) / total
+  return tonumber(format('%.10f', start + fraction * width))
+end
+
+local function refuse_if_final(doc)
+  if RULES.final[doc.status] then error(REFUSED, 0) end
+end
+
+local function apply_update(doc, target, progress_raw, fields)
+  local current = doc.status
+  if not (RULES.transitions[current] or {})[target] then error(REFUSED, 0) end
+  merge_fields(doc, fields)
+  if not fields.at['"stage"'] and target ~= current then doc.raw.stage = RULES.stage_json[target] end
+  if target == 'failed' then
+    finish(doc, target)
+    return advance(doc, doc.progress, doc.raw.progress)
+  end
+  if target == 'completed' then
+    finish(doc, target)
+    return advance(doc, 1.0, '1.0')
+  end
+  local progress = tonumber(progress_raw)
+  if progress == nil then
+    progress = progress_for(doc, target)
+    progress_raw = fnum(progress)
+  end
+  doc.status, doc.raw.status = target, '"' .. target .. '"'
+  advance(doc, progress, progress_raw)
+  estimate(doc, fields)
+end
+
+local function apply_complete(doc, extra)
+  refuse_if_final(doc)
+  if #extra.keys > 0 then
+    local m = meta(doc)
+    for n, key in ipairs(extra.keys) do put_member(m, key, extra.values[n]) end
+    doc.meta_changed = true
+  end
+  doc.raw.stage = RULES.stage_json.completed
+  finish(doc, 'completed')
+  advance(doc, 1.0, '1.0')
+end
+
+local function apply_fail(doc, fields)
+  refuse_if_final(doc)
+  local n = fields.at['"error"']
+  if not n then error(FALLBACK, 0) end
+  doc.raw.error = fields.values[n]
+  doc.raw.stage = RULES.stage_json.failed
+  finish(doc, 'failed')
+  advance(doc, doc.progress, doc.raw.progress)
+end
+
+local function apply_requeue(doc)
+  if doc.status ~= 'failed' then error(REFUSED, 0) end
+  local m = meta(doc)
+  local kind, attempt = scalar(m.values[m.at['"attempt"']])
+  if kind == 'none' and not m.at['"attempt"'] then
+    attempt = 1
+  elseif kind ~= 'int' then
+    error(FALLBACK, 0)
+  end
+  put_member(m, '"attempt"', format('%d', attempt + 1))
+  doc.meta_changed = true
+  local r = doc.raw
+  r.status, r.progress, r.stage = '"queued"', '0.0', RULES.stage_json.queued
+  r.page, r.total_pages, r.completed_at, r.estimated_remaining, r.error = 'null', 'null', 'null', 'null', 'null'
+  r.started_at, r.updated_at, r.elapsed_time = NOW_ISO, NOW_ISO, '0.0'
+  doc.status = 'queued'
+  doc.track = {NOW_RAW, NOW_RAW, '0.0', '0.0', '0', '0'}
+end
+
+local function apply(doc, kind, target, progress_raw, fields_text)
+  local fields = split_object(fields_text)
+  doc.status = status_of(doc)
+  doc.progress = tonumber(doc.raw.progress)
+  doc.track = split_track(doc.raw._track)
+  if not (scalar(doc.track[5]) == 'int' and scalar(doc.track[6]) == 'int') then error(FALLBACK, 0) end
+  if kind == 'update' then return apply_update(doc, target, progress_raw, fields) end
+  if kind == 'complete' then return apply_complete(doc, fields) end
+  if kind == 'fail' then return apply_fail(doc, fields) end
+  if kind == 'requeue' then return apply_requeue(doc) end
+  error(FALLBACK, 0)
+end
+
+-- Operations ------------------------------------------------------------------------
+
+local function op_modify()
+  -- ARGV: doc_id, kind, now, now as ISO JSON, target, progress ('' for none), fields JSON
+  local doc_id = ARGV[3]
+  local doc = load(doc_id)
+  if not doc then return {'missing'} end
+  NOW_RAW, NOW_ISO, NOW = ARGV[5], ARGV[6], tonumber(ARGV[5])
+  local before = {}
+  for name, value in pairs(doc.raw) do before[name] = value end
+  local old_status = status_of(doc)
+  local ok, err = pcall(apply, doc, ARGV[4], ARGV[7], ARGV[8], ARGV[9])
+  if not ok then
+    if err == REFUSED then return {'refused', record_json({raw = before, order = doc.order})} end
+    if err == FALLBACK then return {'fallback'} end
+    error(err, 0)
+  end
+  if doc.meta_changed then doc.raw.metadata = join_object(doc.meta) end
+  doc.raw._track = '[' .. concat(doc.track, ', ') .. ']'
+  local args = {}
+  for _, name in ipairs(doc.order) do
+    if doc.raw[name] ~= before[name] then
+      args[#args + 1] = name
+      args[#args + 1] = doc.raw[name]
+    end
+  end
+  if #args > 0 then redis.call('HSET', doc_key(doc_id), unpack(args)) end
+  local body = record_json(doc)
+  local seq = commit('updated', doc_id, old_status, doc.status, finished_at(doc), body)
+  return {'ok', seq, body}
+end
+
+local function op_create()
+  -- ARGV: doc_id, record JSON
+  local doc_id = ARGV[3]
+  if redis.call('EXISTS', doc_key(doc_id)) == 1 then return {'duplicate'} end
+  local doc = store_record(doc_id, ARGV[4])
+  local status = status_of(doc)
+  local done = RULES.final[status] and finished_at(doc)
+  return {'ok', commit('created', doc_id, nil, status, done, ARGV[4])}
+end
+
+local function op_read()
+  -- ARGV: doc_id. The record and its version (the seq of its last change), for a
+  -- read-modify-write in Python that op_put then applies if nothing changed between.
+  local doc_id = ARGV[3]
+  local doc = load(doc_id)
+  if not doc then return {} end
+  return {record_json(doc), redis.call('ZSCORE', K_RECENT, doc_id)}
+end
+
+local function op_put()
+  -- ARGV: doc_id, expected version, record JSON
+  local doc_id = ARGV[3]
+  local version = redis.call('ZSCORE', K_RECENT, doc_id)
+  if not version or version ~= ARGV[4] then return {'conflict'} end
+  local old_status = unquote(redis.call('HGET', doc_key(doc_id), 'status'))
+  redis.call('DEL', doc_key(doc_id))
+  local doc = store_record(doc_id, ARGV[5])
+  local status = status_of(doc)
+  local done = RULES.final[status] and finished_at(doc)
+  return {'ok', commit('updated', doc_id, old_status, status, done, ARGV[5])}
+end
+
+local function op_list()
+  -- ARGV: 'recent' or 'active', the last index wanted (-1 for all). Records, most recent first.
+  local key = ARGV[3] == 'active' and K_ACTIVE or K_RECENT
+  local out = {}
+  for _, doc_id in ipairs(redis.call('ZREVRANGE', key, 0, ARGV[4])) do
+    local doc = load(doc_id)
+    if doc then out[#out + 1] = record_json(doc) end
+  end
+  return out
+end
+
+local function op_expire()
+  -- ARGV: '(' .. before, limit. Removes finished records; returns {seq, doc_id, ...}.
+  local out = {}
+  local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
+  for _, doc_id in ipairs(ids) do
+    local status = redis.call('HGET', doc_key(doc_id), 'status')
+    redis.call('DEL', doc_key(doc_id))
+    redis.call('ZREM', K_RECENT, doc_id)
+    redis.call('ZREM', K_ACTIVE, doc_id)
+    redis.call('ZREM', K_FINISHED, doc_id)
+    if status then redis.call('HINCRBY', K_COUNTS, unquote(status), -1) end
+    local seq = redis.call('INCR', K_SEQ)
+    redis.call('XADD', K_LOG, 'MAXLEN', '~', RULES.log_size, seq .. '-0', 't', 'removed', 'd', doc_id)
+    redis.call('PUBLISH', CHANNEL, seq)
+    out[#out + 1] = seq
+    out[#out + 1] = doc_id
+  end
+  return out
+end
+
+local OPS = {
+  modify = op_modify, create = op_create, read = op_read, put = op_put, list = op_list, expire = op_expire,
+}
+return OPS[OP]()

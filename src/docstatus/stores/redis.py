@@ -1,0 +1,430 @@
+"""The Redis store: one status store shared by many processes and machines.
+
+Every change is one round trip: a Lua script (``redis.lua`` beside this file)
+checks the rules and applies the change atomically on the server, with the
+same result as :class:`~docstatus.records.Mutation` gives in Python. The
+script's tables (transitions, default stages, progress ranges) are rendered
+from :mod:`docstatus.models`, so the lifecycle is defined once.
+
+Data layout, every key under the prefix (``docstatus:`` by default):
+
+* ``doc:<doc_id>`` — hash, one field per record key, each value that field's JSON text;
+* ``recent`` — sorted set of doc_ids by the seq of their last change (``recent``;
+  the score is also the record's version for the optimistic fallback below);
+* ``active`` — sorted set of unfinished doc_ids by seq (``active``);
+* ``finished`` — sorted set of finished doc_ids by finish time (``expire``);
+* ``counts`` — hash of status -> number of records;
+* ``seq`` — the change counter; ``log`` — a stream of changes with IDs ``<seq>-0``,
+  capped near ``LOG_SIZE`` (``changes_since``);
+* ``changes`` — a pub/sub channel carrying each change's seq (``wait_for_change``).
+
+A mutation the script does not reproduce (values of types the manager never
+sends) is applied by an optimistic read-modify-write instead: read the record
+and its version, run the Mutation in Python, write it back only if the version
+is unchanged, else retry. Either way a change is atomic.
+
+The scripts use keys they derive from the prefix, so the store needs a
+standalone Redis (or one shard), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import (
+    DocumentNotFoundError,
+    DuplicateDocumentError,
+    MissingDependencyError,
+    StoreUnavailableError,
+)
+from ..models import _RANGES, DEFAULT_STAGE, FINISHED, RateEstimator, Status, can_transition
+from ..records import Mutation, Record, iso
+from .base import Change, ChangeType, Store
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.client import PubSub
+    from redis.exceptions import NoScriptError, RedisError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingDependencyError("redis", "redis") from exc
+
+__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "docstatus:"
+
+#: Query parameters of a store URL handed to redis-py (besides ``prefix``).
+_CLIENT_OPTIONS = frozenset(
+    {
+        "db",
+        "password",
+        "username",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+        "max_connections",
+        "client_name",
+        "protocol",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+    }
+)
+_SECRET_OPTIONS = frozenset({"password"})
+
+_KINDS = frozenset({"update", "complete", "fail", "requeue"})
+# A status (a plain string or a Status member) -> its value.
+_STATUSES: dict[str, str] = {s.value: s.value for s in Status}
+
+
+def _lua_string(text: str) -> str:
+    escaped = "".join(
+        chr(b) if 32 <= b < 127 and chr(b) not in '"\\' else f"\\{b:03d}" for b in text.encode()
+    )
+    return f'"{escaped}"'
+
+
+def _lua_table(entries: dict[str, str]) -> str:
+    return "{" + ", ".join(f"[{_lua_string(k)}] = {v}" for k, v in entries.items()) + "}"
+
+
+def _rules() -> str:
+    """The rule tables of ``models`` as a Lua table constructor."""
+    statuses = [s.value for s in Status]
+    transitions = {a: _lua_table({b: "true" for b in statuses if can_transition(a, b)}) for a in statuses}
+    stages = {s.value: _lua_string(json.dumps(DEFAULT_STAGE[s])) for s in Status}
+    ranges = {Status(s).value: f"{{{start!r}, {width!r}}}" for s, (start, width) in _RANGES.items()}
+    rules = {
+        "transitions": _lua_table(transitions),
+        "final": _lua_table({s.value: "true" for s in FINISHED}),
+        "stage_json": _lua_table(stages),
+        "range": _lua_table(ranges),
+        "smoothing": repr(RateEstimator.SMOOTHING),
+        "min_interval": repr(RateEstimator.MIN_INTERVAL),
+        "log_size": str(RedisStore.LOG_SIZE),
+    }
+    return _lua_table(rules)
+
+
+@functools.cache
+def _script() -> str:
+    source = resources.files(__package__).joinpath("redis.lua").read_text(encoding="utf-8")
+    return source.replace("__RULES__", _rules(), 1)
+
+
+def _script_args(change: Callable[[Record], Record]) -> list[str] | None:
+    """The script's arguments for ``change``, or ``None`` when it must run in Python."""
+    if not isinstance(change, Mutation) or change.kind not in _KINDS:
+        return None
+    now, target, progress, fields = change.now, change.target, change.progress, change.fields
+    if type(now) is not float or not math.isfinite(now) or not isinstance(fields, dict):
+        return None
+    if change.kind == "update" and target not in _STATUSES:
+        return None
+    if progress is not None and (type(progress) is not float or not math.isfinite(progress)):
+        return None
+    try:
+        fields_json = json.dumps(fields, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return [
+        change.kind,
+        repr(now),
+        json.dumps(iso(now)),
+        _STATUSES.get(target, "") if isinstance(target, str) else "",
+        "" if progress is None else repr(progress),
+        fields_json,
+    ]
+
+
+def _from_hash(fields: dict[bytes, bytes]) -> Record | None:
+    if not fields:
+        return None
+    body = b"{" + b",".join(b'"%s":%s' % item for item in fields.items()) + b"}"
+    record: Record = json.loads(body)
+    return record
+
+
+def _public_url(url: str) -> str:
+    """``url`` without credentials (user, password), for messages and ``Store.url``."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _SECRET_OPTIONS]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+
+
+def _prefix(value: str) -> str:
+    if not value:
+        raise ValueError("the prefix of a redis store URL must not be empty")
+    return value if value.endswith(":") else value + ":"
+
+
+class RedisStore(Store):
+    """Records in Redis, shared by every process that opens the same URL and prefix.
+
+    Thread-safe (redis-py's connection pool). Every change is atomic on the
+    server; durability is the server's (``appendonly yes`` with
+    ``appendfsync always`` loses no acknowledged change). When the server
+    cannot be reached, every method raises
+    :class:`~docstatus.errors.StoreUnavailableError`; the store works again
+    as soon as the server is back. A change whose reply was lost with the
+    connection may or may not have been made.
+    """
+
+    shared = True
+
+    #: Changes kept in the log for event streams to resume from (approximately:
+    #: the stream is trimmed in whole blocks, so a few more may be kept).
+    LOG_SIZE = 10_000
+
+    #: How many changes were applied by the Python fallback rather than the
+    #: script (mutations with values the script does not reproduce).
+    fallbacks: int
+
+    def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, url: str = "redis://") -> None:
+        self._client = client
+        self._prefix = _prefix(prefix)
+        self.url = url
+        self._script = _script()
+        self._sha = ""
+        self.fallbacks = 0
+        self._listen_lock = threading.Lock()
+        self._pubsub: PubSub | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        """``redis://[user:password@]host[:port][/db][?prefix=name&...]`` (``rediss://`` for TLS).
+
+        ``prefix`` (default ``docstatus``) namespaces every key, so several
+        stores can share one database. redis-py's connection options
+        (``socket_timeout``, ``socket_connect_timeout``, ``max_connections``,
+        ``health_check_interval``, ``client_name``, ``ssl_*``...) are accepted
+        too. Any other parameter, or a malformed URL, is a ``ValueError``.
+        Nothing is connected until the store is first used.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"not a redis URL: {url!r}")
+        prefix, options = DEFAULT_PREFIX, []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name == "prefix":
+                prefix = _prefix(value)
+            elif name in _CLIENT_OPTIONS:
+                options.append((name, value))
+            else:
+                accepted = ", ".join(sorted({"prefix", *_CLIENT_OPTIONS}))
+                raise ValueError(f"unknown parameter {name!r} in redis store URL; accepted: {accepted}")
+        public = _public_url(url)
+        try:
+            client = redis.Redis.from_url(
+                urlunsplit(parts._replace(query=urlencode(options))),
+                socket_connect_timeout=5.0,
+                socket_timeout=30.0,
+                # No retries: a change resent after a lost reply could be applied twice.
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            raise ValueError(f"invalid redis store URL {public!r}: {exc}") from None
+        return cls(client, prefix=prefix, url=public)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _unavailable(self, exc: RedisError) -> StoreUnavailableError:
+        return StoreUnavailableError(self.url, exc)
+
+    def _call(self, op: str, *args: str) -> Any:
+        """Run ``op`` of the script (loading the script first if the server lacks it)."""
+        try:
+            try:
+                return self._client.evalsha(self._sha or "0" * 40, 0, op, self._prefix, *args)
+            except NoScriptError:
+                # A new or restarted server: nothing ran, so running again is safe.
+                self._sha = self._client.script_load(self._script)
+                return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _key(self, name: str) -> str:
+        return self._prefix + name
+
+    # -- the Store contract ------------------------------------------------------
+
+    def create(self, record: Record) -> Change:
+        doc_id = record["doc_id"]
+        reply = self._call("create", doc_id, json.dumps(record))
+        if reply[0] == b"duplicate":
+            raise DuplicateDocumentError(doc_id)
+        return Change(int(reply[1]), "created", doc_id, record)
+
+    def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        args = _script_args(change) if _encodable(doc_id) else None
+        if args is None:
+            return self._modify_in_python(doc_id, change)
+        reply = self._call("modify", doc_id, *args)
+        outcome = reply[0]
+        if outcome == b"ok":
+            return Change(int(reply[1]), "updated", doc_id, json.loads(reply[2]))
+        if outcome == b"missing":
+            raise DocumentNotFoundError(doc_id)
+        if outcome == b"refused":
+            # The script refused the change for the record it saw; the same rules
+            # in Python, on that record, raise the exact error they define.
+            change(json.loads(reply[1]))
+            log.warning("the redis script refused a change the Python rules allow; applying it in Python")
+        return self._modify_in_python(doc_id, change)
+
+    def _modify_in_python(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        if not _encodable(doc_id):
+            raise DocumentNotFoundError(doc_id)
+        self.fallbacks += 1
+        while True:
+            read = self._call("read", doc_id)
+            if not read:
+                raise DocumentNotFoundError(doc_id)
+            new = change(json.loads(read[0]))
+            reply = self._call("put", doc_id, read[1].decode(), json.dumps(new))
+            if reply[0] == b"ok":
+                return Change(int(reply[1]), "updated", doc_id, new)
+
+    def get(self, doc_id: str) -> Record | None:
+        if not _encodable(doc_id):
+            return None
+        try:
+            fields = self._client.hgetall(self._key("doc:" + doc_id))
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return _from_hash(cast(dict[bytes, bytes], fields))
+
+    def recent(self, limit: int) -> list[Record]:
+        if limit <= 0:
+            return []
+        return [json.loads(body) for body in self._call("list", "recent", str(limit - 1))]
+
+    def active(self) -> list[Record]:
+        return [json.loads(body) for body in self._call("list", "active", "-1")]
+
+    def counts(self) -> dict[str, int]:
+        try:
+            stored = cast(dict[bytes, bytes], self._client.hgetall(self._key("counts")))
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return {status.decode(): int(n) for status, n in stored.items() if int(n) > 0}
+
+    def expire(self, before: float, limit: int) -> list[Change]:
+        if limit <= 0:
+            return []
+        reply = self._call("expire", f"({float(before)!r}", str(limit))
+        return [
+            Change(int(reply[i]), "removed", reply[i + 1].decode(), None) for i in range(0, len(reply), 2)
+        ]
+
+    def changes_since(self, seq: int, limit: int) -> list[Change]:
+        if limit <= 0:
+            return []
+        try:
+            entries = self._client.xrange(self._key("log"), min=f"{max(seq, 0) + 1}-0", count=limit)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [_change(entry_id, fields) for entry_id, fields in cast(list[Any], entries)]
+
+    def last_seq(self) -> int:
+        try:
+            value = self._client.get(self._key("seq"))
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return int(cast(bytes, value)) if value is not None else 0
+
+    def wait_for_change(self, after_seq: int, timeout: float) -> None:
+        """Block until a change after ``after_seq`` is published, or ``timeout`` passes.
+
+        Wakes on the store's pub/sub channel, not by polling. Waiters in
+        several threads take turns on one subscription.
+        """
+        deadline = time.monotonic() + timeout
+        if not self._listen_lock.acquire(timeout=max(timeout, 0.0)):
+            return
+        try:
+            self._wait(after_seq, deadline)
+        except RedisError as exc:
+            self._drop_pubsub()
+            raise self._unavailable(exc) from exc
+        finally:
+            self._listen_lock.release()
+
+    def _wait(self, after_seq: int, deadline: float) -> None:
+        pubsub = self._subscribed(deadline)
+        # Subscribed before reading the counter, so no change falls between the two.
+        heard = self.last_seq()
+        while heard <= after_seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            message = pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "message":
+                heard = max(heard, int(message["data"]))
+
+    def _subscribed(self, deadline: float) -> PubSub:
+        if self._pubsub is None:
+            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            pubsub.subscribe(self._key("changes"))
+            self._pubsub = pubsub
+            # Wait for the server's confirmation: only then are changes certain to arrive.
+            while (left := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message["type"] == "subscribe":
+                    break
+        return self._pubsub
+
+    def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except RedisError:
+                log.debug("closing a broken pub/sub connection failed", exc_info=True)
+
+    def close(self) -> None:
+        locked = self._listen_lock.acquire(timeout=2.0)
+        try:
+            self._drop_pubsub()
+        finally:
+            if locked:
+                self._listen_lock.release()
+        self._client.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.url!r} prefix={self._prefix!r}>"
+
+
+def _encodable(doc_id: str) -> bool:
+    # A doc_id redis-py cannot encode (a lone surrogate) cannot have been stored.
+    try:
+        doc_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
+    body = fields.get(b"r")
+    kind = cast(ChangeType, fields[b"t"].decode())
+    record = json.loads(body) if body is not None else None
+    return Change(int(entry_id.split(b"-", 1)[0]), kind, fields[b"d"].decode(), record)
