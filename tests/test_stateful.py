@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -44,9 +45,14 @@ class Doc:
 
 
 class Lifecycle(RuleBasedStateMachine):
+    """Drives the memory store; subclasses drive other stores with the same rules."""
+
+    def make_manager(self) -> StatusManager:
+        return StatusManager(cleanup_interval_seconds=None)
+
     def __init__(self) -> None:
         super().__init__()
-        self.manager = StatusManager(cleanup_interval_seconds=None)
+        self.manager = self.make_manager()
         self.model: dict[str, Doc] = {}
 
     def teardown(self) -> None:
@@ -135,5 +141,17 @@ class Lifecycle(RuleBasedStateMachine):
         assert active == {d for d, doc in self.model.items() if doc.status not in ("completed", "failed")}
 
 
+class SQLiteLifecycle(Lifecycle):
+    def make_manager(self) -> StatusManager:
+        self._folder = tempfile.TemporaryDirectory()
+        return StatusManager(store=f"sqlite:///{self._folder.name}/status.db", cleanup_interval_seconds=None)
+
+    def teardown(self) -> None:
+        super().teardown()
+        self._folder.cleanup()
+
+
 Lifecycle.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+SQLiteLifecycle.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 test_lifecycle_against_reference_model = Lifecycle.TestCase
+test_sqlite_lifecycle_against_reference_model = SQLiteLifecycle.TestCase
