@@ -152,7 +152,14 @@ def _timeout(url: str, options: dict[str, str]) -> float:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced (the base class cannot)."""
+    """A connection that can be weakly referenced (the base class cannot).
+
+    ``guard`` is held while the connection is in use: closing a connection
+    that another thread is using crashes the interpreter, so ``close()``
+    waits for it.
+    """
+
+    guard: threading.Lock
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -282,6 +289,7 @@ class SQLiteStore(Store):
             check_same_thread=False,  # close() may run on another thread
             factory=_Connection,
         )
+        conn.guard = threading.Lock()
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
@@ -297,7 +305,7 @@ class SQLiteStore(Store):
         conn: _Connection | None = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
+            with conn.guard, contextlib.suppress(sqlite3.Error):
                 conn.close()
 
     def _run(self, op: Callable[[_Connection], T], *, write: bool = False) -> T:
@@ -311,7 +319,8 @@ class SQLiteStore(Store):
         while True:
             try:
                 conn = self._connection()
-                return self._transaction(conn, op, deadline) if write else op(conn)
+                with conn.guard:
+                    return self._transaction(conn, op, deadline) if write else op(conn)
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and time.monotonic() < deadline):
                     self._discard()
@@ -494,7 +503,7 @@ class SQLiteStore(Store):
             connections = list(self._connections)
             self._connections.clear()
         for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
+            with conn.guard, contextlib.suppress(sqlite3.Error):
                 conn.close()
 
     @property
