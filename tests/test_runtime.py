@@ -1,0 +1,513 @@
+"""The processing runtime: worker pool, recovery after a restart, graceful stop, the text pipeline.
+
+Real files in tmp_path, real threads, real StatusManagers over the memory and
+SQLite stores. Waiting is done on events (the manager's subscription) with a
+deadline, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docstatus import Event, StatusManager
+from docstatus.errors import OutputError, StatusError
+from docstatus.models import FINISHED, Status, can_transition
+from docstatus.pipeline import (
+    HashingEmbedder,
+    Intake,
+    Job,
+    OutputStore,
+    ProcessorRegistry,
+    Reporter,
+    Service,
+    TextProcessor,
+    WorkerPool,
+)
+from docstatus.pipeline.runtime import OUTPUT_FILE
+from docstatus.pipeline.text import chunk_text, decode_text
+from docstatus.settings import ServiceSettings
+
+DEADLINE = 20.0
+MARKDOWN = (
+    "# Guide\n\nIntro paragraph about document pipelines.\n\n## Parsing\n\n"
+    + "Parsing turns bytes into text. " * 60
+    + "\n\n## Embedding\n\nVectors of chunks, compared by cosine similarity.\n"
+).encode()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Every event of a manager, and a way to wait for a document to reach a status."""
+
+    def __init__(self, manager: StatusManager) -> None:
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+        self.unsubscribe = manager.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def history(self, doc_id: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e["status"] for e in self.events if e["doc_id"] == doc_id and e["status"] is not None]
+
+    def _last(self, doc_id: str) -> str | None:
+        history = self.history(doc_id)
+        return history[-1]["status"] if history else None
+
+    def wait(self, doc_id: str, *statuses: str, timeout: float = DEADLINE) -> dict[str, Any]:
+        with self._cond:
+            reached = self._cond.wait_for(lambda: self._last(doc_id) in statuses, timeout)
+        assert reached, f"{doc_id[:12]} never reached {statuses}; history: {self.history(doc_id)}"
+        return self.history(doc_id)[-1]
+
+
+def assert_legal_and_monotonic(history: list[dict[str, Any]]) -> None:
+    """Only lifecycle transitions between consecutive statuses, and progress never going down."""
+    for before, after in itertools.pairwise(history):
+        a, b = Status(before["status"]), Status(after["status"])
+        final_from_active = b in FINISHED and a not in FINISHED
+        assert can_transition(a, b) or final_from_active, f"illegal {a} -> {b}"
+        assert after["progress"] >= before["progress"], f"progress went down: {before} -> {after}"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'status.db'}"
+
+
+@pytest.fixture
+def manager(store_url: str) -> Iterator[StatusManager]:
+    with StatusManager(store=store_url, cleanup_interval_seconds=None) as manager:
+        yield manager
+
+
+@pytest.fixture
+def uploads(tmp_path: Path) -> Path:
+    return tmp_path / "uploads"
+
+
+@pytest.fixture
+def make_pool(uploads: Path, tmp_path: Path) -> Iterator[Callable[..., WorkerPool]]:
+    pools: list[WorkerPool] = []
+
+    def make(manager: StatusManager, **kwargs: Any) -> WorkerPool:
+        kwargs.setdefault("data_dir", tmp_path / "data")
+        pool = WorkerPool(manager, uploads, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.stop(timeout=5)
+
+
+def upload(intake: Intake, name: str, data: bytes) -> str:
+    with intake.open_upload(name) as writer:
+        writer.write(data)
+        return writer.finish().doc_id
+
+
+class Failing:
+    """A processor that parses, then raises."""
+
+    def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+        reporter.parsing()
+        raise ValueError(f"cannot read {job.filename}")
+
+
+class Gated:
+    """A processor that waits for a gate after parsing, then runs the text processor."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.resumed = threading.Event()
+        self.text = TextProcessor()
+
+    def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+        reporter.parsing()
+        self.entered.set()
+        assert self.gate.wait(DEADLINE)
+        try:
+            reporter.parsing()
+        finally:
+            self.resumed.set()
+        return self.text.process(job, reporter)
+
+
+# -- the pool ------------------------------------------------------------------------------------
+
+
+def test_an_upload_is_processed_to_completed(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool], tmp_path: Path
+) -> None:
+    watcher = Watcher(manager)
+    pool = make_pool(manager)
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    pool.start()
+    doc_id = upload(intake, "guide.md", MARKDOWN)
+    final = watcher.wait(doc_id, "completed", "failed")
+    assert final["status"] == "completed", final["error"]
+    assert final["progress"] == 1.0
+    history = watcher.history(doc_id)
+    assert history[0]["status"] == "queued"
+    assert {"parsing", "embedding_text", "storing"} <= {h["status"] for h in history}
+    assert_legal_and_monotonic(history)
+    pool.stop()
+    with OutputStore(tmp_path / "data" / OUTPUT_FILE) as output:
+        stored = output.get(doc_id)
+        assert stored is not None
+        assert final["metadata"]["num_chunks"] == len(stored.chunks) > 1
+        assert final["metadata"]["encoding"] == "utf-8"
+        hits = output.search("cosine similarity of vectors", limit=1)
+        assert hits[0].doc_id == doc_id
+        assert "cosine" in hits[0].text
+
+
+def test_a_failing_processor_fails_its_document_and_the_next_completes(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    watcher = Watcher(manager)
+    registry = ProcessorRegistry({"txt": Failing(), "md": TextProcessor()})
+    pool = make_pool(manager, workers=1, processors=registry)
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    pool.start()
+    bad = upload(intake, "bad.txt", b"anything")
+    good = upload(intake, "good.md", MARKDOWN)
+    failed = watcher.wait(bad, "failed", "completed")
+    assert failed["status"] == "failed"
+    assert failed["error"] == "ValueError: cannot read bad.txt"
+    assert failed["progress"] == pytest.approx(0.1)  # kept where it failed
+    assert watcher.wait(good, "completed", "failed")["status"] == "completed"
+    assert_legal_and_monotonic(watcher.history(bad))
+
+
+def test_a_queued_document_whose_file_is_gone_fails_with_a_clear_error(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    intake = Intake(manager, uploads, max_bytes=1 << 20)
+    doc_id = upload(intake, "gone.txt", b"soon deleted")
+    (uploads / f"{doc_id}.txt").unlink()
+    watcher = Watcher(manager)
+    make_pool(manager).start()
+    final = watcher.wait(doc_id, "failed", "completed")
+    assert final["error"].startswith("UploadNotFoundError: ")
+
+
+def test_queued_documents_are_taken_oldest_first_and_once(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    seen: list[str] = []
+
+    class Recording:
+        def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+            seen.append(job.doc_id)
+            reporter.parsing()
+            return {"recorded": True}
+
+    intake = Intake(manager, uploads, max_bytes=1 << 20)
+    docs = [upload(intake, f"{i}.txt", f"document {i}".encode()) for i in range(5)]
+    watcher = Watcher(manager)
+    pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": Recording()}))
+    pool.start()
+    for doc_id in docs:
+        pool.enqueue(doc_id)  # already queued by start(): not taken twice
+    pool.start()  # idempotent
+    for doc_id in docs:
+        assert watcher.wait(doc_id, "completed")["metadata"]["recorded"] is True
+    assert pool.wait_idle(DEADLINE)
+    assert seen == docs
+
+
+def test_a_document_timeout_fails_the_document(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    class Endless:
+        """Reports progress until the pool says the time is up."""
+
+        def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+            while True:
+                reporter.parsing()
+
+    pool = make_pool(manager, processors=ProcessorRegistry({"txt": Endless()}), document_timeout=0.05)
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    watcher = Watcher(manager)
+    pool.start()
+    doc_id = upload(intake, "slow.txt", b"slow")
+    final = watcher.wait(doc_id, "failed", "completed")
+    assert final["error"] == "DocumentTimeoutError: processing took longer than 0.05 seconds"
+
+
+def test_pool_arguments_are_checked(manager: StatusManager, uploads: Path) -> None:
+    with pytest.raises(ValueError, match="workers"):
+        WorkerPool(manager, uploads, workers=0)
+    with pytest.raises(ValueError, match="document_timeout"):
+        WorkerPool(manager, uploads, document_timeout=0)
+    with pytest.raises(TypeError):
+        ProcessorRegistry().register("txt", object())  # type: ignore[arg-type]
+
+
+# -- graceful stop -----------------------------------------------------------------------------
+
+
+def test_stop_lets_the_running_document_finish_and_leaves_the_rest_queued(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    gated = Gated()
+    registry = ProcessorRegistry({"txt": gated, "md": TextProcessor()})
+    pool = make_pool(manager, workers=1, processors=registry)
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    watcher = Watcher(manager)
+    pool.start()
+    running = upload(intake, "first.txt", b"first " * 50)
+    assert gated.entered.wait(DEADLINE)
+    waiting = [upload(intake, f"{i}.md", f"# Doc {i}\n\nwaiting".encode()) for i in range(3)]
+    stopper = threading.Thread(target=pool.stop, kwargs={"timeout": DEADLINE})
+    stopper.start()
+    assert _poll(lambda: not pool.running)
+    gated.gate.set()
+    stopper.join(DEADLINE)
+    assert not stopper.is_alive()
+    assert watcher.wait(running, "completed", "failed")["status"] == "completed"
+    for doc_id in waiting:
+        assert manager.require_status(doc_id).status == "queued"
+    pool.stop()  # idempotent
+    pool.enqueue(waiting[0])  # ignored while stopped
+    assert manager.require_status(waiting[0]).status == "queued"
+
+    again = make_pool(manager, workers=2)
+    again.start()
+    for doc_id in waiting:
+        assert watcher.wait(doc_id, "completed", "failed")["status"] == "completed"
+
+
+def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    gated = Gated()
+    pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": gated}))
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    watcher = Watcher(manager)
+    pool.start()
+    doc_id = upload(intake, "stuck.txt", b"stuck " * 50)
+    assert gated.entered.wait(DEADLINE)
+    pool.stop(timeout=0.01)
+    assert not pool.running
+    gated.gate.set()
+    assert gated.resumed.wait(DEADLINE)  # its next report was refused
+    assert manager.require_status(doc_id).status == "parsing"
+
+    recovered = make_pool(manager)
+    recovered.start()
+    final = watcher.wait(doc_id, "completed")
+    assert final["metadata"]["attempt"] == 2
+
+
+def _poll(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+# -- restart recovery --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServiceSettings:
+    return ServiceSettings(
+        store=f"sqlite:///{tmp_path / 'data' / 'status.db'}",
+        uploads=tmp_path / "data" / "uploads",
+        data_dir=tmp_path / "data",
+        workers=2,
+        shutdown_timeout=5,
+    )
+
+
+def _interrupted(settings: ServiceSettings, data: bytes) -> str:
+    """A document a 'previous process' left in parsing: queued through intake, moved, closed."""
+    service = Service(settings)
+    doc_id = upload(service.intake, "interrupted.md", data)
+    service.manager.update_status(doc_id, "parsing")
+    service.close()
+    return doc_id
+
+
+def test_restart_requeues_an_interrupted_document_whose_file_is_there(settings: ServiceSettings) -> None:
+    doc_id = _interrupted(settings, MARKDOWN)
+    with Service(settings) as service:
+        assert service.pool.wait_idle(DEADLINE)
+        status = service.manager.require_status(doc_id)
+        assert status.status == "completed"
+        assert status.metadata["attempt"] == 2
+        assert status.error is None
+
+
+def test_restart_fails_an_interrupted_document_whose_file_is_gone(settings: ServiceSettings) -> None:
+    doc_id = _interrupted(settings, MARKDOWN)
+    (settings.uploads / f"{doc_id}.md").unlink()
+    with Service(settings) as service:
+        status = service.manager.require_status(doc_id)
+        assert status.status == "failed"
+        assert status.error is not None
+        assert "stopped while processing" in status.error
+        assert "gone" in status.error
+
+
+def test_restart_leaves_documents_of_other_code_alone(settings: ServiceSettings) -> None:
+    settings.data_dir.mkdir()
+    with StatusManager(store=settings.store, cleanup_interval_seconds=None) as other:
+        other.create_status("theirs", "theirs.pdf")
+        other.update_status("theirs", "parsing")
+    with Service(settings) as service:
+        assert service.manager.require_status("theirs").status == "parsing"
+
+
+def test_queued_work_survives_a_stop_and_the_next_service_processes_it(settings: ServiceSettings) -> None:
+    first = Service(settings)  # never started: uploads stay queued
+    docs = [upload(first.intake, f"{i}.txt", f"queued before restart {i}".encode()) for i in range(3)]
+    first.stop()
+    first.close()
+    first.close()
+    with Service(settings) as second:
+        assert second.pool.wait_idle(DEADLINE)
+        for doc_id in docs:
+            assert second.manager.require_status(doc_id).status == "completed"
+
+
+def test_a_closed_service_cannot_start_again(settings: ServiceSettings) -> None:
+    service = Service(settings)
+    service.start()
+    service.stop()
+    service.start()  # stop() is not final
+    assert service.running
+    service.close()
+    assert not service.running
+    with pytest.raises(StatusError):
+        service.start()
+
+
+# -- the text pipeline -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "text", "bad"),
+    [
+        ("héllo wörld".encode(), "utf-8", "héllo wörld", 0),
+        (b"\xef\xbb\xbfwith bom\r\nline", "utf-8", "with bom\nline", 0),
+        ("wide ünïcode".encode("utf-16"), "utf-16-le", "wide ünïcode", 0),
+        ("café crème".encode("cp1252"), "cp1252", "café crème", 0),
+        (b"\x81\x8d\x8f bytes cp1252 leaves undefined", "cp1252", None, 0),
+        ("ok ünïcode ".encode() * 50 + b"\xff", "utf-8", None, 1),
+    ],
+)
+def test_decode_text(data: bytes, encoding: str, text: str | None, bad: int | None) -> None:
+    decoded = decode_text(data)
+    assert decoded.encoding == encoding or text is None
+    if text is not None:
+        assert decoded.text == text
+    if bad is not None:
+        assert decoded.undecodable_bytes == bad
+
+
+def test_decoding_never_fails_on_random_bytes() -> None:
+    data = bytes(range(256)) * 4
+    assert len(decode_text(data).text) > 0
+
+
+def test_chunks_follow_headings_and_stay_small() -> None:
+    text = decode_text(MARKDOWN).text
+    chunks = chunk_text(text, max_chars=400, overlap=40)
+    assert chunks[0].heading == "Guide"
+    assert chunks[-1].heading == "Embedding"
+    assert chunks[-1].text.startswith("## Embedding")
+    assert all(len(c.text) <= 400 for c in chunks)
+    for chunk in chunks:
+        assert text[chunk.start : chunk.end].strip() == chunk.text
+    parsing = [c for c in chunks if c.heading == "Parsing"]
+    assert len(parsing) > 1
+    assert parsing[1].start < parsing[0].end  # windows overlap
+
+
+def test_fenced_code_is_kept_whole() -> None:
+    text = "Intro.\n\n```\nline one\n\nline two\n```\n"
+    (chunk,) = chunk_text(text)
+    assert "line one\n\nline two" in chunk.text
+
+
+def test_hashing_embedder_is_deterministic_and_normalised() -> None:
+    embedder = HashingEmbedder(64)
+    a = embedder.embed("Document status tracking")
+    assert a == HashingEmbedder(64).embed("document STATUS tracking")
+    assert len(a) == 64
+    assert math.isclose(math.fsum(x * x for x in a), 1.0)
+    assert embedder.embed("   ") == [0.0] * 64
+    assert a != embedder.embed("something else entirely")
+
+
+def test_output_store_round_trip_and_search(tmp_path: Path) -> None:
+    embedder = HashingEmbedder(32)
+    texts = ["apples and pears", "rockets and engines"]
+    with OutputStore(tmp_path / "out.db", embedder=embedder) as output:
+        output.save(
+            "d1", texts, [embedder.embed(t) for t in texts], {"k": "v"}, chunk_info=[{"n": 1}, {"n": 2}]
+        )
+        stored = output.get("d1")
+        assert stored is not None
+        assert [c.text for c in stored.chunks] == texts
+        assert stored.metadata == {"k": "v"}
+        assert stored.chunks[1].info == {"n": 2}
+        assert stored.chunks[0].vector == pytest.approx(embedder.embed(texts[0]), abs=1e-6)
+        assert output.search("engines", limit=1)[0].text == "rockets and engines"
+        output.save("d1", ["replaced"], [embedder.embed("replaced")])
+        replaced = output.get("d1")
+        assert replaced is not None
+        assert [c.text for c in replaced.chunks] == ["replaced"]
+        with pytest.raises(OutputError):
+            output.save("d2", ["a", "b"], [embedder.embed("a")])
+        with pytest.raises(OutputError):
+            output.save("d2", ["a"], [[math.nan] * 32])
+        assert output.get("d2") is None
+        assert output.get("nothing") is None
+        assert output.delete("d1")
+        assert output.count() == 0
+
+
+def test_text_processor_with_a_plugged_in_embedder(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool], tmp_path: Path
+) -> None:
+    class Constant:
+        dimension = 3
+
+        def embed(self, text: str) -> list[float]:
+            return [1.0, 0.0, 0.0]
+
+    pool = make_pool(manager, processors=ProcessorRegistry({"txt": TextProcessor(Constant())}))
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    watcher = Watcher(manager)
+    pool.start()
+    data = b"plain words"
+    doc_id = upload(intake, "p.txt", data)
+    assert doc_id == hashlib.sha256(data).hexdigest()
+    assert watcher.wait(doc_id, "completed")["metadata"]["num_chunks"] == 1
+    pool.stop()
+    with OutputStore(tmp_path / "data" / OUTPUT_FILE) as output:
+        stored = output.get(doc_id)
+        assert stored is not None
+        assert stored.dimension == 3
