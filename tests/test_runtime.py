@@ -196,6 +196,68 @@ def test_a_failing_processor_fails_its_document_and_the_next_completes(
     assert_legal_and_monotonic(watcher.history(bad))
 
 
+def test_many_uploads_on_two_workers_all_complete_legally(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    watcher = Watcher(manager)
+    pool = make_pool(manager, workers=2)
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    pool.start()
+    docs: list[str] = []
+    lock = threading.Lock()
+
+    def send(i: int) -> None:
+        doc_id = upload(intake, f"doc{i}.md", MARKDOWN + f"\n\nDocument number {i}.\n".encode())
+        with lock:
+            docs.append(doc_id)
+
+    senders = [threading.Thread(target=send, args=(i,)) for i in range(10)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert len(set(docs)) == 10
+    for doc_id in docs:
+        assert watcher.wait(doc_id, "completed", "failed")["status"] == "completed"
+        assert_legal_and_monotonic(watcher.history(doc_id))
+
+
+def test_reporter_maps_stages_to_the_contract_progress(
+    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    class Visual:
+        def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+            reporter.parsing()
+            for page in range(1, 5):
+                reporter.visual_page(page, 4)
+            for chunk in range(3):
+                reporter.text_chunk(chunk, 2)
+            reporter.storing()
+            return {"num_pages": 4}
+
+    pool = make_pool(manager, processors=ProcessorRegistry({"txt": Visual()}))
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    watcher = Watcher(manager)
+    pool.start()
+    doc_id = upload(intake, "pages.txt", b"four pages")
+    final = watcher.wait(doc_id, "completed", "failed")
+    assert final["metadata"]["num_pages"] == 4
+    steps = [(h["status"], round(h["progress"], 4)) for h in watcher.history(doc_id)]
+    assert steps == [
+        ("queued", 0.0),
+        ("parsing", 0.1),
+        ("embedding_visual", 0.225),
+        ("embedding_visual", 0.35),
+        ("embedding_visual", 0.475),
+        ("embedding_visual", 0.6),
+        ("embedding_text", 0.6),
+        ("embedding_text", 0.75),
+        ("embedding_text", 0.9),
+        ("storing", 0.95),
+        ("completed", 1.0),
+    ]
+
+
 def test_a_queued_document_whose_file_is_gone_fails_with_a_clear_error(
     manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
