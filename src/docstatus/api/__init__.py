@@ -1,0 +1,39 @@
+"""The HTTP API: an app factory and routers to mount in your own FastAPI app.
+
+``create_app()`` is what ``docstatus serve`` runs. The routers take the
+objects they serve (``status_router(manager)``, ``intake_router(intake, ...)``)
+so they can be mounted in any app; call ``install_error_handlers(app)`` there
+too, for the API's error shape. Needs the ``server`` extra
+(``pip install 'docstatus[server]'``).
+"""
+
+from __future__ import annotations
+
+try:
+    import fastapi as _fastapi  # noqa: F401
+    import sse_starlette as _sse  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        f"docstatus.api needs the 'server' extra: pip install 'docstatus[server]' ({exc})"
+    ) from exc
+
+from .app import create_app
+from .errors import ErrorBody, install_error_handlers
+from .health import health_router
+from .intake import intake_router
+from .metrics import Metrics, metrics_router
+from .status import status_json, status_router
+from .stream import stream_router
+
+__all__ = [
+    "ErrorBody",
+    "Metrics",
+    "create_app",
+    "health_router",
+    "install_error_handlers",
+    "intake_router",
+    "metrics_router",
+    "status_json",
+    "status_router",
+    "stream_router",
+]

@@ -1,0 +1,112 @@
+"""The app factory: one FastAPI app with every router, error handling, CORS and auth."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from .. import __version__
+from .errors import install_error_handlers
+from .health import health_router
+from .intake import intake_router
+from .metrics import Metrics, metrics_router
+from .status import status_router
+
+if TYPE_CHECKING:
+    from ..pipeline.service import Service
+    from ..settings import ServiceSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Track the processing status of every document in the pipeline.
+
+* `POST /uploads` a file (multipart field `file`), or `POST /webhook` one already in the
+  uploads folder; both answer with the document's `doc_id` (the SHA-256 of its content).
+* `GET /status/{doc_id}` for one document, `GET /status/queue` and `GET /status/active`
+  for many, `GET /status/stream` for every change as it happens (server-sent events).
+* Errors are always `{"error": message, "code": CODE, "details": {...}}`.
+* When the service has an API token, every `POST` needs `Authorization: Bearer <token>`.
+"""
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    service: Service | None = None,
+    start_workers: bool = True,
+    ping_seconds: float = 15.0,
+) -> FastAPI:
+    """The docstatus HTTP API as a FastAPI app.
+
+    Builds a :class:`~docstatus.pipeline.service.Service` from ``settings``
+    (default: :meth:`ServiceSettings.from_env`) unless ``service`` is given.
+    The app's lifespan starts the service (its worker pool, when
+    ``start_workers``) and stops it on shutdown; a service the app built is
+    also closed then (so the app serves one lifespan), a given one is only
+    stopped. ``ping_seconds`` is the keep-alive interval of event streams.
+    """
+    owned = service is None
+    if service is None:
+        from ..pipeline.service import Service
+        from ..settings import ServiceSettings
+
+        service = Service(settings if settings is not None else ServiceSettings.from_env())
+    chosen = service.settings
+    metrics = Metrics(service.manager)
+    running = service
+    pool = service.pool
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.start()
+        if start_workers:
+            await asyncio.to_thread(running.start)
+        try:
+            yield
+        finally:
+            metrics.close()
+            # Stopping waits for documents in progress (up to shutdown_timeout): off the loop.
+            await asyncio.to_thread(running.close if owned else running.stop)
+
+    app = FastAPI(
+        title="docstatus",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    if chosen.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(chosen.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
+    app.include_router(
+        status_router(
+            service.manager, api_token=chosen.api_token, on_requeued=pool.enqueue, ping_seconds=ping_seconds
+        )
+    )
+    app.include_router(
+        intake_router(
+            service.intake,
+            max_upload_bytes=chosen.max_upload_bytes,
+            max_body_bytes=chosen.max_body_bytes,
+            api_token=chosen.api_token,
+            metrics=metrics,
+        )
+    )
+    app.include_router(health_router(service.manager, workers_running=lambda: pool.running))
+    app.include_router(metrics_router(metrics))
+    return app

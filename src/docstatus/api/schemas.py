@@ -1,0 +1,133 @@
+"""Response and request bodies of the HTTP API, as OpenAPI documents them.
+
+Handlers build plain JSON-compatible dicts (the status JSON comes straight
+from the store's record); these models describe that JSON for ``/docs`` and
+for clients generated from the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import _EXAMPLE, ProcessingStatus
+
+__all__ = [
+    "CleanupBody",
+    "DocumentList",
+    "HealthBody",
+    "QueueBody",
+    "StatusBody",
+    "UploadAnswer",
+    "UploadBatch",
+    "UploadRejected",
+    "WebhookRequest",
+]
+
+_STATUS_EXAMPLE: dict[str, Any] = {**_EXAMPLE, "timestamp": _EXAMPLE["updated_at"]}
+_ACCEPTED_EXAMPLE: dict[str, Any] = {
+    "status": "accepted",
+    "doc_id": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "filename": "report.txt",
+    "message": "Queued for processing",
+    "duplicate": False,
+}
+
+
+class StatusBody(ProcessingStatus):
+    """A document's status as ``GET /status/{doc_id}`` and the event stream report it."""
+
+    model_config = ConfigDict(json_schema_extra={"example": _STATUS_EXAMPLE})
+
+    timestamp: datetime = Field(..., description="The same as updated_at (kept for older clients)")
+
+
+class DocumentList(BaseModel):
+    """Documents, most recently updated first."""
+
+    documents: list[StatusBody]
+    count: int = Field(..., description="How many documents are in the list")
+
+
+class QueueBody(BaseModel):
+    """The queue view: documents (most recently updated first) and counts over the whole store."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"queue": [_STATUS_EXAMPLE], "total": 12, "active": 1, "completed": 10, "failed": 1}
+        }
+    )
+
+    queue: list[StatusBody]
+    total: int = Field(..., description="Documents in the store")
+    active: int = Field(..., description="Documents not yet completed or failed")
+    completed: int
+    failed: int
+
+
+class CleanupBody(BaseModel):
+    """The result of a cleanup."""
+
+    removed: int = Field(..., description="How many finished documents were removed")
+
+
+class UploadAnswer(BaseModel):
+    """One file that was accepted: queued, or already known (``duplicate``)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": _ACCEPTED_EXAMPLE})
+
+    status: Literal["accepted"]
+    doc_id: str = Field(..., description="The SHA-256 hex digest of the content")
+    filename: str = Field(..., description="The stored file name (path components removed)")
+    message: str
+    duplicate: bool = Field(..., description="True when this content was uploaded before")
+
+
+class UploadRejected(BaseModel):
+    """One file of a several-file upload that was not accepted."""
+
+    status: Literal["rejected"]
+    filename: str
+    error: str
+    code: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class UploadBatch(BaseModel):
+    """The answer to an upload of several files: one entry per file, in order."""
+
+    files: list[UploadAnswer | UploadRejected]
+
+
+class WebhookRequest(BaseModel):
+    """A file that is already in the uploads folder, to be queued."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"event": "upload", "path": "incoming/report.txt", "filename": "report.txt"}
+        },
+    )
+
+    event: Literal["upload"] = Field(..., description="The only event: a file to process")
+    path: str = Field(
+        ...,
+        min_length=1,
+        max_length=4096,
+        description="Relative to the uploads folder, or absolute inside it",
+    )
+    filename: str | None = Field(
+        None, max_length=1024, description="The name to report (defaults to the file's name)"
+    )
+
+
+class HealthBody(BaseModel):
+    """The service is up and its store answers."""
+
+    status: Literal["ok"]
+    store: str = Field(..., description="The store URL (without credentials)")
+    last_seq: int = Field(..., description="The sequence number of the most recent change")
+    workers: bool | None = Field(None, description="Whether the processing workers run (null: none)")
+    version: str
