@@ -243,6 +243,9 @@ class SQLiteStore(Store):
     PRUNE_EVERY = 100
     #: Seconds between checks of the file in :meth:`wait_for_change`.
     POLL_INTERVAL = 0.02
+    #: Records kept decoded, so that a process updating its own documents
+    #: skips decoding the stored JSON.
+    CACHED_RECORDS = 4096
     #: The schema this class writes (overridable to test migrations).
     MIGRATIONS: tuple[str, ...] = MIGRATIONS
 
@@ -269,6 +272,9 @@ class SQLiteStore(Store):
         self._write_lock = threading.Lock()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
+        # doc_id -> (seq, record) of records this process wrote lately.
+        self._latest: dict[str, tuple[int, Record]] = {}
+        self._latest_lock = threading.Lock()
 
     def _connection(self) -> _Connection:
         if self._closed:
@@ -373,14 +379,16 @@ class SQLiteStore(Store):
             )
             return Change(seq, "created", doc_id, record)
 
-        return self._run(insert, write=True)
+        done = self._run(insert, write=True)
+        self._remember(done)
+        return done
 
     def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
         def rewrite(conn: _Connection) -> Change:
-            row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
+            row = conn.execute("SELECT seq, record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise DocumentNotFoundError(doc_id)
-            old = _decode(row[0])
+            old = self._decoded(doc_id, row[0], row[1])
             new = change(old)
             text = _encode(new)
             seq = self._log(conn, "updated", doc_id, text)
@@ -395,7 +403,30 @@ class SQLiteStore(Store):
                 )
             return Change(seq, "updated", doc_id, new)
 
-        return self._run(rewrite, write=True)
+        done = self._run(rewrite, write=True)
+        self._remember(done)
+        return done
+
+    def _decoded(self, doc_id: str, seq: int, text: str) -> Record:
+        # seq names one version of one record in every process, so a record
+        # this process wrote at that seq is the stored one: no need to decode.
+        with self._latest_lock:
+            cached = self._latest.get(doc_id)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        record: Record = _decode(text)
+        return record
+
+    def _remember(self, change: Change) -> None:
+        # Only after the commit: a rolled-back seq is handed out again.
+        latest = self._latest
+        with self._latest_lock:
+            if change.record is None:
+                latest.pop(change.doc_id, None)
+                return
+            latest[change.doc_id] = (change.seq, change.record)
+            if len(latest) > self.CACHED_RECORDS:
+                del latest[next(iter(latest))]
 
     def expire(self, before: float, limit: int) -> list[Change]:
         def remove(conn: _Connection) -> list[Change]:
@@ -412,7 +443,10 @@ class SQLiteStore(Store):
 
         if limit <= 0:
             return []
-        return self._run(remove, write=True)
+        removed = self._run(remove, write=True)
+        for change in removed:
+            self._remember(change)
+        return removed
 
     def import_records(self, records: Iterable[Record]) -> int:
         """Insert many new records in one transaction, each logged as ``created``.
