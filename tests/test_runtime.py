@@ -418,6 +418,7 @@ def test_restart_requeues_an_interrupted_document_whose_file_is_there(settings: 
         status = service.manager.require_status(doc_id)
         assert status.status == "completed"
         assert status.metadata["attempt"] == 2
+        assert "stopped while processing" in status.metadata["recovery"]
         assert status.error is None
 
 

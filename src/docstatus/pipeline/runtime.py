@@ -148,9 +148,10 @@ class WorkerPool:
 
         Recovery: a document a previous process left active (``parsing``,
         ``embedding_*``, ``storing``) is marked failed with a note and
-        requeued (``metadata["attempt"]`` goes up) when its file is still in
-        the uploads folder, and otherwise marked failed with an error saying
-        the service stopped while processing it and its file is gone.
+        requeued (``metadata["attempt"]`` goes up, ``metadata["recovery"]``
+        keeps the note) when its file is still in the uploads folder, and
+        otherwise marked failed with an error saying the service stopped
+        while processing it and its file is gone.
         """
         with self._lock:
             if self._run is not None:
@@ -257,6 +258,8 @@ class WorkerPool:
         )
         self.manager.mark_failed(status.doc_id, note)
         self.manager.requeue(status.doc_id)
+        # requeue() clears the error; keep the note where the new attempt shows it.
+        self.manager.update_status(status.doc_id, Status.QUEUED, metadata={"recovery": note})
         log.info("recovered %s (was %s): requeued as attempt %d", status.doc_id, stage, attempt + 1)
 
     # -- the workers -------------------------------------------------------------
