@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: test lint typecheck pytest bench venv clean system-deps
+.PHONY: test lint typecheck pytest bench venv clean system-deps run
 
 venv: $(STAMP)
 
@@ -38,6 +38,14 @@ BENCH_EXTRAS ?= dev,bench
 bench: system-deps
 	$(MAKE) --no-print-directory venv EXTRAS=$(BENCH_EXTRAS)
 	$(BIN)/python -m benchmarks
+
+# `make run` sets up a venv with the service's extras and starts `docstatus serve`
+# (http://127.0.0.1:8002, data under ./docstatus-data). Options: make run ARGS="--port 9000".
+RUN_EXTRAS ?= all
+
+run:
+	$(MAKE) --no-print-directory venv EXTRAS=$(RUN_EXTRAS)
+	exec $(BIN)/docstatus serve $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
