@@ -189,6 +189,19 @@ def test_a_change_that_raises_writes_nothing(manager: StatusManager) -> None:
     assert store.get("a") == before
 
 
+def test_a_change_builds_on_changes_made_through_another_store(url: str, manager: StatusManager) -> None:
+    with _open(url) as other:
+        manager.create_status("a", "a.pdf", {"first": 1})
+        manager.update_status("a", "parsing", metadata={"mine": 1})
+        other.update_status("a", "parsing", metadata={"theirs": 2})
+        manager.update_status("a", "embedding_text", chunk=1, total_chunks=4)
+        other.update_status("a", "embedding_text", chunk=2, total_chunks=4)
+        manager.update_status("a", "embedding_text", metadata={"last": 3})
+    status = manager.require_status("a")
+    assert status.metadata == {"first": 1, "mine": 1, "theirs": 2, "chunk": 2, "total_chunks": 4, "last": 3}
+    assert status.progress == pytest.approx(0.75)
+
+
 def test_duplicates_and_missing_documents(manager: StatusManager) -> None:
     store = manager.store
     record = new_record("a", "a.pdf", {}, time.time())
