@@ -287,8 +287,7 @@ local function progress_for(doc, target)
   if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
   if total == nil or total == 0 or total <= 0 then return start end
   if done == nil or done == 0 then done = 0 end
-  local fraction = math.min(math.max(done, 0), total) / total
-  return tonumber(format('%.10f', start + fraction * width))
+  return start + math.min(math.max(done, 0), total) / total * width
 end
 
 local function refuse_if_final(doc)

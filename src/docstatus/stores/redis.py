@@ -161,14 +161,37 @@ def _from_hash(fields: dict[bytes, bytes]) -> Record | None:
 
 
 def _public_url(url: str) -> str:
-    """``url`` without credentials (user, password), for messages and ``Store.url``."""
+    """``url`` without credentials (user, password), for messages and ``Store.url``.
+
+    Also checks what redis-py would let through unnoticed: the port and the database number.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid redis store URL: {exc}") from None
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"invalid redis store URL: the path must be a database number, not {parts.path!r}")
+    netloc = host if port is None else f"{host}:{port}"
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _SECRET_OPTIONS]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+
+
+def _query(query: str) -> tuple[str, list[tuple[str, str]]]:
+    """The prefix and the redis-py options of a store URL's query."""
+    prefix, options = DEFAULT_PREFIX, []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "prefix":
+            prefix = _prefix(value)
+        elif name in _CLIENT_OPTIONS:
+            options.append((name, value))
+        else:
+            accepted = ", ".join(sorted({"prefix", *_CLIENT_OPTIONS}))
+            raise ValueError(f"unknown parameter {name!r} in redis store URL; accepted: {accepted}")
+    return prefix, options
 
 
 def _prefix(value: str) -> str:
@@ -223,16 +246,8 @@ class RedisStore(Store):
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"not a redis URL: {url!r}")
-        prefix, options = DEFAULT_PREFIX, []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name == "prefix":
-                prefix = _prefix(value)
-            elif name in _CLIENT_OPTIONS:
-                options.append((name, value))
-            else:
-                accepted = ", ".join(sorted({"prefix", *_CLIENT_OPTIONS}))
-                raise ValueError(f"unknown parameter {name!r} in redis store URL; accepted: {accepted}")
         public = _public_url(url)
+        prefix, options = _query(parts.query)
         try:
             client = redis.Redis.from_url(
                 urlunsplit(parts._replace(query=urlencode(options))),
