@@ -272,8 +272,8 @@ class SQLiteStore(Store):
         self._write_lock = threading.Lock()
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
-        # doc_id -> (seq, record) of records this process wrote lately.
-        self._latest: dict[str, tuple[int, Record]] = {}
+        # doc_id -> (JSON text, record) of records this process wrote lately.
+        self._latest: dict[str, tuple[str, Record]] = {}
         self._latest_lock = threading.Lock()
 
     def _connection(self) -> _Connection:
@@ -297,7 +297,10 @@ class SQLiteStore(Store):
         )
         conn.guard = threading.Lock()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                # Another connection kept the file from switching: retried like a lock.
+                raise sqlite3.OperationalError(f"database is locked: journal mode stays {mode!r}, not WAL")
             conn.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
             migrate(conn, self.MIGRATIONS, self.url)
         except BaseException:
@@ -380,15 +383,15 @@ class SQLiteStore(Store):
             return Change(seq, "created", doc_id, record)
 
         done = self._run(insert, write=True)
-        self._remember(done)
+        self._remember(doc_id, text, record)
         return done
 
     def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
-        def rewrite(conn: _Connection) -> Change:
-            row = conn.execute("SELECT seq, record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
+        def rewrite(conn: _Connection) -> tuple[Change, str]:
+            row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise DocumentNotFoundError(doc_id)
-            old = self._decoded(doc_id, row[0], row[1])
+            old = self._decoded(doc_id, row[0])
             new = change(old)
             text = _encode(new)
             seq = self._log(conn, "updated", doc_id, text)
@@ -401,30 +404,29 @@ class SQLiteStore(Store):
                     "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
                     (new["status"], seq, finished_at(new), text, doc_id),
                 )
-            return Change(seq, "updated", doc_id, new)
+            return Change(seq, "updated", doc_id, new), text
 
-        done = self._run(rewrite, write=True)
-        self._remember(done)
+        done, text = self._run(rewrite, write=True)
+        self._remember(doc_id, text, new=done.record)
         return done
 
-    def _decoded(self, doc_id: str, seq: int, text: str) -> Record:
-        # seq names one version of one record in every process, so a record
-        # this process wrote at that seq is the stored one: no need to decode.
+    def _decoded(self, doc_id: str, text: str) -> Record:
+        # A record this process wrote with exactly this text needs no decoding
+        # (comparing the strings costs far less than parsing one).
         with self._latest_lock:
             cached = self._latest.get(doc_id)
-        if cached is not None and cached[0] == seq:
+        if cached is not None and cached[0] == text:
             return cached[1]
         record: Record = _decode(text)
         return record
 
-    def _remember(self, change: Change) -> None:
-        # Only after the commit: a rolled-back seq is handed out again.
+    def _remember(self, doc_id: str, text: str | None, new: Record | None) -> None:
         latest = self._latest
         with self._latest_lock:
-            if change.record is None:
-                latest.pop(change.doc_id, None)
+            if text is None or new is None:
+                latest.pop(doc_id, None)
                 return
-            latest[change.doc_id] = (change.seq, change.record)
+            latest[doc_id] = (text, new)
             if len(latest) > self.CACHED_RECORDS:
                 del latest[next(iter(latest))]
 
@@ -445,7 +447,7 @@ class SQLiteStore(Store):
             return []
         removed = self._run(remove, write=True)
         for change in removed:
-            self._remember(change)
+            self._remember(change.doc_id, None, None)
         return removed
 
     def import_records(self, records: Iterable[Record]) -> int:
