@@ -7,6 +7,7 @@ them; ``create_app`` is covered at the end and in test_server.py.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from docstatus import StatusManager
+from docstatus import StatusManager, StoreUnavailableError
 from docstatus.api import (
     Metrics,
+    create_app,
     health_router,
     install_error_handlers,
     intake_router,
@@ -25,6 +27,7 @@ from docstatus.api import (
     status_router,
 )
 from docstatus.pipeline.intake import Intake
+from docstatus.settings import ServiceSettings
 
 TOKEN = "s3cret-token"
 MAX_UPLOAD = 4096
@@ -486,3 +489,56 @@ def test_openapi_documents_examples_and_no_422(env: Env) -> None:
         for operation in path.values():
             assert "422" not in operation["responses"]
     assert env.client.get("/docs").status_code == 200
+
+
+# -- the app factory --------------------------------------------------------------
+
+
+def _settings(tmp_path: Path, **changes: Any) -> ServiceSettings:
+    return ServiceSettings(
+        store=f"sqlite:///{tmp_path / 'app.db'}",
+        uploads=tmp_path / "app-uploads",
+        data_dir=tmp_path / "app-data",
+        **changes,
+    )
+
+
+def test_create_app_runs_the_service_for_its_lifespan(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path))
+    service = app.state.service
+    with TestClient(app) as client:
+        assert client.get("/health").json()["workers"] is True
+        doc_id = upload(client, ("a.md", b"# Title\n\nSome text.")).json()["doc_id"]
+        deadline = time.monotonic() + 20
+        while client.get(f"/status/{doc_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert 'docstatus_processing_seconds_count{format="md",outcome="completed"} 1.0' in (
+            client.get("/metrics").text
+        )
+    assert not service.pool.running
+    with pytest.raises(StoreUnavailableError):
+        service.manager.get_status(doc_id)  # an app that built its service also closes it
+
+
+def test_create_app_without_workers_only_queues(tmp_path: Path) -> None:
+    with TestClient(create_app(_settings(tmp_path), start_workers=False)) as client:
+        doc_id = upload(client, ("a.txt", b"text")).json()["doc_id"]
+        assert client.get("/health").json()["workers"] is False
+        assert client.get(f"/status/{doc_id}").json()["status"] == "queued"
+
+
+def test_cors_origins_are_configurable(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path, cors_origins=("http://dash.example",)), start_workers=False)
+    with TestClient(app) as client:
+        preflight = {"Origin": "http://dash.example", "Access-Control-Request-Method": "POST"}
+        allowed = client.options("/uploads", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://dash.example"
+        other = client.get("/status", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    plain = create_app(_settings(tmp_path / "plain"), start_workers=False)
+    with TestClient(plain) as client:
+        assert (
+            "access-control-allow-origin" not in client.get("/status", headers={"Origin": "http://x"}).headers
+        )
