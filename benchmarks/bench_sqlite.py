@@ -106,7 +106,7 @@ def _update_rows(table: Table, tmp: Path) -> None:
     }
     # Interleave them so that none gets a quieter moment of the machine.
     best = dict.fromkeys(contenders, float("inf"))
-    for _ in range(4):
+    for _ in range(6):
         for name, fn in contenders.items():
             best[name] = min(best[name], per_op(fn, 2000, repeat=2))
     floor = best["floor"]

@@ -202,6 +202,23 @@ def test_a_change_builds_on_changes_made_through_another_store(url: str, manager
     assert status.progress == pytest.approx(0.75)
 
 
+def test_text_without_a_utf8_form_is_stored_or_simply_not_found(manager: StatusManager) -> None:
+    # Lone surrogates pass JSON validation but SQLite stores UTF-8 only.
+    manager.create_status("s", "\ud800.pdf", {"k": "\udcff", "ok": "é😀"})
+    manager.update_status("s", "parsing", stage="\udfff")
+    status = manager.require_status("s")
+    assert (status.filename, status.stage, status.metadata) == (
+        "\ud800.pdf",
+        "\udfff",
+        {"k": "\udcff", "ok": "é😀"},
+    )
+    assert [s.filename for s in manager.list_all()] == ["\ud800.pdf"]
+    assert manager.get_status("\ud800") is None
+    with pytest.raises(DocumentNotFoundError):
+        manager.update_status("\ud800", "parsing")
+    assert manager.last_seq == 2
+
+
 def test_duplicates_and_missing_documents(manager: StatusManager) -> None:
     store = manager.store
     record = new_record("a", "a.pdf", {}, time.time())

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
+from pydantic_core import PydanticSerializationError, from_json, to_json
+
 from ..errors import (
     DocumentNotFoundError,
     DuplicateDocumentError,
@@ -83,8 +85,34 @@ _DEFAULT_TIMEOUT = 10.0
 # connection holds the lock": worth waiting for, unlike every other error.
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
+_json_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encode(record: Record) -> str:
+    """The record as JSON text (pydantic-core's encoder: a few times faster than json's)."""
+    try:
+        return to_json(record).decode()
+    except PydanticSerializationError:
+        # Lone surrogates have no UTF-8 form: keep them as \u escapes, as json does.
+        return _json_encode(record)
+
+
+def _decode(text: str) -> Any:
+    try:
+        return from_json(text)
+    except ValueError:
+        return json.loads(text)  # \u escapes of lone surrogates, which pydantic-core refuses
+
+
+def _key(doc_id: str) -> str | None:
+    """``doc_id`` if SQLite can hold it; ``None`` for text with lone surrogates (no UTF-8 form)."""
+    if doc_id.isascii():
+        return doc_id
+    try:
+        doc_id.encode()
+    except UnicodeEncodeError:
+        return None
+    return doc_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +274,8 @@ class SQLiteStore(Store):
     #: Records kept decoded, so that a process updating its own documents
     #: skips decoding the stored JSON.
     CACHED_RECORDS = 4096
+    #: Bytes of WAL kept on disk after a checkpoint.
+    WAL_SIZE_LIMIT = 64 * 1024 * 1024
     #: The schema this class writes (overridable to test migrations).
     MIGRATIONS: tuple[str, ...] = MIGRATIONS
 
@@ -302,6 +332,9 @@ class SQLiteStore(Store):
                 # Another connection kept the file from switching: retried like a lock.
                 raise sqlite3.OperationalError(f"database is locked: journal mode stays {mode!r}, not WAL")
             conn.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
+            # After a large transaction (a bulk import) the WAL shrinks back at
+            # the next checkpoint instead of keeping its peak size on disk.
+            conn.execute(f"PRAGMA journal_size_limit = {self.WAL_SIZE_LIMIT}")
             migrate(conn, self.MIGRATIONS, self.url)
         except BaseException:
             conn.close()
@@ -370,6 +403,8 @@ class SQLiteStore(Store):
 
     def create(self, record: Record) -> Change:
         doc_id = record["doc_id"]
+        if _key(doc_id) is None:
+            raise ValueError(f"doc_id {doc_id!r} is not valid Unicode text")
         text = _encode(record)
 
         def insert(conn: _Connection) -> Change:
@@ -387,6 +422,9 @@ class SQLiteStore(Store):
         return done
 
     def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        if _key(doc_id) is None:
+            raise DocumentNotFoundError(doc_id)
+
         def rewrite(conn: _Connection) -> tuple[Change, str]:
             row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
@@ -485,6 +523,8 @@ class SQLiteStore(Store):
         return [_decode(text) for (text,) in rows]
 
     def get(self, doc_id: str) -> Record | None:
+        if _key(doc_id) is None:
+            return None
         rows = self._records("SELECT record FROM docs WHERE doc_id = ?", (doc_id,))
         return rows[0] if rows else None
 
