@@ -401,20 +401,28 @@ def test_every_acknowledged_change_survives_sigkill(url: str, db: Path) -> None:
     rng = random.Random(20)
     _open(url).close()  # create the file before the first child races to
     for round_no in range(20):
-        reader, writer = ctx.Pipe(duplex=False)
-        child = _start(_write_until_killed, url, round_no, writer)
-        writer.close()
-        wanted = rng.randint(1, 250)
-        acks: list[tuple[str, str, int]] = []
+        acks = _kill_after_some_acks(url, round_no, wanted=rng.randint(1, 250))
+        assert _integrity(db) == "ok"
+        _check_acknowledged(url, acks)
+
+
+def _kill_after_some_acks(url: str, round_no: int, wanted: int) -> list[tuple[str, str, int]]:
+    """Run a writer, SIGKILL it once it has acknowledged ``wanted`` changes; all its acknowledgements."""
+    reader, writer = ctx.Pipe(duplex=False)
+    child = _start(_write_until_killed, url, round_no, writer)
+    writer.close()
+    acks: list[tuple[str, str, int]] = []
+    try:
         while len(acks) < wanted:
             assert reader.poll(DEADLINE), "the child stopped acknowledging"
             acks.append(reader.recv())
+    finally:
         os.kill(child.pid or 0, signal.SIGKILL)
         child.join(DEADLINE)
-        acks += _acknowledged(reader)
-        reader.close()
-        assert _integrity(db) == "ok"
-        _check_acknowledged(url, acks)
+    acks += _acknowledged(reader)
+    reader.close()
+    assert len(acks) >= wanted
+    return acks
 
 
 def _check_acknowledged(url: str, acks: list[tuple[str, str, int]]) -> None:
