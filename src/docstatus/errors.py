@@ -19,11 +19,14 @@ __all__ = [
     "DuplicateDocumentError",
     "InvalidTransitionError",
     "MissingDependencyError",
+    "DocumentLimitError",
     "OutputError",
+    "PageNotFoundError",
     "PathOutsideUploadsError",
     "StatusError",
     "StoreSchemaError",
     "StoreUnavailableError",
+    "UnreadableDocumentError",
     "UnsupportedFormatError",
     "UploadClosedError",
     "UploadNotFoundError",
@@ -229,7 +232,52 @@ class MissingDependencyError(StatusError, ImportError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"this needs the {package!r} package: pip install 'docstatus[{extra}]'", package=package, extra=extra
+            f"this needs the {package!r} package: pip install 'docstatus[{extra}]'",
+            package=package,
+            extra=extra,
         )
         self.package = package
         self.extra = extra
+
+
+class UnreadableDocumentError(StatusError, ValueError):
+    """A document's content cannot be read: damaged, truncated, encrypted, or not what its format says."""
+
+    code = "DOCUMENT_UNREADABLE"
+
+    def __init__(self, filename: str, reason: str) -> None:
+        super().__init__(f"{filename!r} cannot be read: {reason}", filename=filename, reason=reason)
+        self.filename = filename
+        self.reason = reason
+
+
+class DocumentLimitError(StatusError, ValueError):
+    """A document exceeds one of the pipeline's limits (pages, pixels, uncompressed size)."""
+
+    code = "DOCUMENT_TOO_LARGE"
+
+    def __init__(self, filename: str, what: str, value: float, limit: float) -> None:
+        super().__init__(
+            f"{filename!r} is over a limit: {value:,.0f} {what} (at most {limit:,.0f} allowed)",
+            filename=filename,
+            what=what,
+            value=value,
+            limit=limit,
+        )
+        self.filename = filename
+        self.what = what
+        self.value = value
+        self.limit = limit
+
+
+class PageNotFoundError(StatusError, KeyError):
+    """A stored document has no page with that number (pages count from 1)."""
+
+    code = "PAGE_NOT_FOUND"
+
+    def __init__(self, doc_id: str, page: int) -> None:
+        super().__init__(f"Document {doc_id!r} has no stored page {page}", doc_id=doc_id, page=page)
+        self.doc_id = doc_id
+        self.page = page
+
+    __str__ = StatusError.__str__

@@ -78,6 +78,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "api_token": _parse_token,
     "cors_origins": _parse_origins,
     "shutdown_timeout": _parse_float,
+    "document_timeout": _parse_float,
 }
 
 
@@ -113,12 +114,19 @@ def _check_path(name: str, value: object) -> Path:
     return value
 
 
-def _check_timeout(value: object) -> float:
+def _check_timeout(value: object, name: str = "shutdown_timeout") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError("shutdown_timeout", value, "must be a number of seconds")
+        raise ConfigError(name, value, "must be a number of seconds")
     if not math.isfinite(value) or value < 0:
-        raise ConfigError("shutdown_timeout", value, "must be a finite number of seconds >= 0")
+        raise ConfigError(name, value, "must be a finite number of seconds >= 0")
     return float(value)
+
+
+def _check_document_timeout(value: object) -> float:
+    seconds = _check_timeout(value, "document_timeout")
+    if seconds <= 0:
+        raise ConfigError("document_timeout", value, "must be more than 0 seconds")
+    return seconds
 
 
 def _check_origins(value: object) -> tuple[str, ...]:
@@ -159,6 +167,7 @@ class ServiceSettings:
     api_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
     shutdown_timeout: float = 30.0
+    document_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         checked = {
@@ -173,6 +182,7 @@ class ServiceSettings:
             "api_token": _check_token(self.api_token),
             "cors_origins": _check_origins(self.cors_origins),
             "shutdown_timeout": _check_timeout(self.shutdown_timeout),
+            "document_timeout": _check_document_timeout(self.document_timeout),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -183,8 +193,9 @@ class ServiceSettings:
 
         Variables: ``DOCSTATUS_HOST``, ``_PORT``, ``_STORE``, ``_UPLOADS``,
         ``_DATA``, ``_WORKERS``, ``_MAX_UPLOAD_BYTES``, ``_MAX_BODY_BYTES``,
-        ``_API_TOKEN``, ``_CORS_ORIGINS`` (comma-separated) and
-        ``_SHUTDOWN_TIMEOUT`` (seconds). An override of ``None`` counts as not
+        ``_API_TOKEN``, ``_CORS_ORIGINS`` (comma-separated),
+        ``_SHUTDOWN_TIMEOUT`` and ``_DOCUMENT_TIMEOUT`` (seconds: how long one
+        document may take to process before it fails). An override of ``None`` counts as not
         given (convenient for optional command-line flags); an unknown override
         name is a ``ConfigError``. When ``data_dir`` is set but ``store`` or
         ``uploads`` are not, those default to ``<data_dir>/status.db`` and

@@ -26,6 +26,7 @@ __all__ = [
     "FormatInfo",
     "FormatRegistry",
     "FormatType",
+    "content_name",
     "detect_format",
     "magic",
     "register_format",
@@ -73,6 +74,7 @@ class _Format:
     info: FormatInfo
     extensions: tuple[str, ...]
     check: ContentCheck | None
+    signatures: tuple[bytes, ...] = ()
 
 
 def text_check(head: bytes) -> str | None:
@@ -87,12 +89,31 @@ def text_check(head: bytes) -> str | None:
     return None
 
 
-def magic(*signatures: bytes) -> ContentCheck:
-    """A content check that accepts files starting with one of ``signatures``."""
+def content_name(head: bytes) -> str | None:
+    """What a known binary signature at the start of ``head`` says the content is (``None``: unknown)."""
+    for signature, name in _BINARY_SIGNATURES:
+        if head.startswith(signature):
+            return name
+    return None
+
+
+def magic(*signatures: bytes, name: str = "", within: int = 0) -> ContentCheck:
+    """A content check that accepts files starting with one of ``signatures``.
+
+    ``within`` > 0 also accepts a signature found in the first ``within``
+    bytes (PDF readers accept junk before ``%PDF-``). ``name`` is the
+    format's name in the rejection, which also says what the content is
+    when it has a known signature (``"the content is ZIP ..., not PDF"``).
+    """
 
     def check(head: bytes) -> str | None:
-        if head.startswith(signatures):
+        if head.startswith(signatures) or (within and any(s in head[:within] for s in signatures)):
             return None
+        actual = content_name(head)
+        if actual and name:
+            return f"the content is {actual}, not {name}"
+        if name:
+            return f"the content is not {name} (the file does not start like one)"
         return "the content does not match the file's extension"
 
     return check
@@ -103,6 +124,7 @@ class FormatRegistry:
 
     def __init__(self) -> None:
         self._by_ext: dict[str, _Format] = {}
+        self._sniffable: list[_Format] = []
         self._lock = threading.Lock()
 
     def register(
@@ -113,17 +135,25 @@ class FormatRegistry:
         media_type: str,
         *,
         check: ContentCheck | None = None,
+        signatures: Iterable[bytes] = (),
     ) -> FormatInfo:
-        """Accept files with any of ``extensions`` (``".pdf"``; case-insensitive) as ``format``."""
+        """Accept files with any of ``extensions`` (``".pdf"``; case-insensitive) as ``format``.
+
+        ``signatures`` (leading bytes that only this format has) let
+        :meth:`detect` recognise the format by content when a file's
+        extension is missing or unknown.
+        """
         exts = tuple(_normal_ext(e) for e in extensions)
         if not format or not exts:
             raise ValueError("a format needs a name and at least one extension")
         if format_type not in ("text", "visual"):
             raise ValueError(f"format_type must be 'text' or 'visual', not {format_type!r}")
-        entry = _Format(FormatInfo(format, format_type, media_type), exts, check)
+        entry = _Format(FormatInfo(format, format_type, media_type), exts, check, tuple(signatures))
         with self._lock:
             for ext in exts:
                 self._by_ext[ext] = entry
+            if entry.signatures:
+                self._sniffable = [f for f in self._sniffable if f.info.format != format] + [entry]
         return entry.info
 
     def extensions(self) -> frozenset[str]:
@@ -141,18 +171,35 @@ class FormatRegistry:
         return self.explain(path, filename)[0]
 
     def explain(self, path: Path, filename: str) -> tuple[FormatInfo | None, str]:
-        """Like :meth:`detect`, plus why a file was rejected (``""`` when accepted)."""
+        """Like :meth:`detect`, plus why a file was rejected (``""`` when accepted).
+
+        A known extension picks the format and its content check must pass;
+        without a known extension the content's signature may still name a
+        format (a PDF saved as ``report`` or ``report.bin``).
+        """
         found = self.lookup(filename)
         if found is None:
-            suffix = Path(filename).suffix
-            return None, f"extension {suffix!r} is not supported" if suffix else "the file has no extension"
+            return self._sniff(path, filename)
         info, check = found
         if check is None:
             return info, ""
-        with path.open("rb") as handle:
-            head = handle.read(SNIFF_BYTES)
-        reason = check(head)
+        reason = check(_head(path))
         return (None, reason) if reason else (info, "")
+
+    def _sniff(self, path: Path, filename: str) -> tuple[FormatInfo | None, str]:
+        head = _head(path)
+        with self._lock:
+            candidates = list(self._sniffable)
+        for entry in candidates:
+            if head.startswith(entry.signatures):
+                return entry.info, ""
+        suffix = Path(filename).suffix
+        return None, f"extension {suffix!r} is not supported" if suffix else "the file has no extension"
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(SNIFF_BYTES)
 
 
 def _normal_ext(ext: str) -> str:
@@ -167,8 +214,66 @@ def _normal_ext(ext: str) -> str:
 #: The formats the service accepts. Issue 5's formats register here too.
 FORMATS = FormatRegistry()
 
+_PDF = (b"%PDF-",)
+_ZIP = (b"PK\x03\x04",)
+_IMAGES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
 FORMATS.register("txt", (".txt", ".text"), "text", "text/plain", check=text_check)
 FORMATS.register("md", (".md", ".markdown"), "text", "text/markdown", check=text_check)
+FORMATS.register("html", (".html", ".htm", ".xhtml"), "text", "text/html", check=text_check)
+FORMATS.register(
+    "pdf",
+    (".pdf",),
+    "visual",
+    "application/pdf",
+    check=magic(*_PDF, name="PDF", within=1024),
+    signatures=_PDF,
+)
+FORMATS.register(
+    "docx",
+    (".docx",),
+    "text",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    check=magic(*_ZIP, name="a Word document (DOCX is a ZIP package)"),
+)
+FORMATS.register(
+    "pptx",
+    (".pptx",),
+    "visual",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    check=magic(*_ZIP, name="a PowerPoint presentation (PPTX is a ZIP package)"),
+)
+# APP0/APP1 segments name what they hold; any other first marker of a JPEG stream is a table or frame.
+_JPEG_APP_IDS = {0xE0: (b"JFIF\x00", b"JFXX\x00"), 0xE1: (b"Exif\x00", b"http://ns.adobe.com/")}
+
+
+def _is_jpeg(head: bytes) -> bool:
+    """A JPEG start: SOI, then a well-formed first segment (four bytes of signature prove little)."""
+    if len(head) < 6 or not head.startswith(b"\xff\xd8\xff"):
+        return False
+    marker, length = head[3], int.from_bytes(head[4:6], "big")
+    if marker in _JPEG_APP_IDS:
+        return length >= 8 and head[6:].startswith(_JPEG_APP_IDS[marker])
+    return (0xC0 <= marker <= 0xFE) and marker not in (0xD8, 0xD9) and length >= 2
+
+
+def image_check(head: bytes) -> str | None:
+    """Content check for images: a PNG start (signature, then its IHDR chunk) or a well-formed JPEG start."""
+    if (head.startswith(_IMAGES[0]) and head[12:16] == b"IHDR") or _is_jpeg(head):
+        return None
+    actual = content_name(head)
+    return (
+        f"the content is {actual}, not a PNG or JPEG image"
+        if actual
+        else "the content is not a PNG or JPEG image"
+    )
+
+
+# Either image format is accepted for either extension: the decoder goes by content.
+FORMATS.register("png", (".png",), "visual", "image/png", check=image_check, signatures=_IMAGES[:1])
+FORMATS.register(
+    "jpeg", (".jpg", ".jpeg", ".jpe"), "visual", "image/jpeg", check=image_check, signatures=_IMAGES[1:]
+)
 
 
 def register_format(
@@ -178,9 +283,10 @@ def register_format(
     media_type: str,
     *,
     check: ContentCheck | None = None,
+    signatures: Iterable[bytes] = (),
 ) -> FormatInfo:
     """Register a format in the default registry (:data:`FORMATS`)."""
-    return FORMATS.register(format, extensions, format_type, media_type, check=check)
+    return FORMATS.register(format, extensions, format_type, media_type, check=check, signatures=signatures)
 
 
 def detect_format(path: Path, filename: str) -> FormatInfo | None:
@@ -188,7 +294,9 @@ def detect_format(path: Path, filename: str) -> FormatInfo | None:
 
     The extension of ``filename`` picks the format; the format's content check
     then looks at the first :data:`SNIFF_BYTES` bytes (binary content named
-    ``.txt`` is rejected). Reads the file; ``OSError`` if it cannot.
+    ``.txt`` is rejected, a ZIP named ``.pdf`` too). A file without a known
+    extension is recognised by its content's signature (PDF, PNG, JPEG).
+    Reads the file; ``OSError`` if it cannot.
     """
     return FORMATS.detect(path, filename)
 

@@ -1,10 +1,17 @@
-"""Where processed documents end up: chunks and their vectors in an SQLite file.
+"""Where processed documents end up: pages, chunks and their vectors in an SQLite file.
 
-One file (``<data_dir>/output.db`` in the service) holds every document's
-chunks, each with its text, optional details (heading, offsets) and its
-vector stored compactly as 32-bit floats (``array('f').tobytes()``). Saving a
-document replaces whatever was stored for it before, in one transaction, so a
-reprocessed document never mixes two attempts.
+One file (``<data_dir>/output.db`` in the service, beside the status store)
+holds every document's chunks, each with its text, optional details
+(heading, offsets, page) and its vector stored compactly as 32-bit floats
+(``array('f').tobytes()``), and its pages, each with a thumbnail (JPEG or PNG
+bytes) and a visual vector. Saving a document replaces whatever was stored
+for it before, in one transaction, so a reprocessed document never mixes two
+attempts.
+
+The file's schema version is SQLite's ``user_version``: 2 now. A version-1
+file (chunks only, written before pages existed) is migrated in place when
+opened; a file from a newer docstatus is refused with an
+:class:`~docstatus.errors.OutputError` and left untouched.
 """
 
 from __future__ import annotations
@@ -25,9 +32,21 @@ from typing import Any
 from ..errors import OutputError
 from .embedding import Embedder, HashingEmbedder
 
-__all__ = ["OutputStore", "SearchHit", "StoredChunk", "StoredDocument"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "OutputStore",
+    "PageRecord",
+    "SearchHit",
+    "StoredChunk",
+    "StoredDocument",
+    "StoredPage",
+]
 
-_SCHEMA = """
+#: The schema version this module writes (SQLite ``user_version``).
+SCHEMA_VERSION = 2
+
+# Version 1: documents and chunks (issue 4). Unversioned files (user_version 0) with these tables are v1.
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id     TEXT PRIMARY KEY,
     metadata   TEXT NOT NULL,
@@ -45,6 +64,23 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 """
 
+# Version 2: pages with thumbnails and visual vectors.
+_MIGRATE_V2 = """
+ALTER TABLE documents ADD COLUMN num_pages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE documents ADD COLUMN visual_dimension INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS pages (
+    doc_id     TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    number     INTEGER NOT NULL,
+    width      REAL NOT NULL,
+    height     REAL NOT NULL,
+    info       TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    thumbnail  BLOB NOT NULL,
+    vector     BLOB NOT NULL,
+    PRIMARY KEY (doc_id, number)
+);
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class StoredChunk:
@@ -57,14 +93,42 @@ class StoredChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class PageRecord:
+    """One page to store: its number (from 1), size in its own units, thumbnail and visual vector."""
+
+    number: int
+    width: float
+    height: float
+    thumbnail: bytes
+    media_type: str
+    vector: Sequence[float]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPage:
+    """A stored page (its thumbnail is read separately with :meth:`OutputStore.thumbnail`)."""
+
+    number: int
+    width: float
+    height: float
+    media_type: str
+    thumbnail_bytes: int
+    vector: tuple[float, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class StoredDocument:
-    """A stored document: its metadata and chunks in order."""
+    """A stored document: its metadata, chunks and pages in order."""
 
     doc_id: str
     metadata: dict[str, Any]
     dimension: int
     stored_at: float
     chunks: list[StoredChunk]
+    pages: list[StoredPage] = field(default_factory=list)
+    visual_dimension: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +183,11 @@ class OutputStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        try:
+            _migrate(self._db, self.path)
+        except BaseException:
+            self._db.close()
+            raise
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -136,11 +204,13 @@ class OutputStore:
         metadata: Mapping[str, Any] | None = None,
         *,
         chunk_info: Sequence[Mapping[str, Any]] | None = None,
+        pages: Sequence[PageRecord] = (),
     ) -> None:
-        """Store ``doc_id``'s chunks with their vectors (and per-chunk details), replacing earlier ones.
+        """Store ``doc_id``'s chunks and pages with their vectors, replacing earlier ones.
 
         ``chunks``, ``vectors`` and ``chunk_info`` (if given) must have the same
-        length and every vector the same dimension; otherwise
+        length and every vector the same dimension; page numbers must be
+        distinct and every page vector have the same dimension; otherwise
         :class:`~docstatus.errors.OutputError` and nothing is stored.
         Metadata and details must be JSON-serializable.
         """
@@ -154,33 +224,78 @@ class OutputStore:
             (doc_id, i, text, _json(info), _pack(vector, dimension))
             for i, (text, vector, info) in enumerate(zip(chunks, vectors, infos, strict=True))
         ]
-        document = (doc_id, _json(metadata or {}), dimension, len(rows), time.time())
+        visual_dimension, page_rows = _page_rows(doc_id, pages)
+        document = (
+            doc_id,
+            _json(metadata or {}),
+            dimension,
+            len(rows),
+            time.time(),
+            len(page_rows),
+            visual_dimension,
+        )
         with self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-                db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?)", document)
+                db.execute(
+                    "INSERT INTO documents (doc_id, metadata, dimension, num_chunks, stored_at, num_pages,"
+                    " visual_dimension) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    document,
+                )
                 db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT INTO pages (doc_id, number, width, height, info, media_type, thumbnail, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    page_rows,
+                )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 
-    def get(self, doc_id: str) -> StoredDocument | None:
-        """The stored document, or ``None`` if nothing is stored for ``doc_id``."""
+    def get(self, doc_id: str, *, pages: bool = True) -> StoredDocument | None:
+        """The stored document (with its pages unless ``pages=False``), or ``None`` if nothing is stored."""
         with self._connection() as db:
             head = db.execute(
-                "SELECT metadata, dimension, stored_at FROM documents WHERE doc_id = ?", (doc_id,)
+                "SELECT metadata, dimension, stored_at, visual_dimension FROM documents WHERE doc_id = ?",
+                (doc_id,),
             ).fetchone()
             rows = db.execute(
                 "SELECT idx, text, info, vector FROM chunks WHERE doc_id = ? ORDER BY idx", (doc_id,)
             ).fetchall()
+            page_rows = (
+                db.execute(
+                    "SELECT number, width, height, media_type, length(thumbnail), vector, info FROM pages"
+                    " WHERE doc_id = ? ORDER BY number",
+                    (doc_id,),
+                ).fetchall()
+                if pages
+                else []
+            )
         if head is None:
             return None
         chunks = [
             StoredChunk(i, text, tuple(_unpack(blob)), json.loads(info)) for i, text, info, blob in rows
         ]
-        return StoredDocument(doc_id, json.loads(head[0]), head[1], head[2], chunks)
+        stored_pages = [
+            StoredPage(n, w, h, media, size, tuple(_unpack(blob)), json.loads(info))
+            for n, w, h, media, size, blob, info in page_rows
+        ]
+        return StoredDocument(doc_id, json.loads(head[0]), head[1], head[2], chunks, stored_pages, head[3])
+
+    def thumbnail(self, doc_id: str, page: int) -> tuple[bytes, str] | None:
+        """The thumbnail of page ``page`` (from 1) of ``doc_id`` and its media type, or ``None``."""
+        with self._connection() as db:
+            row = db.execute(
+                "SELECT thumbnail, media_type FROM pages WHERE doc_id = ? AND number = ?", (doc_id, page)
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def has(self, doc_id: str) -> bool:
+        """Whether output is stored for ``doc_id``."""
+        with self._connection() as db:
+            return db.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document's output; whether there was any."""
@@ -231,6 +346,57 @@ class OutputStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _page_rows(doc_id: str, pages: Sequence[PageRecord]) -> tuple[int, list[tuple[Any, ...]]]:
+    dimension = len(pages[0].vector) if pages else 0
+    numbers = [p.number for p in pages]
+    if len(set(numbers)) != len(numbers) or any(n < 1 for n in numbers):
+        raise OutputError("page numbers must be distinct and start from 1")
+    rows = [
+        (
+            doc_id,
+            p.number,
+            float(p.width),
+            float(p.height),
+            _json(p.info),
+            p.media_type,
+            bytes(p.thumbnail),
+            _pack(p.vector, dimension),
+        )
+        for p in pages
+    ]
+    return dimension, rows
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION` (one transaction), or refuse a newer one."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise OutputError(
+                f"the output store {path} has schema version {version}, but this docstatus supports up to "
+                f"{SCHEMA_VERSION}: upgrade docstatus to use it"
+            )
+        if version < 2:
+            for statement in (_SCHEMA_V1 + _MIGRATE_V2).split(";"):
+                if statement.strip() and not _already_done(db, statement):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _already_done(db: sqlite3.Connection, statement: str) -> bool:
+    # ADD COLUMN has no IF NOT EXISTS; a column that is there already needs nothing.
+    words = statement.split()
+    if words[:2] != ["ALTER", "TABLE"]:
+        return False
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({words[2]})")}
+    return words[5] in columns
 
 
 def _json(value: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..manager import StatusManager
 from ..models import Status
+from .limits import Limits
 from .output import OutputStore
 
 __all__ = ["Job", "Processor", "ProcessorRegistry", "Reporter", "default_processors"]
@@ -60,9 +61,17 @@ class Reporter:
         self._checkpoint = checkpoint
 
     def _update(self, status: Status, **fields: Any) -> None:
+        self.check()
+        self.manager.update_status(self.doc_id, status, None, **fields)
+
+    def check(self) -> None:
+        """Raise if the pool gave up on this document (its time limit passed, or the pool stopped).
+
+        Every report checks this; call it in long loops between reports so a
+        document over its time limit stops promptly.
+        """
         if self._checkpoint is not None:
             self._checkpoint()
-        self.manager.update_status(self.doc_id, status, None, **fields)
 
     def parsing(self, *, metadata: Mapping[str, Any] | None = None) -> None:
         """The file is being read; ``metadata`` (e.g. the detected encoding) is merged into the status."""
@@ -120,9 +129,33 @@ class ProcessorRegistry:
             return frozenset(self._by_format)
 
 
-def default_processors() -> ProcessorRegistry:
-    """A registry with the built-in processors (text and Markdown)."""
-    from .text import TextProcessor  # here: text imports this module
+def default_processors(limits: Limits | None = None) -> ProcessorRegistry:
+    """A registry with the built-in processors: text, Markdown, HTML, DOCX, PDF, PPTX, PNG and JPEG.
+
+    The reference processors need the ``pipeline`` extra only when they run:
+    a document of a format whose library is missing fails with a
+    :class:`~docstatus.errors.MissingDependencyError` naming the extra.
+    ``limits`` (default :class:`~docstatus.pipeline.limits.Limits`) apply to
+    every processor.
+    """
+    # Imported here: these modules import this one.
+    from .html import HtmlProcessor
+    from .images import ImageProcessor
+    from .office import DocxProcessor, PptxProcessor
+    from .pdf import PdfProcessor
+    from .text import TextProcessor
 
     text = TextProcessor()
-    return ProcessorRegistry({"txt": text, "md": text})
+    image = ImageProcessor(limits=limits)
+    return ProcessorRegistry(
+        {
+            "txt": text,
+            "md": text,
+            "html": HtmlProcessor(limits=limits),
+            "docx": DocxProcessor(limits=limits),
+            "pdf": PdfProcessor(limits=limits),
+            "pptx": PptxProcessor(limits=limits),
+            "png": image,
+            "jpeg": image,
+        }
+    )

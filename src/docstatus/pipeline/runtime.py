@@ -106,6 +106,10 @@ class WorkerPool:
     uploads folder's parent) unless an ``output`` store is given.
     ``document_timeout`` (seconds) fails a document whose processor is still
     running after it; it is checked whenever the processor reports progress.
+    ``adopt_existing=False`` skips the recovery and the scan for queued
+    documents at :meth:`start`: the pool then processes only what is given to
+    :meth:`enqueue` (``docstatus process`` uses this, so running it beside a
+    service on the same store never touches the service's documents).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class WorkerPool:
         data_dir: Path | None = None,
         document_timeout: float | None = None,
         output: OutputStore | None = None,
+        adopt_existing: bool = True,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -132,6 +137,7 @@ class WorkerPool:
         self.processors = processors if processors is not None else default_processors()
         self.document_timeout = document_timeout
         self._output = output
+        self.adopt_existing = adopt_existing
         self._lock = threading.Lock()
         self._run: _Run | None = None
 
@@ -160,9 +166,10 @@ class WorkerPool:
             # Visible before the scan, so documents queued meanwhile reach enqueue().
             self._run = run
             try:
-                self._recover()
-                for doc_id in self._queued_oldest_first():
-                    run.put(doc_id)
+                if self.adopt_existing:
+                    self._recover()
+                    for doc_id in self._queued_oldest_first():
+                        run.put(doc_id)
             except BaseException:
                 self._run = None
                 if run.owns_output:

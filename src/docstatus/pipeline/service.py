@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -11,8 +12,9 @@ from ..errors import ConfigError, StatusError
 from ..manager import StatusManager
 from ..settings import ServiceSettings
 from .intake import Intake
+from .output import OutputStore
 from .processor import ProcessorRegistry
-from .runtime import WorkerPool
+from .runtime import OUTPUT_FILE, WorkerPool
 
 __all__ = ["Service"]
 
@@ -40,9 +42,23 @@ def _open_manager(url: str) -> StatusManager:
         raise ConfigError("store", url, str(exc)) from None
 
 
-class Service:
-    """Everything ``docstatus serve`` runs besides HTTP: manager, intake, worker pool.
+def _open_output(path: Path) -> OutputStore:
+    try:
+        return OutputStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            "data_dir", str(path.parent), f"cannot open the output store {path}: {exc}"
+        ) from None
 
+
+class Service:
+    """Everything ``docstatus serve`` runs besides HTTP: manager, intake, worker pool, output store.
+
+    ``output`` (default: ``<data_dir>/output.db``, beside the default status
+    store) is where the processors store pages, chunks, vectors and
+    thumbnails, and what the ``/documents`` and ``/search`` endpoints read; a
+    given one is not closed by :meth:`close`. Each document may take
+    ``settings.document_timeout`` seconds before it fails.
     Building one opens the store and creates the uploads and data folders
     (a folder that cannot be created is a :class:`~docstatus.errors.ConfigError`).
     :meth:`start` recovers interrupted work and starts the workers;
@@ -54,18 +70,30 @@ class Service:
     """
 
     def __init__(
-        self, settings: ServiceSettings | None = None, *, processors: ProcessorRegistry | None = None
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        processors: ProcessorRegistry | None = None,
+        output: OutputStore | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ServiceSettings()
         _make_dir("uploads", self.settings.uploads)
         _make_dir("data_dir", self.settings.data_dir)
         self.manager = _open_manager(self.settings.store)
+        self._owns_output = output is None
+        try:
+            self.output = output if output is not None else _open_output(self.settings.data_dir / OUTPUT_FILE)
+        except BaseException:
+            self.manager.close()
+            raise
         self.pool = WorkerPool(
             self.manager,
             self.settings.uploads,
             workers=self.settings.workers,
             processors=processors,
             data_dir=self.settings.data_dir,
+            document_timeout=self.settings.document_timeout,
+            output=self.output,
         )
         self.intake = Intake(
             self.manager,
@@ -108,6 +136,8 @@ class Service:
             if not self._closed:
                 self._closed = True
                 self.manager.close()
+                if self._owns_output:
+                    self.output.close()
 
     def __enter__(self) -> Service:
         self.start()
