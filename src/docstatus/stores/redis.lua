@@ -2,17 +2,22 @@
 -- atomically, in one call (see redis.py for the data layout and the calling side).
 --
 -- The rules mirror docstatus.records (apply_update, apply_complete, apply_fail,
--- apply_requeue). The tables they need (transitions, default stages, progress
--- ranges, estimator constants) are not written here: redis.py renders them from
--- docstatus.models into the line below, so the lifecycle has a single source.
-local RULES = __RULES__
+-- apply_requeue). The tables they need are not written here: redis.py renders
+-- them from docstatus.models in place of the line below, so the lifecycle has a
+-- single source. They are LEGAL (set of 'current>target'), FINAL (set of
+-- statuses), STAGE (status -> default stage as JSON), START and WIDTH (status ->
+-- its share of the progress bar), SMOOTHING, MIN_INTERVAL (RateEstimator) and
+-- LOG_SIZE.
+__RULES__
 
--- Values are kept as the JSON text Python wrote (a record is a hash of field ->
--- JSON value), and only what a rule needs is decoded. Python-made numbers and
+-- A record is stored twice: as a hash of field -> that field's JSON text, which
+-- this script reads and updates field by field, and as one JSON text, which
+-- readers fetch whole. Only what a rule needs is decoded. Python-made numbers and
 -- strings are thus stored exactly as Python made them; numbers this script
 -- computes are written with enough digits to read back as the same double.
 
-local find, sub, byte, format, concat = string.find, string.sub, string.byte, string.format, table.concat
+local find, sub, byte, format, match = string.find, string.sub, string.byte, string.format, string.match
+local concat, HUGE = table.concat, math.huge
 
 local OP, P = ARGV[1], ARGV[2]
 local K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
@@ -86,29 +91,29 @@ local function join_object(obj)
 end
 
 local function fnum(x)
-  -- A float as JSON that Python reads back as the same float (never as an int).
-  local s = format('%.15g', x)
-  if tonumber(s) ~= x then s = format('%.17g', x) end
+  -- A float as JSON that Python reads back as the same float (never as an int):
+  -- 17 significant digits always name the same double.
+  local s = format('%.17g', x)
   if not find(s, '[%.en]') then s = s .. '.0' end
   return s
 end
 
 local function scalar(raw)
-  -- How Python sees a JSON scalar: 'none', 'int' or 'float' with its value, or
+  -- How Python sees a JSON value: 'none', 'int' or 'float' with its value, or
   -- 'other' for what this script does not reproduce (the change then runs in Python).
   if raw == nil or raw == 'null' then return 'none' end
-  if find(raw, '^%-?%d+$') then
-    if #raw > 15 then return 'other' end -- beyond the integers a double holds exactly
-    return 'int', tonumber(raw)
-  end
-  local value = tonumber(raw)
-  if value and find(raw, '^%-?%d') then return 'float', value end
-  return 'other'
+  local value = tonumber(raw) -- nil for strings, objects, arrays, true and false
+  if value == nil or value ~= value or value == HUGE or value == -HUGE then return 'other' end
+  if find(raw, '[%.eE]') then return 'float', value end
+  if #raw > 15 then return 'other' end -- beyond the integers a double holds exactly
+  return 'int', value
 end
 
 -- Records ----------------------------------------------------------------------
 
 local function doc_key(doc_id) return P .. 'doc:' .. doc_id end
+
+local function json_key(doc_id) return P .. 'json:' .. doc_id end
 
 local function load(doc_id)
   -- The stored record as {raw = {field -> JSON text}, order = {field}}, or nil.
@@ -136,48 +141,50 @@ local function status_of(doc) return unquote(doc.raw.status) end
 local function commit(kind, doc_id, old_status, new_status, finished_at, body)
   local seq = redis.call('INCR', K_SEQ)
   redis.call('ZADD', K_RECENT, seq, doc_id)
-  if RULES.final[new_status] then
+  if FINAL[new_status] then
     redis.call('ZREM', K_ACTIVE, doc_id)
     redis.call('ZADD', K_FINISHED, format('%.17g', finished_at), doc_id)
   else
     redis.call('ZADD', K_ACTIVE, seq, doc_id)
-    if old_status and RULES.final[old_status] then redis.call('ZREM', K_FINISHED, doc_id) end
+    if old_status and FINAL[old_status] then redis.call('ZREM', K_FINISHED, doc_id) end
   end
   if old_status ~= new_status then
     if old_status then redis.call('HINCRBY', K_COUNTS, old_status, -1) end
     redis.call('HINCRBY', K_COUNTS, new_status, 1)
   end
-  redis.call('XADD', K_LOG, 'MAXLEN', '~', RULES.log_size, seq .. '-0', 't', kind, 'd', doc_id, 'r', body)
+  redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', kind, 'd', doc_id, 'r', body)
   redis.call('PUBLISH', CHANNEL, seq)
   return seq
 end
 
+local TRACK = '^%[%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^%]%s]+)%s*%]$'
+
 local function split_track(raw)
-  -- The _track list as the JSON text of each number.
-  local t = {}
-  for item in string.gmatch(sub(raw, 2, -2), '[^,%s]+') do t[#t + 1] = item end
-  return t
+  -- The six numbers of _track, each as its JSON text.
+  local a, b, c, d, e, f = match(raw, TRACK)
+  if not a then error(FALLBACK, 0) end
+  return {a, b, c, d, e, f}
 end
 
 local function finished_at(doc)
   -- records.finished_at: when the document finished, as epoch seconds.
-  local track = doc.track or split_track(doc.raw._track)
-  return tonumber(track[1]) + tonumber(doc.raw.elapsed_time)
+  local started = doc.track and doc.track[1] or match(doc.raw._track, '^%[%s*([^,%s]+)')
+  return tonumber(started) + tonumber(doc.raw.elapsed_time)
 end
 
--- Writes every field of ``text`` (a record as JSON) into the document's hash.
 local function store_record(doc_id, text)
+  -- Stores ``text`` (a whole record as JSON) in both forms.
   local obj = split_object(text)
   local args = {}
   local doc = {raw = {}, order = {}}
   for n, key in ipairs(obj.keys) do
-    local name = unquote(key)
-    args[#args + 1] = name
-    args[#args + 1] = obj.values[n]
-    doc.raw[name] = obj.values[n]
-    doc.order[n] = name
+    local name = sub(key, 2, -2)
+    args[2 * n - 1], args[2 * n] = name, obj.values[n]
+    doc.raw[name], doc.order[n] = obj.values[n], name
   end
+  redis.call('DEL', doc_key(doc_id))
   redis.call('HSET', doc_key(doc_id), unpack(args))
+  redis.call('SET', json_key(doc_id), text)
   return doc
 end
 
@@ -190,7 +197,7 @@ local function meta(doc)
   return doc.meta
 end
 
-local function numbers(what, done_raw, total_raw)
+local function numbers(done_raw, total_raw)
   -- _check_counts: both ints and done > total is refused.
   local kd, done = scalar(done_raw)
   local kt, total = scalar(total_raw)
@@ -200,29 +207,30 @@ local function numbers(what, done_raw, total_raw)
 end
 
 local function merge_fields(doc, fields)
-  -- records._merge_fields
-  if #fields.keys == 0 then return end
-  local at, values = fields.at, fields.values
-  local update = at['"metadata"'] and values[at['"metadata"']]
+  -- records._merge_fields; ``fields`` maps a field name to its JSON text.
+  if next(fields) == nil then return end
+  local update = fields.metadata
   if update == 'null' then update = nil end
-  if update and byte(update, 1) ~= 123 then error(FALLBACK, 0) end
-  update = update and split_object(update)
-  if (update and #update.keys > 0) or at['"chunk"'] or at['"total_chunks"'] then
+  if update then
+    if byte(update) ~= 123 then error(FALLBACK, 0) end -- not an object
+    update = split_object(update)
+  end
+  if (update and #update.keys > 0) or fields.chunk or fields.total_chunks then
     local m = meta(doc)
     if update then
       for n, key in ipairs(update.keys) do put_member(m, key, update.values[n]) end
     end
-    for _, key in ipairs({'"chunk"', '"total_chunks"'}) do
-      if at[key] then put_member(m, key, values[at[key]]) end
-    end
+    if fields.chunk then put_member(m, '"chunk"', fields.chunk) end
+    if fields.total_chunks then put_member(m, '"total_chunks"', fields.total_chunks) end
     doc.meta_changed = true
-    numbers('chunk', m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']])
+    numbers(m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']])
   end
-  for _, name in ipairs({'stage', 'page', 'total_pages', 'error'}) do
-    local n = at['"' .. name .. '"']
-    if n then doc.raw[name] = values[n] end
-  end
-  numbers('page', doc.raw.page, doc.raw.total_pages)
+  local r = doc.raw
+  r.stage = fields.stage or r.stage
+  r.page = fields.page or r.page
+  r.total_pages = fields.total_pages or r.total_pages
+  r.error = fields.error or r.error
+  numbers(r.page, r.total_pages)
 end
 
 local function advance(doc, progress, progress_raw)
@@ -232,8 +240,8 @@ local function advance(doc, progress, progress_raw)
     doc.progress, doc.raw.progress = progress, progress_raw
     local at, progress_at, ema, samples = tonumber(t[2]), tonumber(t[3]), tonumber(t[4]), tonumber(t[5])
     local dt, gained = NOW - at, progress - progress_at
-    if not (gained <= 0 or dt < RULES.min_interval) then
-      local alpha = RULES.smoothing
+    if not (gained <= 0 or dt < MIN_INTERVAL) then
+      local alpha = SMOOTHING
       t[2], t[3] = NOW_RAW, progress_raw
       t[4], t[5] = fnum(alpha * (gained / dt) + (1 - alpha) * ema), format('%d', samples + 1)
     end
@@ -247,16 +255,15 @@ local function remaining(doc)
   local t = doc.track
   local at, ema, samples = tonumber(t[2]), tonumber(t[4]), tonumber(t[5])
   if samples < 1 then return 'null' end
-  local rate = ema / (1 - (1 - RULES.smoothing) ^ samples)
-  if rate <= 0 or rate ~= rate or rate == math.huge then return 'null' end
+  local rate = ema / (1 - (1 - SMOOTHING) ^ samples)
+  if rate <= 0 or rate ~= rate or rate == HUGE then return 'null' end
   return fnum(math.max(0.0, (1.0 - doc.progress) / rate - math.max(0.0, NOW - at)))
 end
 
 local function estimate(doc, fields)
-  local n = fields.at['"estimated_remaining"']
   local given = 0
-  if n then
-    doc.raw.estimated_remaining, given = fields.values[n], 1
+  if fields.estimated_remaining then
+    doc.raw.estimated_remaining, given = fields.estimated_remaining, 1
   else
     doc.raw.estimated_remaining = remaining(doc)
   end
@@ -272,8 +279,8 @@ end
 
 local function progress_for(doc, target)
   -- models.progress_for, with the units records._units picks.
-  local range = RULES.range[target]
-  local start, width = range[1], range[2]
+  local start, width = START[target], WIDTH[target]
+  if width == 0 then return start end
   local done_raw, total_raw
   if target == 'embedding_visual' then
     done_raw, total_raw = doc.raw.page, doc.raw.total_pages
@@ -281,7 +288,6 @@ local function progress_for(doc, target)
     local m = (doc.meta or find(doc.raw.metadata, 'chunks?"')) and meta(doc)
     if m then done_raw, total_raw = m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']] end
   end
-  if width == 0 then return start end
   local kd, done = scalar(done_raw)
   local kt, total = scalar(total_raw)
   if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
@@ -291,14 +297,14 @@ local function progress_for(doc, target)
 end
 
 local function refuse_if_final(doc)
-  if RULES.final[doc.status] then error(REFUSED, 0) end
+  if FINAL[doc.status] then error(REFUSED, 0) end
 end
 
 local function apply_update(doc, target, progress_raw, fields)
   local current = doc.status
-  if not (RULES.transitions[current] or {})[target] then error(REFUSED, 0) end
+  if not LEGAL[current .. '>' .. target] then error(REFUSED, 0) end
   merge_fields(doc, fields)
-  if not fields.at['"stage"'] and target ~= current then doc.raw.stage = RULES.stage_json[target] end
+  if not fields.stage and target ~= current then doc.raw.stage = STAGE[target] end
   if target == 'failed' then
     finish(doc, target)
     return advance(doc, doc.progress, doc.raw.progress)
@@ -324,17 +330,16 @@ local function apply_complete(doc, extra)
     for n, key in ipairs(extra.keys) do put_member(m, key, extra.values[n]) end
     doc.meta_changed = true
   end
-  doc.raw.stage = RULES.stage_json.completed
+  doc.raw.stage = STAGE.completed
   finish(doc, 'completed')
   advance(doc, 1.0, '1.0')
 end
 
 local function apply_fail(doc, fields)
   refuse_if_final(doc)
-  local n = fields.at['"error"']
-  if not n then error(FALLBACK, 0) end
-  doc.raw.error = fields.values[n]
-  doc.raw.stage = RULES.stage_json.failed
+  if not fields.error then error(FALLBACK, 0) end
+  doc.raw.error = fields.error
+  doc.raw.stage = STAGE.failed
   finish(doc, 'failed')
   advance(doc, doc.progress, doc.raw.progress)
 end
@@ -351,19 +356,31 @@ local function apply_requeue(doc)
   put_member(m, '"attempt"', format('%d', attempt + 1))
   doc.meta_changed = true
   local r = doc.raw
-  r.status, r.progress, r.stage = '"queued"', '0.0', RULES.stage_json.queued
+  r.status, r.progress, r.stage = '"queued"', '0.0', STAGE.queued
   r.page, r.total_pages, r.completed_at, r.estimated_remaining, r.error = 'null', 'null', 'null', 'null', 'null'
   r.started_at, r.updated_at, r.elapsed_time = NOW_ISO, NOW_ISO, '0.0'
   doc.status = 'queued'
   doc.track = {NOW_RAW, NOW_RAW, '0.0', '0.0', '0', '0'}
 end
 
-local function apply(doc, kind, target, progress_raw, fields_text)
-  local fields = split_object(fields_text)
+local function fields_from_argv(kind)
+  -- ARGV[9...]: name, JSON text pairs; for 'complete', metadata keys (as JSON) and values.
+  if kind == 'complete' then
+    local extra = {keys = {}, values = {}, at = {}}
+    for i = 9, #ARGV, 2 do put_member(extra, ARGV[i], ARGV[i + 1]) end
+    return extra
+  end
+  local fields = {}
+  for i = 9, #ARGV, 2 do fields[ARGV[i]] = ARGV[i + 1] end
+  return fields
+end
+
+local function apply(doc, kind, target, progress_raw)
+  local fields = fields_from_argv(kind)
   doc.status = status_of(doc)
   doc.progress = tonumber(doc.raw.progress)
   doc.track = split_track(doc.raw._track)
-  if not (scalar(doc.track[5]) == 'int' and scalar(doc.track[6]) == 'int') then error(FALLBACK, 0) end
+  if find(doc.track[5], '%D') or find(doc.track[6], '%D') then error(FALLBACK, 0) end -- not ints
   if kind == 'update' then return apply_update(doc, target, progress_raw, fields) end
   if kind == 'complete' then return apply_complete(doc, fields) end
   if kind == 'fail' then return apply_fail(doc, fields) end
@@ -374,7 +391,7 @@ end
 -- Operations ------------------------------------------------------------------------
 
 local function op_modify()
-  -- ARGV: doc_id, kind, now, now as ISO JSON, target, progress ('' for none), fields JSON
+  -- ARGV: doc_id, kind, now, now as ISO JSON, target, progress ('' for none), then the fields
   local doc_id = ARGV[3]
   local doc = load(doc_id)
   if not doc then return {'missing'} end
@@ -382,9 +399,9 @@ local function op_modify()
   local before = {}
   for name, value in pairs(doc.raw) do before[name] = value end
   local old_status = status_of(doc)
-  local ok, err = pcall(apply, doc, ARGV[4], ARGV[7], ARGV[8], ARGV[9])
+  local ok, err = pcall(apply, doc, ARGV[4], ARGV[7], ARGV[8])
   if not ok then
-    if err == REFUSED then return {'refused', record_json({raw = before, order = doc.order})} end
+    if err == REFUSED then return {'refused', redis.call('GET', json_key(doc_id))} end
     if err == FALLBACK then return {'fallback'} end
     error(err, 0)
   end
@@ -399,6 +416,7 @@ local function op_modify()
   end
   if #args > 0 then redis.call('HSET', doc_key(doc_id), unpack(args)) end
   local body = record_json(doc)
+  redis.call('SET', json_key(doc_id), body)
   local seq = commit('updated', doc_id, old_status, doc.status, finished_at(doc), body)
   return {'ok', seq, body}
 end
@@ -409,7 +427,7 @@ local function op_create()
   if redis.call('EXISTS', doc_key(doc_id)) == 1 then return {'duplicate'} end
   local doc = store_record(doc_id, ARGV[4])
   local status = status_of(doc)
-  local done = RULES.final[status] and finished_at(doc)
+  local done = FINAL[status] and finished_at(doc)
   return {'ok', commit('created', doc_id, nil, status, done, ARGV[4])}
 end
 
@@ -417,9 +435,9 @@ local function op_read()
   -- ARGV: doc_id. The record and its version (the seq of its last change), for a
   -- read-modify-write in Python that op_put then applies if nothing changed between.
   local doc_id = ARGV[3]
-  local doc = load(doc_id)
-  if not doc then return {} end
-  return {record_json(doc), redis.call('ZSCORE', K_RECENT, doc_id)}
+  local text = redis.call('GET', json_key(doc_id))
+  if not text then return {} end
+  return {text, redis.call('ZSCORE', K_RECENT, doc_id)}
 end
 
 local function op_put()
@@ -428,10 +446,9 @@ local function op_put()
   local version = redis.call('ZSCORE', K_RECENT, doc_id)
   if not version or version ~= ARGV[4] then return {'conflict'} end
   local old_status = unquote(redis.call('HGET', doc_key(doc_id), 'status'))
-  redis.call('DEL', doc_key(doc_id))
   local doc = store_record(doc_id, ARGV[5])
   local status = status_of(doc)
-  local done = RULES.final[status] and finished_at(doc)
+  local done = FINAL[status] and finished_at(doc)
   return {'ok', commit('updated', doc_id, old_status, status, done, ARGV[5])}
 end
 
@@ -440,8 +457,8 @@ local function op_list()
   local key = ARGV[3] == 'active' and K_ACTIVE or K_RECENT
   local out = {}
   for _, doc_id in ipairs(redis.call('ZREVRANGE', key, 0, ARGV[4])) do
-    local doc = load(doc_id)
-    if doc then out[#out + 1] = record_json(doc) end
+    local text = redis.call('GET', json_key(doc_id))
+    if text then out[#out + 1] = text end
   end
   return out
 end
@@ -452,13 +469,13 @@ local function op_expire()
   local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
   for _, doc_id in ipairs(ids) do
     local status = redis.call('HGET', doc_key(doc_id), 'status')
-    redis.call('DEL', doc_key(doc_id))
+    redis.call('DEL', doc_key(doc_id), json_key(doc_id))
     redis.call('ZREM', K_RECENT, doc_id)
     redis.call('ZREM', K_ACTIVE, doc_id)
     redis.call('ZREM', K_FINISHED, doc_id)
     if status then redis.call('HINCRBY', K_COUNTS, unquote(status), -1) end
     local seq = redis.call('INCR', K_SEQ)
-    redis.call('XADD', K_LOG, 'MAXLEN', '~', RULES.log_size, seq .. '-0', 't', 'removed', 'd', doc_id)
+    redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', 'removed', 'd', doc_id)
     redis.call('PUBLISH', CHANNEL, seq)
     out[#out + 1] = seq
     out[#out + 1] = doc_id

@@ -8,7 +8,9 @@ from :mod:`docstatus.models`, so the lifecycle is defined once.
 
 Data layout, every key under the prefix (``docstatus:`` by default):
 
-* ``doc:<doc_id>`` — hash, one field per record key, each value that field's JSON text;
+* ``doc:<doc_id>`` — hash of the record, one field per record key, each value that field's
+  JSON text (what the script reads and updates); ``json:<doc_id>`` — the whole record as
+  JSON text (what readers fetch), written by the same script call;
 * ``recent`` — sorted set of doc_ids by the seq of their last change (``recent``;
   the score is also the record's version for the optimistic fallback below);
 * ``active`` — sorted set of unfinished doc_ids by seq (``active``);
@@ -104,21 +106,23 @@ def _lua_table(entries: dict[str, str]) -> str:
 
 
 def _rules() -> str:
-    """The rule tables of ``models`` as a Lua table constructor."""
+    """The rules of ``models`` as Lua definitions (flat tables: cheap to build on every call)."""
     statuses = [s.value for s in Status]
-    transitions = {a: _lua_table({b: "true" for b in statuses if can_transition(a, b)}) for a in statuses}
-    stages = {s.value: _lua_string(json.dumps(DEFAULT_STAGE[s])) for s in Status}
-    ranges = {Status(s).value: f"{{{start!r}, {width!r}}}" for s, (start, width) in _RANGES.items()}
-    rules = {
-        "transitions": _lua_table(transitions),
-        "final": _lua_table({s.value: "true" for s in FINISHED}),
-        "stage_json": _lua_table(stages),
-        "range": _lua_table(ranges),
-        "smoothing": repr(RateEstimator.SMOOTHING),
-        "min_interval": repr(RateEstimator.MIN_INTERVAL),
-        "log_size": str(RedisStore.LOG_SIZE),
+    legal = {f"{a}>{b}": "true" for a in statuses for b in statuses if can_transition(a, b)}
+    ranges = {Status(s).value: span for s, span in _RANGES.items()}
+    tables = {
+        "LEGAL": legal,
+        "FINAL": {s.value: "true" for s in FINISHED},
+        "STAGE": {s.value: _lua_string(json.dumps(DEFAULT_STAGE[s])) for s in Status},
+        "START": {s: repr(start) for s, (start, _) in ranges.items()},
+        "WIDTH": {s: repr(width) for s, (_, width) in ranges.items()},
     }
-    return _lua_table(rules)
+    lines = [f"local {name} = {_lua_table(entries)}" for name, entries in tables.items()]
+    lines.append(
+        f"local SMOOTHING, MIN_INTERVAL = {RateEstimator.SMOOTHING!r}, {RateEstimator.MIN_INTERVAL!r}"
+    )
+    lines.append(f"local LOG_SIZE = {RedisStore.LOG_SIZE}")
+    return "\n".join(lines)
 
 
 @functools.cache
@@ -138,26 +142,43 @@ def _script_args(change: Callable[[Record], Record]) -> list[str] | None:
         return None
     if progress is not None and (type(progress) is not float or not math.isfinite(progress)):
         return None
-    try:
-        fields_json = json.dumps(fields, allow_nan=False)
-    except (TypeError, ValueError):
+    pairs = _field_pairs(fields, quote_names=change.kind == "complete")
+    if pairs is None:
         return None
     return [
         change.kind,
         repr(now),
-        json.dumps(iso(now)),
+        f'"{iso(now)}"',  # ISO timestamps need no JSON escapes
         _STATUSES.get(target, "") if isinstance(target, str) else "",
         "" if progress is None else repr(progress),
-        fields_json,
+        *pairs,
     ]
 
 
-def _from_hash(fields: dict[bytes, bytes]) -> Record | None:
-    if not fields:
+def _field_pairs(fields: dict[str, Any], *, quote_names: bool) -> list[str] | None:
+    """``name, JSON value`` for every field (names as JSON too with ``quote_names``)."""
+    pairs = []
+    try:
+        for name, value in fields.items():
+            if not isinstance(name, str):
+                return None
+            pairs.append(json.dumps(name) if quote_names else name)
+            pairs.append(_json_value(value))
+    except (TypeError, ValueError):
         return None
-    body = b"{" + b",".join(b'"%s":%s' % item for item in fields.items()) + b"}"
-    record: Record = json.loads(body)
-    return record
+    return pairs
+
+
+def _json_value(value: Any) -> str:
+    # The common cases without the json module's overhead; same text as json.dumps.
+    kind = type(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return str(value)
+    if kind is float and math.isfinite(value):
+        return repr(value)
+    return json.dumps(value, allow_nan=False)
 
 
 def _public_url(url: str) -> str:
@@ -323,10 +344,13 @@ class RedisStore(Store):
         if not _encodable(doc_id):
             return None
         try:
-            fields = self._client.hgetall(self._key("doc:" + doc_id))
+            text = self._client.get(self._key("json:" + doc_id))
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        return _from_hash(cast(dict[bytes, bytes], fields))
+        if text is None:
+            return None
+        record: Record = json.loads(cast(bytes, text))
+        return record
 
     def recent(self, limit: int) -> list[Record]:
         if limit <= 0:
