@@ -103,6 +103,72 @@ def _serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+# -- process ---------------------------------------------------------------------------
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {raw!r}")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {raw!r}")
+    return value
+
+
+def _add_process(commands: Any) -> None:
+    process = commands.add_parser(
+        "process",
+        help="run the pipeline on local files, with progress bars",
+        description=(
+            "Process FILEs through the pipeline in this process (no server): parse, render and embed "
+            "pages, chunk and embed text, store the output under the data folder. Exit status 0 when "
+            "every document completed, 1 when any failed, 2 for bad arguments or unreadable files."
+        ),
+    )
+    process.add_argument("files", nargs="+", metavar="FILE", help="documents to process")
+    process.add_argument("--store", help="status store URL (default sqlite:///docstatus-data/status.db)")
+    process.add_argument("--data-dir", help="data folder for uploads and output (default docstatus-data)")
+    process.add_argument("--workers", type=_positive_int, default=1, help="documents at a time (default 1)")
+    process.add_argument(
+        "--timeout", type=_positive_float, help="seconds one document may take (default 600)"
+    )
+    process.add_argument(
+        "--max-pages", type=_positive_int, help="most pages a document may have (default 2000)"
+    )
+    process.set_defaults(handler=_process)
+
+
+def _process(args: argparse.Namespace) -> int:
+    from .settings import ServiceSettings
+
+    try:
+        settings = ServiceSettings.from_env(
+            store=args.store, data_dir=args.data_dir, document_timeout=args.timeout
+        )
+        from .pipeline.limits import Limits
+        from .pipeline.local import process_files
+
+        limits = Limits(max_pages=args.max_pages) if args.max_pages else None
+        return process_files(args.files, settings=settings, workers=args.workers, limits=limits).exit_code
+    except ConfigError as exc:
+        return _fail("process", str(exc))
+    except ImportError as exc:
+        return _fail("process", str(exc))
+    except StatusError as exc:
+        return _fail("process", str(exc), status=1)
+
+
 # -- main -----------------------------------------------------------------------------
 
 
@@ -111,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"docstatus {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", parser_class=_Parser)
     _add_serve(commands)
+    _add_process(commands)
     return parser
 
 

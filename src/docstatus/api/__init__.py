@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .app import create_app
+from .documents import documents_router
 from .errors import ErrorBody, install_error_handlers
 from .health import health_router
 from .intake import intake_router
@@ -29,6 +30,7 @@ __all__ = [
     "ErrorBody",
     "Metrics",
     "create_app",
+    "documents_router",
     "health_router",
     "install_error_handlers",
     "intake_router",
