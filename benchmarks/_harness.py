@@ -61,6 +61,8 @@ class Row:
     floor_name: str = ""
     floor_us: float | None = None
     target: str = ""
+    #: Unit of ``us`` and ``floor_us`` when a row is not a time per operation (e.g. "req/s", "ms").
+    unit: str = "µs"
 
     @property
     def ratio(self) -> float | None:
@@ -74,7 +76,7 @@ class Table:
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
-        print(f"  {row.name}: {row.us:,.2f} µs", flush=True)
+        print(f"  {row.name}: {row.us:,.2f} {row.unit}", flush=True)
         return row
 
     def markdown(self) -> str:
@@ -85,7 +87,10 @@ class Table:
             "|---|---:|---|---:|---:|---|",
         ]
         for r in self.rows:
-            floor = f"{r.floor_us:,.2f}" if r.floor_us is not None else ""
+            unit = "" if r.unit == "µs" else f" {r.unit}"
+            floor = f"{r.floor_us:,.2f}{unit}" if r.floor_us is not None else ""
             ratio = f"{r.ratio:.2f}×" if r.ratio is not None else ""
-            lines.append(f"| {r.name} | {r.us:,.2f} | {r.floor_name} | {floor} | {ratio} | {r.target} |")
+            lines.append(
+                f"| {r.name} | {r.us:,.2f}{unit} | {r.floor_name} | {floor} | {ratio} | {r.target} |"
+            )
         return "\n".join(lines)
