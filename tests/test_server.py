@@ -54,6 +54,17 @@ app = create_app(service=Service(settings, processors=processors))
 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 """
 
+# The service with a short keep-alive interval for event streams.
+QUICK_PINGS = """
+import uvicorn
+from docstatus.api import create_app
+from docstatus.settings import ServiceSettings
+
+settings = ServiceSettings.from_env()
+app = create_app(settings, ping_seconds=0.2)
+uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+"""
+
 TOKEN = "test-token-123"
 
 #: Exit statuses of a server stopped by SIGTERM after a graceful shutdown (uvicorn
@@ -399,6 +410,23 @@ def test_a_restart_with_work_in_flight_completes_everything(make_server: Callabl
     assert attempts == [1, 1, 1, 1, 2, 2]  # the two interrupted ones were retried
     assert sorted(d["doc_id"] for d in queue["queue"]) == sorted(ids)
     assert second.stop() in GRACEFUL
+
+
+def test_idle_streams_get_keep_alive_comments(make_server: Callable[..., Server]) -> None:
+    server = make_server().start(QUICK_PINGS)
+
+    async def scenario() -> list[str]:
+        async with client_for(server) as client, client.stream("GET", "/status/stream") as response:
+            lines = []
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if sum(1 for seen in lines if seen.startswith(":")) >= 2:
+                    return lines
+        raise AssertionError("the stream ended")
+
+    lines = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert lines[0].startswith("id: ")  # the resume point comes first
+    assert not any(line.startswith("event:") for line in lines)  # nothing happened: only pings
 
 
 def test_token_guards_posts_on_the_real_server(make_server: Callable[..., Server]) -> None:
