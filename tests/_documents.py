@@ -128,7 +128,11 @@ def numbered_pages(n: int) -> list[list[str]]:
     """``n`` pages of text, each saying its number and something findable."""
     topics = ["invoices and payments", "solar panels", "river dolphins", "sourdough bread", "jazz piano"]
     return [
-        [f"Page {i + 1} of the report.", f"This page is about {topics[i % len(topics)]}.", "More text follows here."]
+        [
+            f"Page {i + 1} of the report.",
+            f"This page is about {topics[i % len(topics)]}.",
+            "More text follows here.",
+        ]
         for i in range(n)
     ]
 
@@ -201,7 +205,12 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header declares an enormous image (its data would inflate to gigabytes)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     data = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def zip_bomb_docx(uncompressed: int) -> bytes:
