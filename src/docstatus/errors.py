@@ -13,16 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
     "DuplicateDocumentError",
+    "InvalidRequestError",
     "InvalidTransitionError",
     "MissingDependencyError",
     "DocumentLimitError",
     "OutputError",
     "PageNotFoundError",
     "PathOutsideUploadsError",
+    "RequestTooLargeError",
     "StatusError",
     "StoreSchemaError",
     "StoreUnavailableError",
@@ -281,3 +284,30 @@ class PageNotFoundError(StatusError, KeyError):
         self.page = page
 
     __str__ = StatusError.__str__
+
+
+class InvalidRequestError(StatusError, ValueError):
+    """A request the API cannot act on: a malformed body or upload, an unknown event."""
+
+    code = "INVALID_REQUEST"
+
+
+class AuthenticationError(StatusError, PermissionError):
+    """A changing request without the configured bearer token."""
+
+    code = "UNAUTHORIZED"
+
+    def __init__(self, message: str = "Missing or invalid bearer token") -> None:
+        super().__init__(message)
+
+    __str__ = StatusError.__str__
+
+
+class RequestTooLargeError(StatusError, ValueError):
+    """A request body over the configured limit (nothing of it was kept)."""
+
+    code = "REQUEST_TOO_LARGE"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"Request body is larger than the limit of {max_bytes} bytes", max_bytes=max_bytes)
+        self.max_bytes = max_bytes

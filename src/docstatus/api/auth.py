@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .errors import AuthenticationError
+from ..errors import AuthenticationError
 
 __all__ = ["token_dependencies"]
 

@@ -20,10 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import StatusError
 
 __all__ = [
-    "AuthenticationError",
     "ErrorBody",
-    "InvalidRequestError",
-    "RequestTooLargeError",
     "error_responses",
     "http_status_for",
     "install_error_handlers",
@@ -61,33 +58,6 @@ _CODE_BY_HTTP_STATUS: dict[int, str] = {
     429: "TOO_MANY_REQUESTS",
     503: "SERVICE_UNAVAILABLE",
 }
-
-
-class InvalidRequestError(StatusError, ValueError):
-    """A request the API cannot act on: a malformed body or upload, an unknown event."""
-
-    code = "INVALID_REQUEST"
-
-
-class AuthenticationError(StatusError, PermissionError):
-    """A changing request without the configured bearer token."""
-
-    code = "UNAUTHORIZED"
-
-    def __init__(self, message: str = "Missing or invalid bearer token") -> None:
-        super().__init__(message)
-
-    __str__ = StatusError.__str__
-
-
-class RequestTooLargeError(StatusError, ValueError):
-    """A request body over the configured limit (nothing of it was kept)."""
-
-    code = "REQUEST_TOO_LARGE"
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"Request body is larger than the limit of {max_bytes} bytes", max_bytes=max_bytes)
-        self.max_bytes = max_bytes
 
 
 class ErrorBody(BaseModel):

@@ -21,9 +21,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..errors import StatusError, UnsupportedFormatError
+from ..errors import InvalidRequestError, RequestTooLargeError, StatusError, UnsupportedFormatError
 from .auth import token_dependencies
-from .errors import InvalidRequestError, RequestTooLargeError, error_responses
+from .errors import error_responses
 from .metrics import Metrics
 from .schemas import UploadAnswer, UploadBatch, WebhookRequest
 

@@ -23,9 +23,10 @@ import anyio
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from ..errors import InvalidRequestError
 from ..events import Event
 from ..manager import StatusManager
-from .errors import InvalidRequestError, error_responses
+from .errors import error_responses
 
 __all__ = ["add_stream_route", "event_frame", "stream_router"]
 
