@@ -138,6 +138,15 @@ def _best_interleaved(fns: dict[str, Callable[[], None]], number: int = 2000) ->
     return best
 
 
+def _server_us(client: redis.Redis, command: str, fn: Callable[[], None], number: int = 2000) -> float:
+    """Microseconds the server spends per ``command`` while ``fn`` runs (its own statistics)."""
+    client.config_resetstat()
+    for _ in range(number):
+        fn()
+    stats = client.info("commandstats")[f"cmdstat_{command}"]
+    return float(stats["usec_per_call"])
+
+
 def _update_rows(table: Table, url: str) -> None:
     manager = _manager(url + "?prefix=bench-update")
     client = redis.Redis.from_url(url)
@@ -153,6 +162,9 @@ def _update_rows(table: Table, url: str) -> None:
         table.add(Row("update_status", ours, "Celery store_result(PROGRESS)", best["celery"], ""))
     if isinstance(manager.store, RedisStore) and manager.store.fallbacks:
         raise RuntimeError("the benchmark's updates did not run in the script")
+    script_us = _server_us(client, "evalsha", fns["docstatus"])
+    hset_us = _server_us(client, "hset", fns["hset"])
+    table.add(Row("update_status: time in redis-server", script_us, "HSET in redis-server", hset_us, ""))
     updates = [_update_fn(manager, f"thread-doc-{i}") for i in range(4)]
     threaded = per_op_threads(lambda i: updates[i], threads=4, number=500)
     table.add(Row("update_status, 4 threads, distinct docs", threaded, "", None, ""))

@@ -422,9 +422,9 @@ class RedisStore(Store):
 
     def _subscribed(self, deadline: float) -> PubSub:
         if self._pubsub is None:
-            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            # Kept from the start, so that a failure below closes it (_drop_pubsub).
+            self._pubsub = pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
             pubsub.subscribe(self._key("changes"))
-            self._pubsub = pubsub
             # Wait for the server's confirmation: only then are changes certain to arrive.
             while (left := deadline - time.monotonic()) > 0:
                 message = pubsub.get_message(timeout=left)
