@@ -32,6 +32,7 @@ standalone Redis (or one shard), not Redis Cluster.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -248,7 +249,8 @@ class RedisStore(Store):
         self._prefix = _prefix(prefix)
         self.url = url
         self._script = _script()
-        self._sha = ""
+        # The script's name on the server; if another process loaded it already, no load is needed.
+        self._sha = hashlib.sha1(self._script.encode()).hexdigest()
         self.fallbacks = 0
         self._listen_lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -290,10 +292,10 @@ class RedisStore(Store):
         """Run ``op`` of the script (loading the script first if the server lacks it)."""
         try:
             try:
-                return self._client.evalsha(self._sha or "0" * 40, 0, op, self._prefix, *args)
+                return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
             except NoScriptError:
                 # A new or restarted server: nothing ran, so running again is safe.
-                self._sha = self._client.script_load(self._script)
+                self._client.script_load(self._script)
                 return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
         except RedisError as exc:
             raise self._unavailable(exc) from exc
