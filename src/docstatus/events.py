@@ -44,7 +44,7 @@ Subscriber = Callable[[Event], object]
 
 def to_event(change: Change) -> Event:
     """The event for a logged change."""
-    body = None if change.record is None else status_json(change.record, time.time())
+    body = None if change.record is None else status_json(change.record)
     return {"seq": change.seq, "type": change.type, "doc_id": change.doc_id, "status": body}
 
 

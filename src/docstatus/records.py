@@ -41,6 +41,7 @@ __all__ = [
     "finished_at",
     "is_finished",
     "new_record",
+    "snapshot_json",
     "status_json",
     "to_model",
 ]
@@ -89,10 +90,7 @@ def is_finished(record: Mapping[str, Any]) -> bool:
 
 def finished_at(record: Mapping[str, Any]) -> float | None:
     """When the document finished, as epoch seconds, or ``None`` while active."""
-    if not is_finished(record):
-        return None
-    track = record["_track"]
-    return float(track[_STARTED] + record["elapsed_time"])
+    return changed_at(record) if is_finished(record) else None
 
 
 def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float) -> Record:
@@ -315,11 +313,26 @@ def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
     )
 
 
-def status_json(record: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """The document's status as the HTTP API and the event stream report it."""
-    body = to_model(record, now).model_dump(mode="json")
+def snapshot_json(status: ProcessingStatus) -> dict[str, Any]:
+    """A snapshot as the HTTP API and the event stream report it: the model's JSON plus
+    ``timestamp`` (= ``updated_at``)."""
+    body = status.model_dump(mode="json")
     body["timestamp"] = body["updated_at"]
     return body
+
+
+def changed_at(record: Mapping[str, Any]) -> float:
+    """When the record last changed, as epoch seconds."""
+    return float(record["_track"][_STARTED] + record["elapsed_time"])
+
+
+def status_json(record: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+    """``record``'s status JSON as of ``now``; by default as of its last change.
+
+    Events use the default, so an event says what was true when the change
+    happened, and a stream resumed later replays exactly the same bodies.
+    """
+    return snapshot_json(to_model(record, changed_at(record) if now is None else now))
 
 
 def is_valid_record(record: Any) -> bool:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import DocumentNotFoundError
 from ..manager import MAX_LIMIT, StatusManager
 from ..models import ProcessingStatus, Status
+from ..records import snapshot_json as status_json
 from .auth import token_dependencies
 from .errors import error_responses
 from .schemas import CleanupBody, DocumentList, QueueBody, StatusBody
@@ -21,13 +22,6 @@ __all__ = ["status_json", "status_router"]
 
 Limit = Annotated[int, Query(ge=0, le=MAX_LIMIT, description="At most this many documents")]
 DocId = Annotated[str, Path(description="The document's id (the SHA-256 of an upload's content)")]
-
-
-def status_json(status: ProcessingStatus) -> dict[str, Any]:
-    """A snapshot as the API reports it: the model's JSON plus ``timestamp`` (= ``updated_at``)."""
-    body = status.model_dump(mode="json")
-    body["timestamp"] = body["updated_at"]
-    return body
 
 
 def _listing(statuses: list[ProcessingStatus]) -> dict[str, Any]:
