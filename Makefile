@@ -30,6 +30,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
+	@# A real PDF from Debian's documentation for the pipeline tests (small; the test skips without one).
+	@ls /usr/share/doc/*/*.pdf >/dev/null 2>&1 || ! command -v apt-get >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtasn1-doc >/dev/null) || true
 
 test: lint typecheck pytest
 
