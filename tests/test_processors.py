@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,28 @@ def test_progress_of_a_multi_page_pdf_follows_the_contract(pipeline: Pipeline) -
     assert text[-1]["progress"] == pytest.approx(0.9)
     assert [h["status"] for h in history][-2:] == ["storing", "completed"]
     assert final["metadata"]["total_pages"] == pages
+
+
+class SlowDescriptor(PerceptualDescriptor):
+    """The default descriptor plus 20 ms of model-like work per page, so the rate is measurable."""
+
+    def embed_image(self, image: Image.Image) -> list[float]:
+        time.sleep(0.02)  # stands in for a model's inference time, not a wait for anything
+        return super().embed_image(image)
+
+
+def test_the_eta_becomes_meaningful_after_a_few_pages(make_pipeline: Callable[..., Pipeline]) -> None:
+    processor = PdfProcessor(visual_embedder=SlowDescriptor())
+    pipeline = make_pipeline(processors=ProcessorRegistry({"pdf": processor}))
+    final = pipeline.run("slow.pdf", pdf_bytes(numbered_pages(10)))
+    assert final["status"] == "completed", final["error"]
+    visual = {
+        h["page"]: h for h in pipeline.watcher.history(final["doc_id"]) if h["status"] == "embedding_visual"
+    }
+    etas = {page: visual[page]["estimated_remaining"] for page in range(4, 11)}
+    assert all(eta is not None and eta >= 0 for eta in etas.values()), etas
+    assert etas[9] < etas[4]
+    assert final["estimated_remaining"] is None
 
 
 # -- bad input ------------------------------------------------------------------------------------
