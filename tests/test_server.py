@@ -14,12 +14,11 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,9 @@ import httpx
 import pytest
 
 from docstatus.models import Status, can_transition
+from servers import SERVE, Server
 
 pytestmark = pytest.mark.timeout(120)
-
-SERVE = "import sys; from docstatus.cli import main; sys.exit(main(sys.argv[1:]))"
 
 # A service whose .txt processor reports "parsing" and then never finishes: the
 # state a restart must recover from. Settings come from DOCSTATUS_* variables.
@@ -70,82 +68,6 @@ TOKEN = "test-token-123"
 #: Exit statuses of a server stopped by SIGTERM after a graceful shutdown (uvicorn
 #: re-raises the signal once it has shut down, so the status reports it).
 GRACEFUL = (0, -signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    """One service process over ``root``'s store and uploads folder."""
-
-    root: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def uploads(self) -> Path:
-        return self.root / "uploads"
-
-    def start(self, script: str | None = None, log_level: str = "warning") -> Server:
-        self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSTATUS_")}
-        env.update(
-            DOCSTATUS_HOST="127.0.0.1",
-            DOCSTATUS_PORT=str(self.port),
-            DOCSTATUS_STORE=f"sqlite:///{self.root / 'status.db'}",
-            DOCSTATUS_UPLOADS=str(self.uploads),
-            DOCSTATUS_DATA=str(self.root / "data"),
-            DOCSTATUS_SHUTDOWN_TIMEOUT="1",
-            **self.env,
-        )
-        args = ["-c", script] if script else ["-c", SERVE, "serve", "--log-level", log_level]
-        log = open(self.root / f"server-{self.port}.log", "wb")  # noqa: SIM115 - the child keeps it
-        with log:
-            self.proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=log)
-        self._wait_healthy()
-        return self
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server did not become healthy: {self.log()}")
-
-    def log(self) -> str:
-        path = self.root / f"server-{self.port}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"server did not stop within {timeout}s: {self.log()}") from None
-        finally:
-            self.proc = None
-        return code
 
 
 @pytest.fixture
