@@ -482,3 +482,18 @@ def test_limits_are_checked() -> None:
         Limits(max_pages=0)
     with pytest.raises(ValueError, match="render_long_side"):
         Limits(render_long_side=10_000, max_render_pixels=1000)
+
+
+def test_the_document_timeout_setting_is_checked_and_reaches_the_pool(tmp_path: Path) -> None:
+    from docstatus.errors import ConfigError
+    from docstatus.pipeline import Service
+    from docstatus.settings import ServiceSettings
+
+    with pytest.raises(ConfigError, match="DOCSTATUS_DOCUMENT_TIMEOUT"):
+        ServiceSettings.from_env({"DOCSTATUS_DOCUMENT_TIMEOUT": "0"})
+    settings = ServiceSettings.from_env(
+        {"DOCSTATUS_DOCUMENT_TIMEOUT": "12.5", "DOCSTATUS_DATA": str(tmp_path)}
+    )
+    with Service(settings) as service:
+        assert service.pool.document_timeout == 12.5
+        assert service.output.path == tmp_path / OUTPUT_FILE
