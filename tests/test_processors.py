@@ -264,15 +264,19 @@ def test_plugged_in_embedders_are_used(make_pipeline: Callable[..., Pipeline]) -
         def embed_image(self, image: Image.Image) -> list[float]:
             return [sum(image.convert("L").resize((4, 4)).tobytes()) / 16 / 255]
 
-    processor = PdfProcessor(Letters(), visual_embedder=Brightness())
-    pipeline = make_pipeline(processors=ProcessorRegistry({"pdf": processor}))
+    pipeline = make_pipeline(processors=default_processors(embedder=Letters(), visual_embedder=Brightness()))
     final = pipeline.run("r.pdf", pdf_bytes(numbered_pages(2)))
-    assert final["status"] == "completed", final["error"]
+    text = pipeline.run("q.docx", docx_bytes())
+    assert final["status"] == text["status"] == "completed", final["error"]
     with pipeline.output() as output:
         stored = output.get(final["doc_id"])
         assert stored is not None
         assert (stored.dimension, stored.visual_dimension) == (26, 1)
         assert 0.5 < stored.pages[0].vector[0] < 1.0  # mostly white
+        docx = output.get(text["doc_id"])
+        assert docx is not None
+        assert docx.dimension == 26
+        assert docx.chunks[0].vector[ord("q") - 97] == docx.chunks[0].text.lower().count("q") > 0
 
 
 # -- progress ---------------------------------------------------------------------------------

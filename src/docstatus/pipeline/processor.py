@@ -19,12 +19,16 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..manager import StatusManager
 from ..models import Status
 from .limits import Limits
 from .output import OutputStore
+
+if TYPE_CHECKING:
+    from .embedding import Embedder
+    from .visual import VisualEmbedder
 
 __all__ = ["Job", "Processor", "ProcessorRegistry", "Reporter", "default_processors"]
 
@@ -129,14 +133,22 @@ class ProcessorRegistry:
             return frozenset(self._by_format)
 
 
-def default_processors(limits: Limits | None = None) -> ProcessorRegistry:
+def default_processors(
+    limits: Limits | None = None,
+    *,
+    embedder: Embedder | None = None,
+    visual_embedder: VisualEmbedder | None = None,
+) -> ProcessorRegistry:
     """A registry with the built-in processors: text, Markdown, HTML, DOCX, PDF, PPTX, PNG and JPEG.
 
     The reference processors need the ``pipeline`` extra only when they run:
     a document of a format whose library is missing fails with a
     :class:`~docstatus.errors.MissingDependencyError` naming the extra.
     ``limits`` (default :class:`~docstatus.pipeline.limits.Limits`) apply to
-    every processor.
+    every processor; ``embedder`` (text chunks) and ``visual_embedder``
+    (pages) replace the offline defaults in every processor, e.g. a
+    sentence-transformers model (give the service's output store the same
+    text embedder, so searches are embedded like the chunks).
     """
     # Imported here: these modules import this one.
     from .html import HtmlProcessor
@@ -145,16 +157,17 @@ def default_processors(limits: Limits | None = None) -> ProcessorRegistry:
     from .pdf import PdfProcessor
     from .text import TextProcessor
 
-    text = TextProcessor()
-    image = ImageProcessor(limits=limits)
+    text = TextProcessor(embedder)
+    shared: dict[str, Any] = {"limits": limits, "visual_embedder": visual_embedder}
+    image = ImageProcessor(embedder, **shared)
     return ProcessorRegistry(
         {
             "txt": text,
             "md": text,
-            "html": HtmlProcessor(limits=limits),
-            "docx": DocxProcessor(limits=limits),
-            "pdf": PdfProcessor(limits=limits),
-            "pptx": PptxProcessor(limits=limits),
+            "html": HtmlProcessor(embedder, **shared),
+            "docx": DocxProcessor(embedder, **shared),
+            "pdf": PdfProcessor(embedder, **shared),
+            "pptx": PptxProcessor(embedder, **shared),
             "png": image,
             "jpeg": image,
         }
