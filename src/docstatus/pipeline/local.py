@@ -119,8 +119,13 @@ class _Watch:
         pages = f"page {status['page']}/{status['total_pages']}" if status.get("total_pages") else ""
         eta = status.get("estimated_remaining")
         shown = "" if eta is None or stage in ("completed", "failed") else f"ETA {eta:,.0f}s"
+        colour = {"completed": "green", "failed": "red"}.get(stage)
         self.progress.update(
-            doc.task, completed=float(status.get("progress", 0.0)) * 100, stage=stage, pages=pages, eta=shown
+            doc.task,
+            completed=float(status.get("progress", 0.0)) * 100,
+            stage=f"[{colour}]{stage}[/]" if colour else stage,
+            pages=pages,
+            eta=shown,
         )
 
     def wait(self, docs: list[_Doc], stuck_after: float, give_up: Callable[[_Doc], None]) -> None:
@@ -230,12 +235,13 @@ class _Runner:
 
 def _progress(console: Any) -> Any:
     progress_module = require("rich.progress", "rich", extra="cli")
+    column = require("rich.table", "rich", extra="cli").Column
     return progress_module.Progress(
-        progress_module.TextColumn("{task.description}", style="bold"),
+        progress_module.TextColumn("{task.description}", style="bold", markup=False),
         progress_module.BarColumn(bar_width=30),
         progress_module.TaskProgressColumn(),
-        progress_module.TextColumn("{task.fields[stage]:<16}"),
-        progress_module.TextColumn("{task.fields[pages]:<14}"),
+        progress_module.TextColumn("{task.fields[stage]}", table_column=column(min_width=16)),
+        progress_module.TextColumn("{task.fields[pages]}", table_column=column(min_width=14)),
         progress_module.TextColumn("{task.fields[eta]}"),
         console=console,
         auto_refresh=True,
