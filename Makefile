@@ -33,6 +33,9 @@ system-deps:
 	@# A real PDF from Debian's documentation for the pipeline tests (small; the test skips without one).
 	@ls /usr/share/doc/*/*.pdf >/dev/null 2>&1 || ! command -v apt-get >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtasn1-doc >/dev/null) || true
+	@# Debian's Chromium for the dashboard's browser test (Playwright drives it; it fails without one).
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: lint typecheck pytest
 

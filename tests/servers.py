@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["SERVE", "Server", "free_port"]
+__all__ = ["GATED", "SERVE", "Server", "free_port"]
 
 SERVE = "import sys; from docstatus.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -98,3 +98,60 @@ class Server:
         finally:
             self.proc = None
         return code
+
+
+# The service with its real processors, where a text document (.txt, .md) can be held part-way:
+# while ``<TEST_GATES>/<filename>.hold`` exists, the document stops once its text embedding
+# passes the fraction written in that file (e.g. "0.5"), and goes on when the file is removed.
+# That shows documents mid-way for as long as a test needs, without timing anything.
+# TEST_CHUNK_SECONDS (default 0) makes each text chunk of a held document take that long, as a
+# real embedding model would, so the service has a progress rate to estimate the ETA from.
+GATED = """
+import os
+import threading
+from pathlib import Path
+
+import uvicorn
+from docstatus.api import create_app
+from docstatus.pipeline.processor import default_processors
+from docstatus.pipeline.service import Service
+from docstatus.settings import ServiceSettings
+
+GATES = Path(os.environ["TEST_GATES"])
+CHUNK_SECONDS = float(os.environ.get("TEST_CHUNK_SECONDS", "0"))
+
+
+class HeldReporter:
+    def __init__(self, inner, hold):
+        self.inner = inner
+        self.hold = hold
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def text_chunk(self, chunk, total):
+        self.inner.text_chunk(chunk, total)
+        if not self.hold.exists():
+            return
+        threading.Event().wait(CHUNK_SECONDS)
+        if chunk >= total * float(self.hold.read_text() or 0.5):
+            while self.hold.exists():
+                self.inner.check()
+                threading.Event().wait(0.02)
+
+
+class Held:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def process(self, job, reporter):
+        return self.inner.process(job, HeldReporter(reporter, GATES / (job.filename + ".hold")))
+
+
+settings = ServiceSettings.from_env()
+processors = default_processors()
+for name in ("txt", "md"):
+    processors.register(name, Held(processors.get(name)))
+app = create_app(service=Service(settings, processors=processors))
+uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+"""

@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .app import create_app
+from .dashboard import dashboard_router
 from .documents import documents_router
 from .errors import ErrorBody, install_error_handlers
 from .health import health_router
@@ -30,6 +31,7 @@ __all__ = [
     "ErrorBody",
     "Metrics",
     "create_app",
+    "dashboard_router",
     "documents_router",
     "health_router",
     "install_error_handlers",

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
+from .dashboard import dashboard_router
 from .documents import documents_router
 from .errors import install_error_handlers
 from .health import health_router
@@ -111,4 +112,5 @@ def create_app(
     app.include_router(health_router(service.manager, workers_running=lambda: pool.running))
     app.include_router(metrics_router(metrics))
     app.include_router(documents_router(service.output, service.manager))
+    app.include_router(dashboard_router())
     return app
