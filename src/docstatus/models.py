@@ -112,7 +112,13 @@ def progress_for(status: str, done: int | None = None, total: int | None = None)
     start, width = span
     if not width or not total or total <= 0:
         return start
-    return start + min(max(done or 0, 0), total) / total * width
+    # min(max(done or 0, 0), total) without the two calls (this runs on every update).
+    done = done or 0
+    if done < 0:
+        done = 0
+    elif total < done:
+        done = total
+    return start + done / total * width
 
 
 _EXAMPLE: dict[str, Any] = {
@@ -210,7 +216,16 @@ class RateEstimator:
         samples = track[4]
         if samples < 1:
             return None
-        rate = float(track[3] / (1 - (1 - RateEstimator.SMOOTHING) ** samples))
-        if rate <= 0 or not math.isfinite(rate):
+        rate = track[3] / (1 - _DECAY**samples)
+        if not 0 < rate < math.inf:  # also false for NaN
             return None
-        return max(0.0, (1.0 - progress) / rate - max(0.0, now - track[1]))
+        # max(0.0, x) spelled out: this runs on every update and the calls cost more
+        # than the arithmetic. The values (and their order of operations) are unchanged.
+        waited = now - track[1]
+        left = (1.0 - progress) / rate - (waited if waited > 0.0 else 0.0)
+        return left if left > 0.0 else 0.0
+
+
+# The bias correction's base, computed as ``remaining`` did inline (the Redis
+# script computes the same float).
+_DECAY = 1 - RateEstimator.SMOOTHING

@@ -55,23 +55,32 @@ _STARTED, _ETA_GIVEN = 0, 5
 _TERMINAL = frozenset(s.value for s in FINISHED)
 
 
+# (whole second, its formatted prefix); one tuple so that threads never see half an update.
 _second_cache: tuple[int, str] = (-1, "")
 
 
 def iso(ts: float) -> str:
     """Epoch seconds as an ISO-8601 UTC string (``2025-10-07T19:00:00.123456+00:00``).
 
-    Formatting a datetime is a large share of an update's cost, so the
-    whole-second part is formatted once per second and reused.
+    Microseconds are truncated. Formatting a datetime is a large share of an
+    update's cost, so the whole-second part is formatted once per second and
+    reused, and the cache is checked by subtraction rather than ``int()``:
+    for a cached second ``whole >= 0``, ``0 <= ts - whole < 1`` holds exactly
+    when ``int(ts) == whole`` (the subtraction is exact in that range).
     """
     global _second_cache
-    whole = int(ts)
-    cached_second, prefix = _second_cache
-    if whole != cached_second:
+    whole, prefix = _second_cache
+    fraction = ts - whole
+    if not 0.0 <= fraction < 1.0:
+        whole = int(ts)
+        fraction = ts - whole
         prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _second_cache = (whole, prefix)
-    micros = min(int((ts - whole) * 1_000_000), 999_999)
-    return f"{prefix}.{micros:06d}+00:00"
+        if ts >= 0:
+            _second_cache = (whole, prefix)
+    micros = fraction * 1_000_000
+    # %d truncates a float like int() (an f-string would need the int() call); a
+    # fraction just below 1 can round up to a whole million.
+    return "%s.%06d+00:00" % (prefix, micros if micros < 1_000_000 else 999_999)  # noqa: UP031
 
 
 def copy_json(value: Any) -> Any:
@@ -128,7 +137,9 @@ def _advance(new: Record, progress: float, now: float) -> None:
         new["progress"] = progress
         new["_track"] = track = RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
-    new["elapsed_time"] = max(0.0, now - track[_STARTED])
+    elapsed = now - track[_STARTED]
+    # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
+    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
 
 
 def _finish(new: Record, status: str, now: float) -> None:
@@ -159,16 +170,13 @@ def apply_update(
         _refuse_if_final(record, target)
         raise InvalidTransitionError(record["doc_id"], current, target)
     new = dict(record)
-    _merge_fields(new, fields)
-    if "stage" not in fields and target != current:
+    if fields:
+        _merge_fields(new, fields)
+    if target != current and "stage" not in fields:
         new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
-    if target == "failed":
+    if target in _TERMINAL:
         _finish(new, target, now)
-        _advance(new, new["progress"], now)
-        return new
-    if target == "completed":
-        _finish(new, target, now)
-        _advance(new, 1.0, now)
+        _advance(new, 1.0 if target == "completed" else new["progress"], now)
         return new
     if progress is None:
         progress = progress_for(target, *_units(target, new))
@@ -178,21 +186,27 @@ def apply_update(
     return new
 
 
+# Fields that update_status copies into the record as they are.
+_PLAIN_FIELDS = frozenset({"stage", "page", "total_pages", "error"})
+
+
 def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
-    if not fields:
-        return
     meta = fields.get("metadata")
     if meta or "chunk" in fields or "total_chunks" in fields:
-        merged = {**new["metadata"], **(meta or {})}
-        for name in ("chunk", "total_chunks"):
-            if name in fields:
-                merged[name] = fields[name]
-        new["metadata"] = merged
-        _check_counts(new, "chunk", merged.get("chunk"), merged.get("total_chunks"))
-    for name in ("stage", "page", "total_pages", "error"):
-        if name in fields:
-            new[name] = fields[name]
+        _merge_metadata(new, meta, fields)
+    for name, value in fields.items():
+        if name in _PLAIN_FIELDS:
+            new[name] = value
     _check_counts(new, "page", new["page"], new["total_pages"])
+
+
+def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, Any]) -> None:
+    merged = {**new["metadata"], **(meta or {})}
+    for name in ("chunk", "total_chunks"):
+        if name in fields:
+            merged[name] = fields[name]
+    new["metadata"] = merged
+    _check_counts(new, "chunk", merged.get("chunk"), merged.get("total_chunks"))
 
 
 def _check_counts(new: Record, what: str, done: Any, total: Any) -> None:
