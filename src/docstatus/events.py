@@ -56,16 +56,14 @@ class EventHub:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._subscribers: tuple[Subscriber, ...] = ()
+        #: Whether anyone is listening (the hot path skips pumping otherwise). An
+        #: attribute, not a property, because every change reads it.
+        self.active = False
         self._delivered = 0
         self._edit = threading.Lock()
         self._pumping = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._closed = False
-
-    @property
-    def active(self) -> bool:
-        """Whether anyone is listening (the hot path skips pumping otherwise)."""
-        return bool(self._subscribers)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` for every change from now on; returns the unsubscribe."""
@@ -74,13 +72,13 @@ class EventHub:
         with self._edit:
             if not self._subscribers:
                 self._delivered = self._store.last_seq()
-            self._subscribers = (*self._subscribers, callback)
+            self._set_subscribers((*self._subscribers, callback))
             if self._store.shared and self._watcher is None and not self._closed:
                 self._start_watcher()
 
         def unsubscribe() -> None:
             with self._edit:
-                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+                self._set_subscribers(tuple(s for s in self._subscribers if s is not callback))
 
         return unsubscribe
 
@@ -126,7 +124,12 @@ class EventHub:
         """Stop the watcher and forget every subscriber."""
         with self._edit:
             self._closed = True
-            self._subscribers = ()
+            self._set_subscribers(())
+
+    def _set_subscribers(self, subscribers: tuple[Subscriber, ...]) -> None:
+        # Called with self._edit held.
+        self._subscribers = subscribers
+        self.active = bool(subscribers)
 
 
 def _watch(ref: weakref.ReferenceType[EventHub]) -> None:

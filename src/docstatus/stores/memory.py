@@ -46,7 +46,8 @@ class MemoryStore(Store):
         self._data: dict[str, Any] = {} if data is None else data
         self._lock = threading.Lock()
         self._seq = 0
-        self._log: dict[int, Change] = {}
+        # A ring: change ``seq`` sits at ``seq % LOG_SIZE`` (one store per change, no eviction step).
+        self._log: list[Change | None] = [None] * self.LOG_SIZE
         # Insertion order is change order: the last key changed most recently.
         self._order: OrderedDict[str, None] = OrderedDict()
         self._active: OrderedDict[str, None] = OrderedDict()
@@ -85,12 +86,8 @@ class MemoryStore(Store):
             self._index(record["doc_id"], record)
 
     def _index(self, doc_id: str, record: Record, old: Record | None = None) -> None:
-        # Called with the lock held (or before the store is shared).
-        if old is not None and old["status"] == record["status"] and doc_id in self._active:
-            # The common case, a progress update: only the recency order moves.
-            self._order.move_to_end(doc_id)
-            self._active.move_to_end(doc_id)
-            return
+        # Called with the lock held (or before the store is shared); modify handles
+        # a progress update (same status, still active) itself.
         if old is not None:
             self._counts[old["status"]] -= 1
         self._counts[record["status"]] = self._counts.get(record["status"], 0) + 1
@@ -106,10 +103,8 @@ class MemoryStore(Store):
             self._active.move_to_end(doc_id)
 
     def _logged(self, kind: Any, doc_id: str, record: Record | None) -> Change:
-        self._seq += 1
-        change = Change(self._seq, kind, doc_id, record)
-        self._log[self._seq] = change
-        self._log.pop(self._seq - self.LOG_SIZE, None)
+        self._seq = seq = self._seq + 1
+        self._log[seq % self.LOG_SIZE] = change = Change(seq, kind, doc_id, record)
         return change
 
     def create(self, record: Record) -> Change:
@@ -128,7 +123,13 @@ class MemoryStore(Store):
                 raise DocumentNotFoundError(doc_id)
             new = change(old)
             self._data[doc_id] = new
-            self._index(doc_id, new, old)
+            if new["status"] == old["status"] and doc_id in self._active:
+                # The common case, a progress update: only the recency order moves
+                # (checked here rather than in _index to save a call on the hot path).
+                self._order.move_to_end(doc_id)
+                self._active.move_to_end(doc_id)
+            else:
+                self._index(doc_id, new, old)
             return self._logged("updated", doc_id, new)
 
     def get(self, doc_id: str) -> Record | None:
@@ -175,7 +176,8 @@ class MemoryStore(Store):
         with self._lock:
             first = max(seq + 1, self._seq - self.LOG_SIZE + 1, 1)
             last = min(self._seq, first + limit - 1)
-            return [self._log[s] for s in range(first, last + 1)]
+            log, size = self._log, self.LOG_SIZE
+            return [log[s % size] for s in range(first, last + 1)]  # type: ignore[misc]  # all logged
 
     def last_seq(self) -> int:
         return self._seq
