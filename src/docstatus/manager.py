@@ -142,7 +142,9 @@ def _status(value: object) -> str:
 
 
 def _fields(status: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Checked copies of ``update_status``'s keywords."""
+    """Checked copies of ``update_status``'s keywords (``fields`` itself if it needs no copy)."""
+    if status != "failed" and _only_counts(fields):
+        return fields
     clean: dict[str, Any] = {}
     for name, value in fields.items():
         check = _FIELD_CHECKS.get(name)
@@ -154,6 +156,23 @@ def _fields(status: str, fields: dict[str, Any]) -> dict[str, Any]:
     if status == "failed" and not clean.get("error"):
         raise ValueError("status 'failed' needs error= with a message")
     return clean
+
+
+# Keywords checked by _count: page and chunk counters, the bulk of all updates.
+_COUNT_FIELDS = frozenset({"page", "total_pages", "chunk", "total_chunks"})
+
+
+def _only_counts(fields: dict[str, Any]) -> bool:
+    """Whether every keyword is a counter holding a value ``_count`` returns unchanged.
+
+    Such keywords need neither a check call each nor a copy (``**fields`` is
+    already the call's own dict, and ints are immutable), which is most of
+    what validating a page update costs.
+    """
+    for name, value in fields.items():
+        if type(value) is not int or value < 0 or name not in _COUNT_FIELDS:
+            return False
+    return True
 
 
 def _unknown_field(name: str) -> None:
@@ -268,14 +287,17 @@ class StatusManager:
         ``InvalidTransitionError`` (a ``ValueError``), ``ValueError`` for
         values out of range and ``TypeError`` for unknown keywords.
         """
-        doc_id = _doc_id_of(doc)
-        target = _status(status)
+        # The common cases of _doc_id_of and _status inline: this is the hot path.
+        doc_id = doc if type(doc) is str else _doc_id_of(doc)
+        target = _STATUS_BY_NAME.get(status) if isinstance(status, str) else None
+        if target is None:
+            target = _status(status)
         if progress is not None:
             progress = _progress(progress)
         clean = _fields(target, fields) if fields or target == "failed" else fields
-        now = time.time()
-        mutation = Mutation("update", now, target, progress, clean)
-        self._changed(self._store.modify(doc_id, mutation))
+        self._store.modify(doc_id, Mutation("update", time.time(), target, progress, clean))
+        if self._hub.active:
+            self._hub.pump()
 
     def mark_completed(self, doc: DocRef, **metadata: Any) -> None:
         """Complete the document from any non-final status; ``metadata`` is merged in."""
