@@ -162,7 +162,7 @@ def _update_rows(table: Table, url: str) -> None:
         table.add(Row("update_status", ours, "Celery store_result(PROGRESS)", best["celery"], ""))
     if isinstance(manager.store, RedisStore) and manager.store.fallbacks:
         raise RuntimeError("the benchmark's updates did not run in the script")
-    script_us = _server_us(client, "evalsha", fns["docstatus"])
+    script_us = _server_us(client, "fcall", fns["docstatus"])
     hset_us = _server_us(client, "hset", fns["hset"])
     table.add(Row("update_status: time in redis-server", script_us, "HSET in redis-server", hset_us, ""))
     updates = [_update_fn(manager, f"thread-doc-{i}") for i in range(4)]
@@ -187,7 +187,7 @@ def _load(store: RedisStore, client: redis.Redis) -> None:
     while batch := list(itertools.islice(records, 1000)):
         pipe = client.pipeline(transaction=False)
         for record in batch:
-            pipe.evalsha(store._sha, 0, "create", store._prefix, record["doc_id"], json.dumps(record))
+            pipe.fcall(store._functions["create"], 0, store._prefix, record["doc_id"], json.dumps(record))
         pipe.execute()
 
 

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["RedisServer", "RedisServerError"]
@@ -35,14 +36,17 @@ class RedisServer:
     """A redis-server on a free loopback port with its files in ``directory``.
 
     ``persistent=True`` turns on the append-only file with an fsync per write,
-    so every acknowledged write survives a killed server.
+    so every acknowledged write survives a killed server. ``options`` are passed on to
+    redis-server.
     """
 
     START_TIMEOUT = 15.0
 
-    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = False, options: Sequence[str] = ()) -> None:
         self.directory = directory
         self.persistent = persistent
+        #: More command-line options for redis-server (``--rename-command FCALL ""``...).
+        self.options = list(options)
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -53,6 +57,7 @@ class RedisServer:
     def _command(self, binary: str, port: int) -> list[str]:
         command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         command += ["--save", "", "--logfile", str(self.directory / "redis.log"), "--daemonize", "no"]
+        command += self.options
         if self.persistent:
             return [*command, "--appendonly", "yes", "--appendfsync", "always"]
         return [*command, "--appendonly", "no"]

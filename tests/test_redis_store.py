@@ -319,14 +319,47 @@ def test_missing_redis_package_names_the_extra() -> None:
     assert "pip install 'docstatus[redis]'" in result.stderr
 
 
-def test_the_script_is_reloaded_when_the_server_forgot_it(store: RedisStore, client: redis.Redis) -> None:
+def test_the_functions_are_reloaded_when_the_server_forgot_them(
+    store: RedisStore, client: redis.Redis
+) -> None:
     store.create(new_record("forgetful", "f.pdf", {}, 1.7e9))
-    client.script_flush()
+    client.function_flush()
     store.modify("forgetful", Mutation("update", 1.7e9 + 1, "parsing"))
     record = store.get("forgetful")
     assert record is not None
     assert record["status"] == "parsing"
     assert store.fallbacks == 0
+
+
+def test_a_server_without_functions_runs_the_same_code_as_a_script(tmp_path: Path) -> None:
+    # As a server before Redis 7 answers FCALL: "unknown command".
+    server = RedisServer(tmp_path, options=["--rename-command", "FCALL", ""])
+    server.start()
+    try:
+        old = RedisStore.from_url(server.url)
+        try:
+            _run_sequences(old, seed=6, sequences=10, exotic=False)
+            assert old.fallbacks == 0
+            _check_reads_and_expiry(old)
+        finally:
+            old.close()
+        plain = redis.Redis.from_url(server.url)
+        try:
+            assert plain.function_list() == []
+        finally:
+            plain.close()
+    finally:
+        server.stop()
+
+
+def _check_reads_and_expiry(store: RedisStore) -> None:
+    store.create(new_record("reads", "r.pdf", {}, 1.7e9))
+    assert [r["doc_id"] for r in store.recent(1)] == ["reads"]
+    assert "reads" in {r["doc_id"] for r in store.active()}
+    assert store.changes_since(store.last_seq() - 1, 10)[0].doc_id == "reads"
+    store.modify("reads", Mutation("complete", 1.7e9 + 1))
+    assert "reads" in [c.doc_id for c in store.expire(2e9, 1000)]
+    assert store.get("reads") is None
 
 
 def test_ids_redis_cannot_encode_are_simply_not_found(store: RedisStore) -> None:
@@ -386,7 +419,7 @@ def test_the_log_keeps_about_log_size_changes(store: RedisStore, client: redis.R
         for i in range(start, min(start + 1000, total)):
             args = _script_args(Mutation("update", 1.7e9 + i, "parsing"))
             assert args is not None
-            pipe.evalsha(store._sha, 0, "modify", store._prefix, "chatty", *args)
+            pipe.fcall(store._functions["modify"], 0, store._prefix, "chatty", *args)
         pipe.execute()
     last = store.last_seq()
     assert last == total + 1

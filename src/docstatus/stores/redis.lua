@@ -1,6 +1,12 @@
 -- The docstatus Redis store, server side: every change is checked and applied here,
 -- atomically, in one call (see redis.py for the data layout and the calling side).
 --
+-- This is a Redis Functions library (Redis 7+): loaded once, its tables and
+-- functions are then built once, not on every call as a script's are. For older
+-- servers redis.py turns the same code into a script for EVALSHA; the last line
+-- is where the two differ. Every operation takes the key prefix as its first
+-- argument.
+--
 -- The rules mirror docstatus.records (apply_update, apply_complete, apply_fail,
 -- apply_requeue). The tables they need are not written here: redis.py renders
 -- them from docstatus.models in place of the line below, so the lifecycle has a
@@ -16,12 +22,25 @@ __RULES__
 -- strings are thus stored exactly as Python made them; numbers this script
 -- computes are written with enough digits to read back as the same double.
 
-local find, sub, byte, format, match = string.find, string.sub, string.byte, string.format, string.match
-local concat, HUGE = table.concat, math.huge
+-- Bound on the first call: Redis 7.0 runs a library's top level without the standard
+-- libraries (they are there when its functions are called).
+local find, sub, byte, format, match, concat, HUGE
 
-local OP, P = ARGV[1], ARGV[2]
-local K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
-local K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
+local function bind_libraries()
+  find, sub, byte, format, match = string.find, string.sub, string.byte, string.format, string.match
+  concat, HUGE = table.concat, math.huge
+end
+
+-- The key prefix and the keys of the store being called (every call names its prefix).
+local P, K_SEQ, K_RECENT, K_ACTIVE, K_FINISHED, K_COUNTS, K_LOG, CHANNEL
+
+local function use_prefix(prefix)
+  if not find then bind_libraries() end
+  if prefix == P then return end
+  P = prefix
+  K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
+  K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
+end
 
 -- Outcomes a rule signals with error(); caught in the dispatcher.
 local REFUSED, FALLBACK = 'docstatus:refused', 'docstatus:fallback'
@@ -363,20 +382,20 @@ local function apply_requeue(doc)
   doc.track = {NOW_RAW, NOW_RAW, '0.0', '0.0', '0', '0'}
 end
 
-local function fields_from_argv(kind)
-  -- ARGV[9...]: name, JSON text pairs; for 'complete', metadata keys (as JSON) and values.
+local function fields_from_args(A, kind)
+  -- A[8...]: name, JSON text pairs; for 'complete', metadata keys (as JSON) and values.
   if kind == 'complete' then
     local extra = {keys = {}, values = {}, at = {}}
-    for i = 9, #ARGV, 2 do put_member(extra, ARGV[i], ARGV[i + 1]) end
+    for i = 8, #A, 2 do put_member(extra, A[i], A[i + 1]) end
     return extra
   end
   local fields = {}
-  for i = 9, #ARGV, 2 do fields[ARGV[i]] = ARGV[i + 1] end
+  for i = 8, #A, 2 do fields[A[i]] = A[i + 1] end
   return fields
 end
 
-local function apply(doc, kind, target, progress_raw)
-  local fields = fields_from_argv(kind)
+local function apply(A, doc, kind, target, progress_raw)
+  local fields = fields_from_args(A, kind)
   doc.status = status_of(doc)
   doc.progress = tonumber(doc.raw.progress)
   doc.track = split_track(doc.raw._track)
@@ -390,16 +409,16 @@ end
 
 -- Operations ------------------------------------------------------------------------
 
-local function op_modify()
-  -- ARGV: doc_id, kind, now, now as ISO JSON, target, progress ('' for none), then the fields
-  local doc_id = ARGV[3]
+local function op_modify(A)
+  -- A: doc_id, kind, now, now as ISO JSON, target, progress ('' for none), then the fields
+  local doc_id = A[2]
   local doc = load(doc_id)
   if not doc then return {'missing'} end
-  NOW_RAW, NOW_ISO, NOW = ARGV[5], ARGV[6], tonumber(ARGV[5])
+  NOW_RAW, NOW_ISO, NOW = A[4], A[5], tonumber(A[4])
   local before = {}
   for name, value in pairs(doc.raw) do before[name] = value end
   local old_status = status_of(doc)
-  local ok, err = pcall(apply, doc, ARGV[4], ARGV[7], ARGV[8])
+  local ok, err = pcall(apply, A, doc, A[3], A[6], A[7])
   if not ok then
     if err == REFUSED then return {'refused', redis.call('GET', json_key(doc_id))} end
     if err == FALLBACK then return {'fallback'} end
@@ -421,52 +440,52 @@ local function op_modify()
   return {'ok', seq, body}
 end
 
-local function op_create()
-  -- ARGV: doc_id, record JSON
-  local doc_id = ARGV[3]
+local function op_create(A)
+  -- A: doc_id, record JSON
+  local doc_id = A[2]
   if redis.call('EXISTS', doc_key(doc_id)) == 1 then return {'duplicate'} end
-  local doc = store_record(doc_id, ARGV[4])
+  local doc = store_record(doc_id, A[3])
   local status = status_of(doc)
   local done = FINAL[status] and finished_at(doc)
-  return {'ok', commit('created', doc_id, nil, status, done, ARGV[4])}
+  return {'ok', commit('created', doc_id, nil, status, done, A[3])}
 end
 
-local function op_read()
-  -- ARGV: doc_id. The record and its version (the seq of its last change), for a
+local function op_read(A)
+  -- A: doc_id. The record and its version (the seq of its last change), for a
   -- read-modify-write in Python that op_put then applies if nothing changed between.
-  local doc_id = ARGV[3]
+  local doc_id = A[2]
   local text = redis.call('GET', json_key(doc_id))
   if not text then return {} end
   return {text, redis.call('ZSCORE', K_RECENT, doc_id)}
 end
 
-local function op_put()
-  -- ARGV: doc_id, expected version, record JSON
-  local doc_id = ARGV[3]
+local function op_put(A)
+  -- A: doc_id, expected version, record JSON
+  local doc_id = A[2]
   local version = redis.call('ZSCORE', K_RECENT, doc_id)
-  if not version or version ~= ARGV[4] then return {'conflict'} end
+  if not version or version ~= A[3] then return {'conflict'} end
   local old_status = unquote(redis.call('HGET', doc_key(doc_id), 'status'))
-  local doc = store_record(doc_id, ARGV[5])
+  local doc = store_record(doc_id, A[4])
   local status = status_of(doc)
   local done = FINAL[status] and finished_at(doc)
-  return {'ok', commit('updated', doc_id, old_status, status, done, ARGV[5])}
+  return {'ok', commit('updated', doc_id, old_status, status, done, A[4])}
 end
 
-local function op_list()
-  -- ARGV: 'recent' or 'active', the last index wanted (-1 for all). Records, most recent first.
-  local key = ARGV[3] == 'active' and K_ACTIVE or K_RECENT
+local function op_list(A)
+  -- A: 'recent' or 'active', the last index wanted (-1 for all). Records, most recent first.
+  local key = A[2] == 'active' and K_ACTIVE or K_RECENT
   local out = {}
-  for _, doc_id in ipairs(redis.call('ZREVRANGE', key, 0, ARGV[4])) do
+  for _, doc_id in ipairs(redis.call('ZREVRANGE', key, 0, A[3])) do
     local text = redis.call('GET', json_key(doc_id))
     if text then out[#out + 1] = text end
   end
   return out
 end
 
-local function op_expire()
-  -- ARGV: '(' .. before, limit. Removes finished records; returns {seq, doc_id, ...}.
+local function op_expire(A)
+  -- A: '(' .. before, limit. Removes finished records; returns {seq, doc_id, ...}.
   local out = {}
-  local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
+  local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', A[2], 'LIMIT', 0, A[3])
   for _, doc_id in ipairs(ids) do
     local status = redis.call('HGET', doc_key(doc_id), 'status')
     redis.call('DEL', doc_key(doc_id), json_key(doc_id))
@@ -486,4 +505,4 @@ end
 local OPS = {
   modify = op_modify, create = op_create, read = op_read, put = op_put, list = op_list, expire = op_expire,
 }
-return OPS[OP]()
+__ENTRY__

@@ -1,10 +1,18 @@
 """The Redis store: one status store shared by many processes and machines.
 
-Every change is one round trip: a Lua script (``redis.lua`` beside this file)
+Every change is one round trip: Lua code (``redis.lua`` beside this file)
 checks the rules and applies the change atomically on the server, with the
 same result as :class:`~docstatus.records.Mutation` gives in Python. The
-script's tables (transitions, default stages, progress ranges) are rendered
+code's tables (transitions, default stages, progress ranges) are rendered
 from :mod:`docstatus.models`, so the lifecycle is defined once.
+
+On Redis 7 and later the code is a Functions library, loaded once
+(``FUNCTION LOAD``, when a call finds it missing) and called with ``FCALL``:
+its tables and functions are built at load time, not on every call. Its name
+carries a digest of the code (``docstatus_<digest>``), so processes running
+different versions share a server safely; libraries of versions no longer in
+use can be removed with ``FUNCTION DELETE``. Older servers (no ``FCALL``) run
+the same code as a script with ``EVALSHA``.
 
 Data layout, every key under the prefix (``docstatus:`` by default):
 
@@ -57,7 +65,7 @@ try:
     import redis
     from redis.backoff import NoBackoff
     from redis.client import PubSub
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import NoScriptError, RedisError, ResponseError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError("redis", "redis") from exc
@@ -126,10 +134,51 @@ def _rules() -> str:
     return "\n".join(lines)
 
 
+#: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
+_READ_ONLY = ("read", "list")
+_OPERATIONS = ("modify", "create", "read", "put", "list", "expire")
+
+# How the code ends as a Functions library: every operation registered under a name that
+# carries the code's digest, so processes running different versions of docstatus on one
+# server each call their own code.
+_REGISTER = """
+local function register(name, flags)
+  local op = OPS[name]
+  redis.register_function{function_name = NAME .. name, flags = flags, callback = function(_, args)
+    use_prefix(args[1])
+    return op(args)
+  end}
+end
+"""
+# ... and as a script: the operation is the first argument, the prefix the second.
+_DISPATCH = """
+local args = {unpack(ARGV, 2)}
+use_prefix(args[1])
+return OPS[ARGV[1]](args)"""
+
+
 @functools.cache
-def _script() -> str:
+def _source() -> str:
     source = resources.files(__package__).joinpath("redis.lua").read_text(encoding="utf-8")
     return source.replace("__RULES__", _rules(), 1)
+
+
+@functools.cache
+def _library() -> tuple[str, str]:
+    """The Functions library and the prefix of its function names (``docstatus_<digest>_``)."""
+    flags = {op: "{'no-writes'}" if op in _READ_ONLY else "{}" for op in _OPERATIONS}
+    calls = "".join(f"register('{op}', {flags[op]})\n" for op in _OPERATIONS)
+    body = _source().replace("\n__ENTRY__", _REGISTER + calls, 1)
+    digest = hashlib.sha1(body.encode()).hexdigest()[:16]
+    name = f"docstatus_{digest}"
+    header = f"#!lua name={name}\nlocal NAME = {_lua_string(name + '_')}\n"
+    return header + body, name + "_"
+
+
+@functools.cache
+def _script() -> str:
+    """The same code as a script for ``EVALSHA`` (servers older than Redis 7)."""
+    return _source().replace("\n__ENTRY__", _DISPATCH, 1)
 
 
 def _script_args(change: Callable[[Record], Record]) -> list[str] | None:
@@ -248,9 +297,13 @@ class RedisStore(Store):
         self._client = client
         self._prefix = _prefix(prefix)
         self.url = url
+        self._library, names = _library()
+        # Functions are named after their code: if another process loaded it already, no load is needed.
+        self._functions = {op: names + op for op in _OPERATIONS}
         self._script = _script()
-        # The script's name on the server; if another process loaded it already, no load is needed.
         self._sha = hashlib.sha1(self._script.encode()).hexdigest()
+        #: False on a server without Functions (before Redis 7): scripts (EVALSHA) instead.
+        self._use_functions = True
         self.fallbacks = 0
         self._listen_lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -289,16 +342,35 @@ class RedisStore(Store):
         return StoreUnavailableError(self.url, exc)
 
     def _call(self, op: str, *args: str) -> Any:
-        """Run ``op`` of the script (loading the script first if the server lacks it)."""
+        """Run ``op`` on the server (loading the code first if the server lacks it)."""
         try:
             try:
-                return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
-            except NoScriptError:
-                # A new or restarted server: nothing ran, so running again is safe.
-                self._client.script_load(self._script)
-                return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
+                return self._run(op, args)
+            except ResponseError as exc:
+                # A new or restarted server, or one without Functions: nothing ran, so running
+                # again is safe.
+                self._load(exc)
+                return self._run(op, args)
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+
+    def _run(self, op: str, args: tuple[str, ...]) -> Any:
+        if self._use_functions:
+            return self._client.fcall(self._functions[op], 0, self._prefix, *args)
+        return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
+
+    def _load(self, exc: ResponseError) -> None:
+        """Load the code after ``exc`` said the server lacks it; re-raise any other ``exc``."""
+        message = str(exc)
+        if self._use_functions and message.startswith("Function not found"):
+            self._client.function_load(self._library, replace=True)
+        elif self._use_functions and message.lower().startswith("unknown command"):
+            self._use_functions = False
+            self._client.script_load(self._script)
+        elif isinstance(exc, NoScriptError):
+            self._client.script_load(self._script)
+        else:
+            raise exc
 
     def _key(self, name: str) -> str:
         return self._prefix + name
