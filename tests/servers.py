@@ -106,6 +106,7 @@ class Server:
 # That shows documents mid-way for as long as a test needs, without timing anything.
 # TEST_CHUNK_SECONDS (default 0) makes each text chunk of a held document take that long, as a
 # real embedding model would, so the service has a progress rate to estimate the ETA from.
+# A held document for which ``<TEST_GATES>/<filename>.fail`` exists fails when released.
 GATED = """
 import os
 import threading
@@ -138,6 +139,8 @@ class HeldReporter:
             while self.hold.exists():
                 self.inner.check()
                 threading.Event().wait(0.02)
+            if self.hold.with_suffix(".fail").exists():
+                raise RuntimeError("told to fail by the test")
 
 
 class Held:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ApiError",
     "AuthenticationError",
     "ConfigError",
     "DocumentNotFoundError",
@@ -26,6 +27,7 @@ __all__ = [
     "PageNotFoundError",
     "PathOutsideUploadsError",
     "RequestTooLargeError",
+    "ServerUnreachableError",
     "StatusError",
     "StoreSchemaError",
     "StoreUnavailableError",
@@ -311,3 +313,27 @@ class RequestTooLargeError(StatusError, ValueError):
     def __init__(self, max_bytes: int) -> None:
         super().__init__(f"Request body is larger than the limit of {max_bytes} bytes", max_bytes=max_bytes)
         self.max_bytes = max_bytes
+
+
+class ServerUnreachableError(StatusError, ConnectionError):
+    """A client could not reach the docstatus service at ``url`` (refused, timed out, not HTTP)."""
+
+    code = "SERVER_UNREACHABLE"
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"Cannot reach the docstatus service at {url}: {reason}", url=url)
+        self.url = url
+        self.reason = reason
+
+    __str__ = StatusError.__str__
+
+
+class ApiError(StatusError):
+    """The service answered a client's request with an error (``status_code``, ``api_code``: its code)."""
+
+    code = "API_ERROR"
+
+    def __init__(self, status_code: int, api_code: str, message: str) -> None:
+        super().__init__(message, status_code=status_code, api_code=api_code)
+        self.status_code = status_code
+        self.api_code = api_code
