@@ -294,3 +294,32 @@ def test_watch_in_a_terminal_draws_live_progress(
     finally:
         board.close()
         one.close()
+
+
+def test_watch_resumes_after_the_server_restarts(tmp_path: Path) -> None:
+    server = Server(tmp_path).start()
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", SERVE, "watch", "--url", server.url, "--json"],
+        env=environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with watcher:
+        try:
+            assert watcher.stdout is not None
+            assert json.loads(watcher.stdout.readline())["total"] == 0  # the queue when it began
+            server.stop()
+            server.start(port=server.port)  # same store, same address
+            doc_id = upload(server, "after-restart.txt", b"uploaded while the watch was reconnecting")
+            # The watch reopened the stream by itself (resuming from its last event id).
+            while True:
+                event = json.loads(watcher.stdout.readline())
+                if event["doc_id"] == doc_id and event["status"] == "completed":
+                    break
+            assert watcher.poll() is None  # still watching
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(timeout=10) == 130
+        finally:
+            watcher.kill()
+            server.stop(signal.SIGKILL)

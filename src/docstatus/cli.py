@@ -182,7 +182,7 @@ INTERRUPTED = 130
 _DEFAULT_URL = "http://127.0.0.1:8002"
 _REMOTE_EXITS = (
     "Exit status: 0 done; 1 the document failed (watch --doc), was removed or is not known; "
-    "2 bad usage (also a missing or wrong --token); 3 the service is unreachable."
+    "2 bad usage (also a missing or wrong --token); 3 the service is unreachable; 130 interrupted (Ctrl-C)."
 )
 
 
