@@ -55,32 +55,33 @@ _STARTED, _ETA_GIVEN = 0, 5
 _TERMINAL = frozenset(s.value for s in FINISHED)
 
 
-# (whole second, its formatted prefix); one tuple so that threads never see half an update.
-_second_cache: tuple[int, str] = (-1, "")
+# (a whole second as a float, the format of its timestamps): one tuple, so that
+# another thread never sees a second with another second's format.
+_second_cache: tuple[float, str] = (-1.0, "")
 
 
 def iso(ts: float) -> str:
     """Epoch seconds as an ISO-8601 UTC string (``2025-10-07T19:00:00.123456+00:00``).
 
     Microseconds are truncated. Formatting a datetime is a large share of an
-    update's cost, so the whole-second part is formatted once per second and
-    reused, and the cache is checked by subtraction rather than ``int()``:
-    for a cached second ``whole >= 0``, ``0 <= ts - whole < 1`` holds exactly
-    when ``int(ts) == whole`` (the subtraction is exact in that range).
+    update's cost, so each second's format is built once and reused, and the
+    cache is checked by float arithmetic rather than ``int()``: for a cached
+    second ``whole >= 0``, ``0 <= ts - whole < 1`` holds exactly when
+    ``int(ts) == whole`` (the subtraction is exact in that range).
     """
     global _second_cache
-    whole, prefix = _second_cache
+    whole, template = _second_cache
     fraction = ts - whole
     if not 0.0 <= fraction < 1.0:
         whole = int(ts)
         fraction = ts - whole
-        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        template = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S") + ".%06d+00:00"
         if ts >= 0:
-            _second_cache = (whole, prefix)
-    micros = fraction * 1_000_000
-    # %d truncates a float like int() (an f-string would need the int() call); a
-    # fraction just below 1 can round up to a whole million.
-    return "%s.%06d+00:00" % (prefix, micros if micros < 1_000_000 else 999_999)  # noqa: UP031
+            _second_cache = (float(whole), template)
+    micros = fraction * 1e6
+    # %d truncates a float like int() does; a fraction just below 1 can round up
+    # to a whole million.
+    return template % (micros if micros < 1e6 else 999_999)
 
 
 def copy_json(value: Any) -> Any:
@@ -130,9 +131,9 @@ def _refuse_if_final(record: Record, target: str, action: str = "") -> None:
         raise InvalidTransitionError(record["doc_id"], record["status"], target, reason)
 
 
-def _advance(new: Record, progress: float, now: float) -> None:
-    """Stamp a change at ``now`` that brings progress to at least ``progress``."""
-    track = new["_track"]
+def _advance(new: Record, progress: float, now: float) -> list[float]:
+    """Stamp a change at ``now`` that brings progress to at least ``progress``; returns the track."""
+    track: list[float] = new["_track"]
     if progress > new["progress"]:
         new["progress"] = progress
         new["_track"] = track = RateEstimator.advance(track, progress, now)
@@ -140,6 +141,7 @@ def _advance(new: Record, progress: float, now: float) -> None:
     elapsed = now - track[_STARTED]
     # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
     new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    return track
 
 
 def _finish(new: Record, status: str, now: float) -> None:
@@ -147,13 +149,6 @@ def _finish(new: Record, status: str, now: float) -> None:
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
     new["_track"] = [*new["_track"][:5], 0]
-
-
-def _units(status: str, new: Record) -> tuple[int | None, int | None]:
-    if status == "embedding_visual":
-        return new["page"], new["total_pages"]
-    meta = new["metadata"]
-    return meta.get("chunk"), meta.get("total_chunks")
 
 
 def apply_update(
@@ -178,12 +173,28 @@ def apply_update(
         _finish(new, target, now)
         _advance(new, 1.0 if target == "completed" else new["progress"], now)
         return new
-    if progress is None:
-        progress = progress_for(target, *_units(target, new))
     new["status"] = target
-    _advance(new, progress, now)
-    _estimate(new, fields, now)
+    _progressed(new, target, progress, fields, now)
     return new
+
+
+def _progressed(new: Record, status: str, progress: float | None, fields: dict[str, Any], now: float) -> None:
+    """An active document's change: progress (the formula's unless given), times and the ETA."""
+    if progress is None:
+        if status == "embedding_visual":
+            progress = progress_for(status, new["page"], new["total_pages"])
+        else:
+            meta = new["metadata"]
+            progress = progress_for(status, meta.get("chunk"), meta.get("total_chunks"))
+    track = _advance(new, progress, now)
+    if "estimated_remaining" in fields:
+        new["estimated_remaining"] = fields["estimated_remaining"]
+        given = 1
+    else:
+        new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
+        given = 0
+    if track[_ETA_GIVEN] != given:
+        new["_track"] = [*track[:5], given]
 
 
 # Fields that update_status copies into the record as they are.
@@ -212,18 +223,6 @@ def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, 
 def _check_counts(new: Record, what: str, done: Any, total: Any) -> None:
     if isinstance(done, int) and isinstance(total, int) and done > total:
         raise ValueError(f"{what} {done} is beyond total_{what}s {total} for document {new['doc_id']!r}")
-
-
-def _estimate(new: Record, fields: dict[str, Any], now: float) -> None:
-    track = new["_track"]
-    if "estimated_remaining" in fields:
-        new["estimated_remaining"] = fields["estimated_remaining"]
-        given = 1
-    else:
-        new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
-        given = 0
-    if track[_ETA_GIVEN] != given:
-        new["_track"] = [*track[:5], given]
 
 
 def apply_complete(record: Record, extra: dict[str, Any], now: float) -> Record:
