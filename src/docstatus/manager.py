@@ -142,9 +142,7 @@ def _status(value: object) -> str:
 
 
 def _fields(status: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Checked copies of ``update_status``'s keywords (``fields`` itself if it needs no copy)."""
-    if status != "failed" and _only_counts(fields):
-        return fields
+    """Checked copies of ``update_status``'s keywords."""
     clean: dict[str, Any] = {}
     for name, value in fields.items():
         check = _FIELD_CHECKS.get(name)
@@ -294,7 +292,7 @@ class StatusManager:
             target = _status(status)
         if progress is not None:
             progress = _progress(progress)
-        clean = _fields(target, fields) if fields or target == "failed" else fields
+        clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
         self._store.modify(doc_id, Mutation("update", time.time(), target, progress, clean))
         if self._hub.active:
             self._hub.pump()

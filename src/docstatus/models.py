@@ -216,8 +216,8 @@ class RateEstimator:
         samples = track[4]
         if samples < 1:
             return None
-        rate = track[3] / (1 - _DECAY**samples)
-        if not 0 < rate < math.inf:  # also false for NaN
+        rate = track[3] / (1.0 - _DECAY**samples)
+        if not 0.0 < rate < math.inf:  # also false for NaN
             return None
         # max(0.0, x) spelled out: this runs on every update and the calls cost more
         # than the arithmetic. The values (and their order of operations) are unchanged.

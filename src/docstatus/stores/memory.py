@@ -130,7 +130,10 @@ class MemoryStore(Store):
                 self._active.move_to_end(doc_id)
             else:
                 self._index(doc_id, new, old)
-            return self._logged("updated", doc_id, new)
+            # _logged inline, for the same reason.
+            self._seq = seq = self._seq + 1
+            self._log[seq % self.LOG_SIZE] = logged = Change(seq, "updated", doc_id, new)
+            return logged
 
     def get(self, doc_id: str) -> Record | None:
         record = self._data.get(doc_id)
