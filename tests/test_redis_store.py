@@ -281,7 +281,7 @@ def test_prefixes_keep_stores_apart(redis_url: str) -> None:
 def test_default_prefix(redis_server: RedisServer, client: redis.Redis) -> None:
     with _manager(redis_server.url) as manager:
         manager.create_status("default-prefix-doc", "a.pdf")
-        assert client.exists("docstatus:json:default-prefix-doc") == 1
+        assert client.exists("docstatus:doc:default-prefix-doc") == 1
         assert manager.cleanup_old_entries(0) == 0
         manager.mark_completed("default-prefix-doc")
         assert manager.cleanup_old_entries(0) == 1

@@ -10,34 +10,36 @@
 -- The rules mirror docstatus.records (apply_update, apply_complete, apply_fail,
 -- apply_requeue). The tables they need are not written here: redis.py renders
 -- them from docstatus.models in place of the line below, so the lifecycle has a
--- single source. They are LEGAL (set of 'current>target'), FINAL (set of
--- statuses), STAGE (status -> default stage as JSON), START and WIDTH (status ->
--- its share of the progress bar), SMOOTHING, MIN_INTERVAL (RateEstimator) and
--- LOG_SIZE.
+-- single source. They are LEGAL (current -> set of targets), FINAL (set of
+-- statuses), QUOTED (status -> its JSON text), STAGE (status -> default stage as
+-- JSON), START and WIDTH (status -> its share of the progress bar), SMOOTHING,
+-- MIN_INTERVAL (RateEstimator) and LOG_SIZE.
 __RULES__
 
--- A record is stored twice: as a hash of field -> that field's JSON text, which
--- this script reads and updates field by field, and as one JSON text, which
--- readers fetch whole. Only what a rule needs is decoded. Python-made numbers and
--- strings are thus stored exactly as Python made them; numbers this script
--- computes are written with enough digits to read back as the same double.
+-- A record is stored once, as a hash of field -> that field's JSON text: a change
+-- reads it with one HGETALL and writes back only the fields it changed; readers
+-- (redis.py) join the pairs into one JSON object. Only what a rule needs is decoded.
+-- Python-made numbers and strings are thus stored exactly as Python made them;
+-- numbers this code computes are written with enough digits to read back as the
+-- same double. Nothing here builds a whole record's JSON text: the log entry of a
+-- change carries the same pairs.
 
 -- Bound on the first call: Redis 7.0 runs a library's top level without the standard
 -- libraries (they are there when its functions are called).
-local find, sub, byte, format, match, concat, HUGE
+local find, sub, byte, format, match, concat, sort, HUGE, MAX, MIN
 
 local function bind_libraries()
   find, sub, byte, format, match = string.find, string.sub, string.byte, string.format, string.match
-  concat, HUGE = table.concat, math.huge
+  concat, sort, HUGE, MAX, MIN = table.concat, table.sort, math.huge, math.max, math.min
 end
 
 -- The key prefix and the keys of the store being called (every call names its prefix).
-local P, K_SEQ, K_RECENT, K_ACTIVE, K_FINISHED, K_COUNTS, K_LOG, CHANNEL
+local P, K_DOC, K_SEQ, K_RECENT, K_ACTIVE, K_FINISHED, K_COUNTS, K_LOG, CHANNEL
 
 local function use_prefix(prefix)
   if not find then bind_libraries() end
   if prefix == P then return end
-  P = prefix
+  P, K_DOC = prefix, prefix .. 'doc:'
   K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
   K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
 end
@@ -111,9 +113,10 @@ end
 
 local function fnum(x)
   -- A float as JSON that Python reads back as the same float (never as an int):
-  -- 17 significant digits always name the same double.
+  -- 17 significant digits always name the same double. %.17g writes a whole number
+  -- below 1e17 without a point or an exponent, so Python would read an int.
   local s = format('%.17g', x)
-  if not find(s, '[%.en]') then s = s .. '.0' end
+  if x % 1 == 0 and x < 1e17 and x > -1e17 then s = s .. '.0' end
   return s
 end
 
@@ -130,84 +133,62 @@ end
 
 -- Records ----------------------------------------------------------------------
 
-local function doc_key(doc_id) return P .. 'doc:' .. doc_id end
-
-local function json_key(doc_id) return P .. 'json:' .. doc_id end
-
-local function load(doc_id)
-  -- The stored record as {raw = {field -> JSON text}, order = {field}}, or nil.
-  local flat = redis.call('HGETALL', doc_key(doc_id))
-  if #flat == 0 then return nil end
-  local raw, order = {}, {}
-  for i = 1, #flat, 2 do
-    raw[flat[i]] = flat[i + 1]
-    order[#order + 1] = flat[i]
-  end
-  return {raw = raw, order = order}
-end
-
-local function record_json(doc)
-  local parts = {}
-  for n, name in ipairs(doc.order) do parts[n] = '"' .. name .. '": ' .. doc.raw[name] end
-  return '{' .. concat(parts, ', ') .. '}'
-end
-
 local function unquote(raw) return sub(raw, 2, -2) end
 
-local function status_of(doc) return unquote(doc.raw.status) end
+local function read_record(key)
+  -- The stored record: HGETALL's reply (name, JSON text, ...) and a table name -> JSON text.
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local raw = {}
+  for i = 1, #flat, 2 do raw[flat[i]] = flat[i + 1] end
+  return flat, raw
+end
 
--- The change log, the indexes and the notification of one change.
-local function commit(kind, doc_id, old_status, new_status, finished_at, body)
+-- _track: four numbers, then two ints (written by Python without a point or an exponent).
+local TRACK = '^%[%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*(%d+)%s*,%s*(%d+)%s*%]$'
+
+local function finished_at(raw, track)
+  -- records.finished_at: when the document finished, as epoch seconds.
+  local started = track and track[1] or match(raw._track, '^%[%s*([^,%s]+)')
+  return tonumber(started) + tonumber(raw.elapsed_time)
+end
+
+-- The change's sequence number, the indexes, the log and the notification. ``flat`` is
+-- the record after the change as name, JSON text pairs; old_status is nil for a new record.
+local function commit(kind, doc_id, old_status, new_status, finished, flat)
   local seq = redis.call('INCR', K_SEQ)
   redis.call('ZADD', K_RECENT, seq, doc_id)
+  local was_active = old_status ~= nil and not FINAL[old_status]
   if FINAL[new_status] then
-    redis.call('ZREM', K_ACTIVE, doc_id)
-    redis.call('ZADD', K_FINISHED, format('%.17g', finished_at), doc_id)
-  else
-    redis.call('ZADD', K_ACTIVE, seq, doc_id)
-    if old_status and FINAL[old_status] then redis.call('ZREM', K_FINISHED, doc_id) end
+    if was_active then redis.call('SREM', K_ACTIVE, doc_id) end
+    redis.call('ZADD', K_FINISHED, format('%.17g', finished), doc_id)
+  elseif not was_active then
+    redis.call('SADD', K_ACTIVE, doc_id)
+    if old_status then redis.call('ZREM', K_FINISHED, doc_id) end
   end
   if old_status ~= new_status then
     if old_status then redis.call('HINCRBY', K_COUNTS, old_status, -1) end
     redis.call('HINCRBY', K_COUNTS, new_status, 1)
   end
-  redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', kind, 'd', doc_id, 'r', body)
+  redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', kind, 'd', doc_id, unpack(flat))
   redis.call('PUBLISH', CHANNEL, seq)
   return seq
 end
 
-local TRACK = '^%[%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^,%s]+)%s*,%s*([^%]%s]+)%s*%]$'
-
-local function split_track(raw)
-  -- The six numbers of _track, each as its JSON text.
-  local a, b, c, d, e, f = match(raw, TRACK)
-  if not a then error(FALLBACK, 0) end
-  return {a, b, c, d, e, f}
-end
-
-local function finished_at(doc)
-  -- records.finished_at: when the document finished, as epoch seconds.
-  local started = doc.track and doc.track[1] or match(doc.raw._track, '^%[%s*([^,%s]+)')
-  return tonumber(started) + tonumber(doc.raw.elapsed_time)
-end
-
-local function store_record(doc_id, text)
-  -- Stores ``text`` (a whole record as JSON) in both forms.
-  local obj = split_object(text)
-  local args = {}
-  local doc = {raw = {}, order = {}}
-  for n, key in ipairs(obj.keys) do
-    local name = sub(key, 2, -2)
-    args[2 * n - 1], args[2 * n] = name, obj.values[n]
-    doc.raw[name], doc.order[n] = obj.values[n], name
-  end
-  redis.call('DEL', doc_key(doc_id))
-  redis.call('HSET', doc_key(doc_id), unpack(args))
-  redis.call('SET', json_key(doc_id), text)
-  return doc
+local function write_record(key, doc_id, kind, old_status, flat)
+  -- Stores a whole record given as name, JSON text pairs (create, and the Python fallback).
+  redis.call('HSET', key, unpack(flat))
+  local raw = {}
+  for i = 1, #flat, 2 do raw[flat[i]] = flat[i + 1] end
+  local status = unquote(raw.status)
+  return commit(kind, doc_id, old_status, status, FINAL[status] and finished_at(raw), flat)
 end
 
 -- The rules ------------------------------------------------------------------------
+-- A change works on ``doc``: raw (field -> JSON text, updated in place), status,
+-- progress, track (the six JSON texts of _track) with the numbers of its first five
+-- (started, at, progress_at, ema, samples), and meta (the metadata object, split
+-- when a rule needs it).
 
 local NOW_RAW, NOW_ISO, NOW
 
@@ -217,7 +198,7 @@ local function meta(doc)
 end
 
 local function numbers(done_raw, total_raw)
-  -- _check_counts: both ints and done > total is refused.
+  -- _check_counts: both ints and done > total is refused. Returns both values.
   local kd, done = scalar(done_raw)
   local kt, total = scalar(total_raw)
   if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
@@ -249,7 +230,8 @@ local function merge_fields(doc, fields)
   r.page = fields.page or r.page
   r.total_pages = fields.total_pages or r.total_pages
   r.error = fields.error or r.error
-  numbers(r.page, r.total_pages)
+  -- Kept for progress_for, which would otherwise parse the same two texts again.
+  doc.pages = {numbers(r.page, r.total_pages)}
 end
 
 local function advance(doc, progress, progress_raw)
@@ -257,62 +239,72 @@ local function advance(doc, progress, progress_raw)
   local t = doc.track
   if progress > doc.progress then
     doc.progress, doc.raw.progress = progress, progress_raw
-    local at, progress_at, ema, samples = tonumber(t[2]), tonumber(t[3]), tonumber(t[4]), tonumber(t[5])
-    local dt, gained = NOW - at, progress - progress_at
+    local dt, gained = NOW - doc.at, progress - doc.progress_at
     if not (gained <= 0 or dt < MIN_INTERVAL) then
       local alpha = SMOOTHING
-      t[2], t[3] = NOW_RAW, progress_raw
-      t[4], t[5] = fnum(alpha * (gained / dt) + (1 - alpha) * ema), format('%d', samples + 1)
+      doc.at, doc.progress_at = NOW, progress
+      doc.ema, doc.samples = alpha * (gained / dt) + (1 - alpha) * doc.ema, doc.samples + 1
+      t[2], t[3], t[4], t[5] = NOW_RAW, progress_raw, fnum(doc.ema), format('%d', doc.samples)
+      doc.track_changed = true
     end
   end
   doc.raw.updated_at = NOW_ISO
-  doc.raw.elapsed_time = fnum(math.max(0.0, NOW - tonumber(t[1])))
+  doc.raw.elapsed_time = fnum(MAX(0.0, NOW - doc.started))
 end
 
 local function remaining(doc)
   -- RateEstimator.remaining, as JSON.
-  local t = doc.track
-  local at, ema, samples = tonumber(t[2]), tonumber(t[4]), tonumber(t[5])
+  local samples = doc.samples
   if samples < 1 then return 'null' end
-  local rate = ema / (1 - (1 - SMOOTHING) ^ samples)
+  local rate = doc.ema / (1 - (1 - SMOOTHING) ^ samples)
   if rate <= 0 or rate ~= rate or rate == HUGE then return 'null' end
-  return fnum(math.max(0.0, (1.0 - doc.progress) / rate - math.max(0.0, NOW - at)))
+  return fnum(MAX(0.0, (1.0 - doc.progress) / rate - MAX(0.0, NOW - doc.at)))
+end
+
+local function set_eta_given(doc, given)
+  if doc.track[6] ~= given then doc.track[6], doc.track_changed = given, true end
 end
 
 local function estimate(doc, fields)
-  local given = 0
   if fields.estimated_remaining then
-    doc.raw.estimated_remaining, given = fields.estimated_remaining, 1
+    doc.raw.estimated_remaining = fields.estimated_remaining
+    set_eta_given(doc, '1')
   else
     doc.raw.estimated_remaining = remaining(doc)
+    set_eta_given(doc, '0')
   end
-  if tonumber(doc.track[6]) ~= given then doc.track[6] = format('%d', given) end
 end
 
 local function finish(doc, status)
-  doc.status, doc.raw.status = status, '"' .. status .. '"'
+  doc.status, doc.raw.status = status, QUOTED[status]
   doc.raw.completed_at = NOW_ISO
   doc.raw.estimated_remaining = 'null'
-  doc.track[6] = '0'
+  set_eta_given(doc, '0')
 end
 
 local function progress_for(doc, target)
   -- models.progress_for, with the units records._units picks.
   local start, width = START[target], WIDTH[target]
   if width == 0 then return start end
-  local done_raw, total_raw
-  if target == 'embedding_visual' then
-    done_raw, total_raw = doc.raw.page, doc.raw.total_pages
+  local done, total
+  if target == 'embedding_visual' and doc.pages then
+    done, total = doc.pages[1], doc.pages[2]
   else
-    local m = (doc.meta or find(doc.raw.metadata, 'chunks?"')) and meta(doc)
-    if m then done_raw, total_raw = m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']] end
+    local done_raw, total_raw
+    if target == 'embedding_visual' then
+      done_raw, total_raw = doc.raw.page, doc.raw.total_pages
+    else
+      local m = (doc.meta or find(doc.raw.metadata, 'chunks?"')) and meta(doc)
+      if m then done_raw, total_raw = m.values[m.at['"chunk"']], m.values[m.at['"total_chunks"']] end
+    end
+    local kd, kt
+    kd, done = scalar(done_raw)
+    kt, total = scalar(total_raw)
+    if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
   end
-  local kd, done = scalar(done_raw)
-  local kt, total = scalar(total_raw)
-  if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
   if total == nil or total == 0 or total <= 0 then return start end
   if done == nil or done == 0 then done = 0 end
-  return start + math.min(math.max(done, 0), total) / total * width
+  return start + MIN(MAX(done, 0), total) / total * width
 end
 
 local function refuse_if_final(doc)
@@ -321,7 +313,8 @@ end
 
 local function apply_update(doc, target, progress_raw, fields)
   local current = doc.status
-  if not LEGAL[current .. '>' .. target] then error(REFUSED, 0) end
+  local targets = LEGAL[current]
+  if not (targets and targets[target]) then error(REFUSED, 0) end
   merge_fields(doc, fields)
   if not fields.stage and target ~= current then doc.raw.stage = STAGE[target] end
   if target == 'failed' then
@@ -337,7 +330,7 @@ local function apply_update(doc, target, progress_raw, fields)
     progress = progress_for(doc, target)
     progress_raw = fnum(progress)
   end
-  doc.status, doc.raw.status = target, '"' .. target .. '"'
+  if target ~= current then doc.status, doc.raw.status = target, QUOTED[target] end
   advance(doc, progress, progress_raw)
   estimate(doc, fields)
 end
@@ -375,11 +368,11 @@ local function apply_requeue(doc)
   put_member(m, '"attempt"', format('%d', attempt + 1))
   doc.meta_changed = true
   local r = doc.raw
-  r.status, r.progress, r.stage = '"queued"', '0.0', STAGE.queued
+  r.status, r.progress, r.stage = QUOTED.queued, '0.0', STAGE.queued
   r.page, r.total_pages, r.completed_at, r.estimated_remaining, r.error = 'null', 'null', 'null', 'null', 'null'
   r.started_at, r.updated_at, r.elapsed_time = NOW_ISO, NOW_ISO, '0.0'
   doc.status = 'queued'
-  doc.track = {NOW_RAW, NOW_RAW, '0.0', '0.0', '0', '0'}
+  doc.track, doc.track_changed = {NOW_RAW, NOW_RAW, '0.0', '0.0', '0', '0'}, true
 end
 
 local function fields_from_args(A, kind)
@@ -394,12 +387,26 @@ local function fields_from_args(A, kind)
   return fields
 end
 
+local function read_track(doc)
+  -- The track's texts and numbers; a record whose track this code does not read runs in Python.
+  local t1, t2, t3, t4, t5, t6 = match(doc.raw._track, TRACK)
+  if not t1 then error(FALLBACK, 0) end
+  doc.track = {t1, t2, t3, t4, t5, t6}
+  doc.started, doc.at, doc.progress_at = tonumber(t1), tonumber(t2), tonumber(t3)
+  doc.ema, doc.samples = tonumber(t4), tonumber(t5)
+end
+
 local function apply(A, doc, kind, target, progress_raw)
+  local r = doc.raw
+  -- Every field the rules read or write must be there: only the Python fallback can
+  -- store a record without one, and then it changes that record too.
+  if not (r.status and r.progress and r.stage and r.page and r.total_pages and r.started_at and r.updated_at
+      and r.completed_at and r.elapsed_time and r.estimated_remaining and r.metadata and r.error and r._track) then
+    error(FALLBACK, 0)
+  end
   local fields = fields_from_args(A, kind)
-  doc.status = status_of(doc)
-  doc.progress = tonumber(doc.raw.progress)
-  doc.track = split_track(doc.raw._track)
-  if find(doc.track[5], '%D') or find(doc.track[6], '%D') then error(FALLBACK, 0) end -- not ints
+  doc.progress = tonumber(r.progress)
+  read_track(doc)
   if kind == 'update' then return apply_update(doc, target, progress_raw, fields) end
   if kind == 'complete' then return apply_complete(doc, fields) end
   if kind == 'fail' then return apply_fail(doc, fields) end
@@ -408,78 +415,96 @@ local function apply(A, doc, kind, target, progress_raw)
 end
 
 -- Operations ------------------------------------------------------------------------
+-- A[1] is the key prefix (see use_prefix).
 
 local function op_modify(A)
   -- A: doc_id, kind, now, now as ISO JSON, target, progress ('' for none), then the fields
   local doc_id = A[2]
-  local doc = load(doc_id)
-  if not doc then return {'missing'} end
+  local key = K_DOC .. doc_id
+  local flat, raw = read_record(key)
+  if not flat then return {'missing'} end
   NOW_RAW, NOW_ISO, NOW = A[4], A[5], tonumber(A[4])
-  local before = {}
-  for name, value in pairs(doc.raw) do before[name] = value end
-  local old_status = status_of(doc)
+  local doc = {raw = raw}
+  local old_status = unquote(raw.status)
+  doc.status = old_status
   local ok, err = pcall(apply, A, doc, A[3], A[6], A[7])
   if not ok then
-    if err == REFUSED then return {'refused', redis.call('GET', json_key(doc_id))} end
+    if err == REFUSED then return {'refused', flat} end
     if err == FALLBACK then return {'fallback'} end
     error(err, 0)
   end
-  if doc.meta_changed then doc.raw.metadata = join_object(doc.meta) end
-  doc.raw._track = '[' .. concat(doc.track, ', ') .. ']'
-  local args = {}
-  for _, name in ipairs(doc.order) do
-    if doc.raw[name] ~= before[name] then
-      args[#args + 1] = name
-      args[#args + 1] = doc.raw[name]
+  if doc.meta_changed then raw.metadata = join_object(doc.meta) end
+  if doc.track_changed then raw._track = '[' .. concat(doc.track, ', ') .. ']' end
+  -- Only the fields that changed are written; flat becomes the new record for the log.
+  local changed, n = {}, 0
+  for i = 2, #flat, 2 do
+    local value = raw[flat[i - 1]]
+    if value ~= flat[i] then
+      changed[n + 1], changed[n + 2], n = flat[i - 1], value, n + 2
+      flat[i] = value
     end
   end
-  if #args > 0 then redis.call('HSET', doc_key(doc_id), unpack(args)) end
-  local body = record_json(doc)
-  redis.call('SET', json_key(doc_id), body)
-  local seq = commit('updated', doc_id, old_status, doc.status, finished_at(doc), body)
-  return {'ok', seq, body}
+  if n > 0 then redis.call('HSET', key, unpack(changed)) end
+  local finished = FINAL[doc.status] and finished_at(raw, doc.track)
+  return {'ok', commit('updated', doc_id, old_status, doc.status, finished, flat), flat}
 end
 
 local function op_create(A)
-  -- A: doc_id, record JSON
+  -- A: doc_id, then the record as name, JSON text pairs
   local doc_id = A[2]
-  if redis.call('EXISTS', doc_key(doc_id)) == 1 then return {'duplicate'} end
-  local doc = store_record(doc_id, A[3])
-  local status = status_of(doc)
-  local done = FINAL[status] and finished_at(doc)
-  return {'ok', commit('created', doc_id, nil, status, done, A[3])}
+  local key = K_DOC .. doc_id
+  if redis.call('EXISTS', key) == 1 then return {'duplicate'} end
+  return {'ok', write_record(key, doc_id, 'created', nil, {unpack(A, 3)})}
 end
 
 local function op_read(A)
   -- A: doc_id. The record and its version (the seq of its last change), for a
   -- read-modify-write in Python that op_put then applies if nothing changed between.
   local doc_id = A[2]
-  local text = redis.call('GET', json_key(doc_id))
-  if not text then return {} end
-  return {text, redis.call('ZSCORE', K_RECENT, doc_id)}
+  local flat = redis.call('HGETALL', K_DOC .. doc_id)
+  if #flat == 0 then return {} end
+  return {flat, redis.call('ZSCORE', K_RECENT, doc_id)}
 end
 
 local function op_put(A)
-  -- A: doc_id, expected version, record JSON
+  -- A: doc_id, expected version, then the record as name, JSON text pairs
   local doc_id = A[2]
   local version = redis.call('ZSCORE', K_RECENT, doc_id)
   if not version or version ~= A[3] then return {'conflict'} end
-  local old_status = unquote(redis.call('HGET', doc_key(doc_id), 'status'))
-  local doc = store_record(doc_id, A[4])
-  local status = status_of(doc)
-  local done = FINAL[status] and finished_at(doc)
-  return {'ok', commit('updated', doc_id, old_status, status, done, A[4])}
+  local key = K_DOC .. doc_id
+  local old_status = unquote(redis.call('HGET', key, 'status'))
+  redis.call('DEL', key)
+  return {'ok', write_record(key, doc_id, 'updated', old_status, {unpack(A, 4)})}
 end
 
-local function op_list(A)
-  -- A: 'recent' or 'active', the last index wanted (-1 for all). Records, most recent first.
-  local key = A[2] == 'active' and K_ACTIVE or K_RECENT
+local function records(ids)
   local out = {}
-  for _, doc_id in ipairs(redis.call('ZREVRANGE', key, 0, A[3])) do
-    local text = redis.call('GET', json_key(doc_id))
-    if text then out[#out + 1] = text end
+  for _, doc_id in ipairs(ids) do
+    local flat = redis.call('HGETALL', K_DOC .. doc_id)
+    if #flat > 0 then out[#out + 1] = flat end
   end
   return out
+end
+
+local function op_recent(A)
+  -- A: the last index wanted. Records, most recently changed first.
+  return records(redis.call('ZREVRANGE', K_RECENT, 0, A[2]))
+end
+
+local function op_active(A)
+  -- Unfinished records, most recently changed first: the active set is small, so it is
+  -- kept unordered (written only when a document starts or ends) and sorted here.
+  local ids = redis.call('SMEMBERS', K_ACTIVE)
+  local seqs = {}
+  for _, doc_id in ipairs(ids) do seqs[doc_id] = tonumber(redis.call('ZSCORE', K_RECENT, doc_id)) or 0 end
+  sort(ids, function(a, b) return seqs[a] > seqs[b] end)
+  return records(ids)
+end
+
+local function op_log(A)
+  -- A: the first entry ID, how many. Entries as XRANGE gives them: {id, {'t', kind, 'd', doc_id,
+  -- then the record as name, JSON text pairs (none for a removal)}}.
+  return redis.call('XRANGE', K_LOG, A[2], '+', 'COUNT', A[3])
 end
 
 local function op_expire(A)
@@ -487,10 +512,10 @@ local function op_expire(A)
   local out = {}
   local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', A[2], 'LIMIT', 0, A[3])
   for _, doc_id in ipairs(ids) do
-    local status = redis.call('HGET', doc_key(doc_id), 'status')
-    redis.call('DEL', doc_key(doc_id), json_key(doc_id))
+    local key = K_DOC .. doc_id
+    local status = redis.call('HGET', key, 'status')
+    redis.call('DEL', key)
     redis.call('ZREM', K_RECENT, doc_id)
-    redis.call('ZREM', K_ACTIVE, doc_id)
     redis.call('ZREM', K_FINISHED, doc_id)
     if status then redis.call('HINCRBY', K_COUNTS, unquote(status), -1) end
     local seq = redis.call('INCR', K_SEQ)
@@ -503,6 +528,7 @@ local function op_expire(A)
 end
 
 local OPS = {
-  modify = op_modify, create = op_create, read = op_read, put = op_put, list = op_list, expire = op_expire,
+  modify = op_modify, create = op_create, read = op_read, put = op_put, recent = op_recent,
+  active = op_active, log = op_log, expire = op_expire,
 }
 __ENTRY__

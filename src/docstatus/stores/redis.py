@@ -16,16 +16,18 @@ the same code as a script with ``EVALSHA``.
 
 Data layout, every key under the prefix (``docstatus:`` by default):
 
-* ``doc:<doc_id>`` — hash of the record, one field per record key, each value that field's
-  JSON text (what the script reads and updates); ``json:<doc_id>`` — the whole record as
-  JSON text (what readers fetch), written by the same script call;
+* ``doc:<doc_id>`` — the record, kept once: a hash with one field per record key, each
+  value that key's JSON text. A change reads it whole and writes back only the fields it
+  changed; readers join the fields into one JSON object;
 * ``recent`` — sorted set of doc_ids by the seq of their last change (``recent``;
   the score is also the record's version for the optimistic fallback below);
-* ``active`` — sorted set of unfinished doc_ids by seq (``active``);
+* ``active`` — set of unfinished doc_ids (``active``), written only when a document
+  starts or finishes; ``active()`` orders them by their ``recent`` score;
 * ``finished`` — sorted set of finished doc_ids by finish time (``expire``);
 * ``counts`` — hash of status -> number of records;
 * ``seq`` — the change counter; ``log`` — a stream of changes with IDs ``<seq>-0``,
-  capped near ``LOG_SIZE`` (``changes_since``);
+  capped near ``LOG_SIZE`` (``changes_since``); an entry is ``t`` (the change type),
+  ``d`` (the doc_id), then the record's fields as in its hash (none for a removal);
 * ``changes`` — a pub/sub channel carrying each change's seq (``wait_for_change``).
 
 A mutation the script does not reproduce (values of types the manager never
@@ -33,7 +35,7 @@ sends) is applied by an optimistic read-modify-write instead: read the record
 and its version, run the Mutation in Python, write it back only if the version
 is unchanged, else retry. Either way a change is atomic.
 
-The scripts use keys they derive from the prefix, so the store needs a
+The Lua code uses keys it derives from the prefix, so the store needs a
 standalone Redis (or one shard), not Redis Cluster.
 """
 
@@ -48,8 +50,11 @@ import threading
 import time
 from collections.abc import Callable
 from importlib import resources
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic_core import from_json
 
 from ..errors import (
     DocumentNotFoundError,
@@ -115,13 +120,14 @@ def _lua_table(entries: dict[str, str]) -> str:
 
 
 def _rules() -> str:
-    """The rules of ``models`` as Lua definitions (flat tables: cheap to build on every call)."""
+    """The rules of ``models`` as Lua definitions."""
     statuses = [s.value for s in Status]
-    legal = {f"{a}>{b}": "true" for a in statuses for b in statuses if can_transition(a, b)}
+    legal = {a: _lua_table({b: "true" for b in statuses if can_transition(a, b)}) for a in statuses}
     ranges = {Status(s).value: span for s, span in _RANGES.items()}
     tables = {
         "LEGAL": legal,
         "FINAL": {s.value: "true" for s in FINISHED},
+        "QUOTED": {s: _lua_string(json.dumps(s)) for s in statuses},
         "STAGE": {s.value: _lua_string(json.dumps(DEFAULT_STAGE[s])) for s in Status},
         "START": {s: repr(start) for s, (start, _) in ranges.items()},
         "WIDTH": {s: repr(width) for s, (_, width) in ranges.items()},
@@ -135,8 +141,8 @@ def _rules() -> str:
 
 
 #: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
-_READ_ONLY = ("read", "list")
-_OPERATIONS = ("modify", "create", "read", "put", "list", "expire")
+_READ_ONLY = frozenset({"read", "recent", "active", "log"})
+_OPERATIONS = ("modify", "create", "read", "put", "recent", "active", "log", "expire")
 
 # How the code ends as a Functions library: every operation registered under a name that
 # carries the code's digest, so processes running different versions of docstatus on one
@@ -224,11 +230,37 @@ def _json_value(value: Any) -> str:
     kind = type(value)
     if value is None:
         return "null"
+    if kind is str:
+        return _json_string(value)
     if kind is int:
         return str(value)
     if kind is float and math.isfinite(value):
         return repr(value)
     return json.dumps(value, allow_nan=False)
+
+
+def _record_args(record: Record) -> list[str]:
+    """``record`` as the stored hash has it: each name (JSON-escaped, unquoted), then its JSON text."""
+    pairs = []
+    for name, value in record.items():
+        pairs.append(_json_string(name)[1:-1])
+        pairs.append(_json_value(value))
+    return pairs
+
+
+def _record(flat: list[bytes]) -> Record:
+    """The record from a stored hash's name, JSON text pairs (as HGETALL lists them)."""
+    pairs = zip(flat[::2], flat[1::2], strict=True)
+    return _parse_object(b",".join([b'"' + name + b'":' + text for name, text in pairs]))
+
+
+def _parse_object(members: bytes) -> Record:
+    text = b"{" + members + b"}"
+    try:
+        record: Record = from_json(text)
+    except ValueError:
+        record = json.loads(text)  # \u escapes of lone surrogates, which pydantic-core refuses
+    return record
 
 
 def _public_url(url: str) -> str:
@@ -356,7 +388,8 @@ class RedisStore(Store):
 
     def _run(self, op: str, args: tuple[str, ...]) -> Any:
         if self._use_functions:
-            return self._client.fcall(self._functions[op], 0, self._prefix, *args)
+            run = self._client.fcall_ro if op in _READ_ONLY else self._client.fcall
+            return run(self._functions[op], 0, self._prefix, *args)
         return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
 
     def _load(self, exc: ResponseError) -> None:
@@ -379,7 +412,7 @@ class RedisStore(Store):
 
     def create(self, record: Record) -> Change:
         doc_id = record["doc_id"]
-        reply = self._call("create", doc_id, json.dumps(record))
+        reply = self._call("create", doc_id, *_record_args(record))
         if reply[0] == b"duplicate":
             raise DuplicateDocumentError(doc_id)
         return Change(int(reply[1]), "created", doc_id, record)
@@ -391,13 +424,13 @@ class RedisStore(Store):
         reply = self._call("modify", doc_id, *args)
         outcome = reply[0]
         if outcome == b"ok":
-            return Change(int(reply[1]), "updated", doc_id, json.loads(reply[2]))
+            return Change(reply[1], "updated", doc_id, _record(reply[2]))
         if outcome == b"missing":
             raise DocumentNotFoundError(doc_id)
         if outcome == b"refused":
             # The script refused the change for the record it saw; the same rules
             # in Python, on that record, raise the exact error they define.
-            change(json.loads(reply[1]))
+            change(_record(reply[1]))
             log.warning("the redis script refused a change the Python rules allow; applying it in Python")
         return self._modify_in_python(doc_id, change)
 
@@ -409,8 +442,8 @@ class RedisStore(Store):
             read = self._call("read", doc_id)
             if not read:
                 raise DocumentNotFoundError(doc_id)
-            new = change(json.loads(read[0]))
-            reply = self._call("put", doc_id, read[1].decode(), json.dumps(new))
+            new = change(_record(read[0]))
+            reply = self._call("put", doc_id, read[1].decode(), *_record_args(new))
             if reply[0] == b"ok":
                 return Change(int(reply[1]), "updated", doc_id, new)
 
@@ -418,21 +451,20 @@ class RedisStore(Store):
         if not _encodable(doc_id):
             return None
         try:
-            text = self._client.get(self._key("json:" + doc_id))
+            stored = cast(dict[bytes, bytes], self._client.hgetall(self._key("doc:" + doc_id)))
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        if text is None:
+        if not stored:
             return None
-        record: Record = json.loads(cast(bytes, text))
-        return record
+        return _parse_object(b",".join([b'"' + name + b'":' + text for name, text in stored.items()]))
 
     def recent(self, limit: int) -> list[Record]:
         if limit <= 0:
             return []
-        return [json.loads(body) for body in self._call("list", "recent", str(limit - 1))]
+        return [_record(flat) for flat in self._call("recent", str(limit - 1))]
 
     def active(self) -> list[Record]:
-        return [json.loads(body) for body in self._call("list", "active", "-1")]
+        return [_record(flat) for flat in self._call("active")]
 
     def counts(self) -> dict[str, int]:
         try:
@@ -452,11 +484,8 @@ class RedisStore(Store):
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         if limit <= 0:
             return []
-        try:
-            entries = self._client.xrange(self._key("log"), min=f"{max(seq, 0) + 1}-0", count=limit)
-        except RedisError as exc:
-            raise self._unavailable(exc) from exc
-        return [_change(entry_id, fields) for entry_id, fields in cast(list[Any], entries)]
+        entries = self._call("log", f"{max(seq, 0) + 1}-0", str(limit))
+        return [_change(entry_id, fields) for entry_id, fields in entries]
 
     def last_seq(self) -> int:
         try:
@@ -536,8 +565,8 @@ def _encodable(doc_id: str) -> bool:
     return True
 
 
-def _change(entry_id: bytes, fields: dict[bytes, bytes]) -> Change:
-    body = fields.get(b"r")
-    kind = cast(ChangeType, fields[b"t"].decode())
-    record = json.loads(body) if body is not None else None
-    return Change(int(entry_id.split(b"-", 1)[0]), kind, fields[b"d"].decode(), record)
+def _change(entry_id: bytes, fields: list[bytes]) -> Change:
+    # fields: 't', the change type, 'd', the doc_id, then the record's pairs (none for a removal).
+    kind = cast(ChangeType, fields[1].decode())
+    record = _record(fields[4:]) if len(fields) > 4 else None
+    return Change(int(entry_id.split(b"-", 1)[0]), kind, fields[3].decode(), record)
