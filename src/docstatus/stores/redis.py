@@ -250,12 +250,21 @@ def _record_args(record: Record) -> list[str]:
 
 def _record(flat: list[bytes]) -> Record:
     """The record from a stored hash's name, JSON text pairs (as HGETALL lists them)."""
-    pairs = zip(flat[::2], flat[1::2], strict=True)
-    return _parse_object(b",".join([b'"' + name + b'":' + text for name, text in pairs]))
+    return _join(flat[::2], flat[1::2])
 
 
-def _parse_object(members: bytes) -> Record:
-    text = b"{" + members + b"}"
+def _join(names: list[bytes], texts: list[bytes]) -> Record:
+    """The record whose keys are ``names`` (JSON-escaped) with the JSON ``texts`` as values."""
+    # {"name":text,"name":text} put together by slice assignments, without a Python loop.
+    parts = [b',"', b"", b'":', b""] * len(names)
+    parts[1::4] = names
+    parts[3::4] = texts
+    parts[0] = b'{"'
+    parts.append(b"}")
+    return _parse(b"".join(parts))
+
+
+def _parse(text: bytes) -> Record:
     try:
         record: Record = from_json(text)
     except ValueError:
@@ -332,6 +341,15 @@ class RedisStore(Store):
         self._library, names = _library()
         # Functions are named after their code: if another process loaded it already, no load is needed.
         self._functions = {op: names + op for op in _OPERATIONS}
+        # Each operation's command up to its own arguments, encoded once (FCALL_RO for reads,
+        # which a read-only replica may serve too).
+        prefix_bytes = self._prefix.encode()
+        self._calls = {
+            op: ("FCALL_RO" if op in _READ_ONLY else "FCALL", name.encode(), 0, prefix_bytes)
+            for op, name in self._functions.items()
+        }
+        # redis-py's own path, without the per-command wrapper methods.
+        self._execute: Callable[..., Any] = client.execute_command
         self._script = _script()
         self._sha = hashlib.sha1(self._script.encode()).hexdigest()
         #: False on a server without Functions (before Redis 7): scripts (EVALSHA) instead.
@@ -388,9 +406,8 @@ class RedisStore(Store):
 
     def _run(self, op: str, args: tuple[str, ...]) -> Any:
         if self._use_functions:
-            run = self._client.fcall_ro if op in _READ_ONLY else self._client.fcall
-            return run(self._functions[op], 0, self._prefix, *args)
-        return self._client.evalsha(self._sha, 0, op, self._prefix, *args)
+            return self._execute(*self._calls[op], *args)
+        return self._execute("EVALSHA", self._sha, 0, op, self._prefix, *args)
 
     def _load(self, exc: ResponseError) -> None:
         """Load the code after ``exc`` said the server lacks it; re-raise any other ``exc``."""
@@ -456,7 +473,7 @@ class RedisStore(Store):
             raise self._unavailable(exc) from exc
         if not stored:
             return None
-        return _parse_object(b",".join([b'"' + name + b'":' + text for name, text in stored.items()]))
+        return _join(list(stored), list(stored.values()))
 
     def recent(self, limit: int) -> list[Record]:
         if limit <= 0:
