@@ -226,6 +226,6 @@ class RateEstimator:
         return left if left > 0.0 else 0.0
 
 
-# The bias correction's base, computed as ``remaining`` did inline (the Redis
-# script computes the same float).
+# The bias correction's base, computed once (SMOOTHING is a constant: the Redis
+# script is built with it too) as ``remaining`` computed it on every call.
 _DECAY = 1 - RateEstimator.SMOOTHING
