@@ -265,6 +265,28 @@ def test_the_fallback_retries_when_the_record_changes_under_it(store: RedisStore
     assert (stored["status"], stored["stage"]) == ("parsing", "parsing+mine")
 
 
+def test_indexes_follow_documents_that_finish_and_start_again(store: RedisStore) -> None:
+    # The active set is written only when a document starts or finishes: by the script,
+    # by requeue, and by the Python fallback (a change that is not a Mutation).
+    for doc_id in ("x", "y"):
+        store.create(new_record(doc_id, "f.pdf", {}, 1000.0))
+    store.modify("x", Mutation("fail", 1001.0, fields={"error": "boom"}))
+    assert [r["doc_id"] for r in store.active()] == ["y"]
+    store.modify("x", Mutation("requeue", 1002.0))
+    assert [r["doc_id"] for r in store.active()] == ["x", "y"]
+    assert store.expire(before=5000.0, limit=10) == []  # x is no longer finished
+
+    def finish_in_python(record: Record) -> Record:
+        return {**record, "status": "completed", "elapsed_time": 1.0}
+
+    store.modify("y", finish_in_python)
+    assert store.fallbacks == 1
+    assert [r["doc_id"] for r in store.active()] == ["x"]
+    assert store.counts() == {"queued": 1, "completed": 1}
+    assert [c.doc_id for c in store.expire(before=5000.0, limit=10)] == ["y"]
+    assert [r["doc_id"] for r in store.recent(10)] == ["x"]
+
+
 # -- the store on its own -----------------------------------------------------------
 
 
