@@ -110,13 +110,25 @@ class MemoryStore(Store):
         return change
 
     def create(self, record: Record) -> Change:
-        doc_id = record["doc_id"]
+        doc_id, status = record["doc_id"], record["status"]
+        active = not is_finished(record)
+        logged = Change(0, "created", doc_id, record)  # numbered when written
+        counts = self._counts
         with self._lock:
+            # As in modify: no call under the lock when an active document is created.
             if doc_id in self._data:
                 raise DuplicateDocumentError(doc_id)
             self._data[doc_id] = record
-            self._index(doc_id, record)
-            return self._logged("created", doc_id, record)
+            if active:
+                # A new id is in no index yet (they only hold ids that are in _data).
+                counts[status] = counts[status] + 1 if status in counts else 1
+                self._order[doc_id] = None
+                self._active[doc_id] = None
+            else:
+                self._index(doc_id, record)
+            self._seq = logged.seq = self._seq + 1
+            self._log[logged.seq % self.LOG_SIZE] = logged
+            return logged
 
     def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
         # ``change`` is pure, so it runs before the lock is taken, and its result is
