@@ -376,6 +376,10 @@ class StatusManager:
                 self._changed(changes[-1])
             if len(changes) < self.CLEANUP_BATCH:
                 return removed
+            # Releasing the lock alone is not enough: a thread waiting for it
+            # also needs the GIL, and this thread would take the lock again
+            # before the waiter ever ran. Yielding the GIL lets it in.
+            time.sleep(0)
 
     def run_scheduled_cleanup(self) -> None:
         """The janitor's entry point (automatic cleanup)."""
