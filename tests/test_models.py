@@ -155,3 +155,12 @@ def test_rate_estimator_ignores_non_progress() -> None:
     assert RateEstimator.advance(track, 0.2, 5.0) is track
     assert RateEstimator.advance(track, 0.1, 5.0) is track
     assert not math.isnan(RateEstimator.remaining(track, 0.2, 5.0) or 0.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "done", "total", "exact"),
+    [("embedding_text", 2, 2, 0.9), ("embedding_visual", 13, 20, 0.425), ("embedding_text", 1, 4, 0.675)],
+)
+def test_progress_for_has_no_float_noise(status: str, done: int, total: int, exact: float) -> None:
+    # Shown in dashboards and JSON: 0.9, not 0.8999999999999999.
+    assert progress_for(status, done, total) == exact

@@ -87,13 +87,17 @@ def can_transition(current: str, target: str) -> bool:
 
 
 # (start, width) of each status's share of the progress bar (the contract's table).
-_RANGES: dict[str, tuple[float, float]] = {
-    "queued": (0.0, 0.0),
-    "parsing": (0.1, 0.0),
-    "embedding_visual": (0.1, 0.5),
-    "embedding_text": (0.6, 0.3),
-    "storing": (0.95, 0.0),
-    "completed": (1.0, 0.0),
+# In thousandths, so that progress is computed in exact integer arithmetic with
+# one final division: 0.6 + 2/2 * 0.3 in floats is 0.8999999999999999, while
+# (600*2 + 300*2) / 2000 is exactly the double nearest 0.9. The Redis store's
+# Lua does the same operations and so gets the same bits.
+_RANGES: dict[str, tuple[int, int]] = {
+    "queued": (0, 0),
+    "parsing": (100, 0),
+    "embedding_visual": (100, 500),
+    "embedding_text": (600, 300),
+    "storing": (950, 0),
+    "completed": (1000, 0),
 }
 
 
@@ -111,14 +115,14 @@ def progress_for(status: str, done: int | None = None, total: int | None = None)
         raise ValueError(f"no progress formula for status {status!r}")
     start, width = span
     if not width or not total or total <= 0:
-        return start
+        return start / 1000
     # min(max(done or 0, 0), total) without the two calls (this runs on every update).
     done = done or 0
     if done < 0:
         done = 0
     elif total < done:
         done = total
-    return start + done / total * width
+    return (start * total + width * done) / (1000 * total)
 
 
 _EXAMPLE: dict[str, Any] = {

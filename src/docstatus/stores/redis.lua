@@ -12,7 +12,7 @@
 -- them from docstatus.models in place of the line below, so the lifecycle has a
 -- single source. They are LEGAL (current -> set of targets), FINAL (set of
 -- statuses), QUOTED (status -> its JSON text), STAGE (status -> default stage as
--- JSON), START and WIDTH (status -> its share of the progress bar), SMOOTHING,
+-- JSON), START and WIDTH (status -> its share of the progress bar, in thousandths), SMOOTHING,
 -- MIN_INTERVAL (RateEstimator) and LOG_SIZE.
 __RULES__
 
@@ -296,7 +296,7 @@ end
 local function progress_for(doc, target)
   -- models.progress_for, with the units records._units picks.
   local start, width = START[target], WIDTH[target]
-  if width == 0 then return start end
+  if width == 0 then return start / 1000 end
   local done, total
   if target == 'embedding_visual' and doc.pages then
     done, total = doc.pages[1], doc.pages[2]
@@ -313,9 +313,10 @@ local function progress_for(doc, target)
     kt, total = scalar(total_raw)
     if kd == 'other' or kt == 'other' then error(FALLBACK, 0) end
   end
-  if total == nil or total == 0 or total <= 0 then return start end
+  if total == nil or total == 0 or total <= 0 then return start / 1000 end
   if done == nil or done == 0 then done = 0 end
-  return start + MIN(MAX(done, 0), total) / total * width
+  -- Thousandths and one division, exactly as models.progress_for computes it.
+  return (start * total + width * MIN(MAX(done, 0), total)) / (1000 * total)
 end
 
 local function refuse_if_final(doc)
