@@ -164,3 +164,16 @@ def test_rate_estimator_ignores_non_progress() -> None:
 def test_progress_for_has_no_float_noise(status: str, done: int, total: int, exact: float) -> None:
     # Shown in dashboards and JSON: 0.9, not 0.8999999999999999.
     assert progress_for(status, done, total) == exact
+
+
+def test_errors_read_as_their_message() -> None:
+    from docstatus.errors import DocumentNotFoundError, PathOutsideUploadsError
+
+    # KeyError and OSError format themselves differently; StatusError's __str__ wins.
+    assert str(DocumentNotFoundError("x")) == "Document 'x' not found"
+    assert str(PathOutsideUploadsError("/etc/passwd")) == "Path '/etc/passwd' is outside the uploads folder"
+    assert DocumentNotFoundError("x").to_dict() == {
+        "error": "Document 'x' not found",
+        "code": "DOCUMENT_NOT_FOUND",
+        "details": {"doc_id": "x"},
+    }

@@ -69,9 +69,6 @@ class DocumentNotFoundError(StatusError, KeyError):
         super().__init__(f"Document {doc_id!r} not found", doc_id=doc_id)
         self.doc_id = doc_id
 
-    # KeyError.__str__ would quote the message a second time.
-    __str__ = StatusError.__str__
-
 
 class DuplicateDocumentError(StatusError, ValueError):
     """``create_status`` was called for a doc_id that already has a status."""
@@ -173,9 +170,6 @@ class PathOutsideUploadsError(StatusError, PermissionError):
         super().__init__(f"Path {path!r} is outside the uploads folder", path=path)
         self.path = path
 
-    # OSError.__str__ would format errno/strerror instead of the message.
-    __str__ = StatusError.__str__
-
 
 class UploadNotFoundError(StatusError, FileNotFoundError):
     """A submitted path does not name an existing regular file inside the uploads folder."""
@@ -185,8 +179,6 @@ class UploadNotFoundError(StatusError, FileNotFoundError):
     def __init__(self, path: str) -> None:
         super().__init__(f"No file {path!r} in the uploads folder", path=path)
         self.path = path
-
-    __str__ = StatusError.__str__
 
 
 class ConfigError(StatusError, ValueError):
@@ -220,8 +212,6 @@ class DocumentTimeoutError(StatusError, TimeoutError):
         super().__init__(f"processing took longer than {timeout:g} seconds", doc_id=doc_id, timeout=timeout)
         self.doc_id = doc_id
         self.timeout = timeout
-
-    __str__ = StatusError.__str__
 
 
 class OutputError(StatusError, ValueError):
@@ -285,8 +275,6 @@ class PageNotFoundError(StatusError, KeyError):
         self.doc_id = doc_id
         self.page = page
 
-    __str__ = StatusError.__str__
-
 
 class InvalidRequestError(StatusError, ValueError):
     """A request the API cannot act on: a malformed body or upload, an unknown event."""
@@ -301,8 +289,6 @@ class AuthenticationError(StatusError, PermissionError):
 
     def __init__(self, message: str = "Missing or invalid bearer token") -> None:
         super().__init__(message)
-
-    __str__ = StatusError.__str__
 
 
 class RequestTooLargeError(StatusError, ValueError):
@@ -324,8 +310,6 @@ class ServerUnreachableError(StatusError, ConnectionError):
         super().__init__(f"Cannot reach the docstatus service at {url}: {reason}", url=url)
         self.url = url
         self.reason = reason
-
-    __str__ = StatusError.__str__
 
 
 class ApiError(StatusError):
