@@ -84,3 +84,9 @@ _redis_prefixes = itertools.count()
 def redis_url(redis_server: RedisServer) -> str:
     """A store URL on the session's redis-server with a key prefix of its own: a fresh, empty store."""
     return f"{redis_server.url}?prefix=test{os.getpid()}-{next(_redis_prefixes)}"
+
+
+@pytest.fixture
+def uploads(tmp_path: Path) -> Path:
+    """An uploads folder under the test's ``tmp_path`` (not created: the code under test makes it)."""
+    return tmp_path / "uploads"

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
-from collections.abc import Callable
 
 import pytest
 
 from docstatus import Status, StatusManager
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.01)
+from helpers import wait_until
 
 
 def test_automatic_cleanup_runs_on_its_interval() -> None:
@@ -26,7 +17,7 @@ def test_automatic_cleanup_runs_on_its_interval() -> None:
         manager.create_status("done", "f.pdf", {})
         manager.mark_completed("done")
         manager.create_status("busy", "g.pdf", {})
-        _wait_until(lambda: manager.get_status("done") is None)
+        wait_until(lambda: manager.get_status("done") is None)
         assert manager.get_status("busy") is not None
 
 
@@ -54,7 +45,7 @@ def test_disabled_automatic_cleanup_never_runs() -> None:
     probe = StatusManager(cleanup_interval_seconds=0.01, cleanup_max_age_seconds=0)
     probe.create_status("p", "f.pdf", {})
     probe.mark_completed("p")
-    _wait_until(lambda: probe.get_status("p") is None)
+    wait_until(lambda: probe.get_status("p") is None)
     assert manager.get_status("done") is not None
 
 

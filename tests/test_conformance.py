@@ -27,6 +27,7 @@ from docstatus import (
 )
 from docstatus.events import Event
 from docstatus.models import can_transition
+from helpers import wait_until
 
 PATH = {
     "queued": [],
@@ -397,22 +398,14 @@ def test_update_returns_none(manager: StatusManager) -> None:
 # -- time and the ETA -------------------------------------------------------------
 
 
-def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.01)
-
-
 def test_elapsed_is_live_while_active_and_frozen_once_finished(manager: StatusManager) -> None:
     first = manager.create_status("t", "f.pdf", {})
-    _wait_until(lambda: manager.require_status("t").elapsed_time > first.elapsed_time)
+    wait_until(lambda: manager.require_status("t").elapsed_time > first.elapsed_time)
     manager.mark_completed("t")
     frozen = manager.require_status("t").elapsed_time
     assert frozen > 0
     start = time.monotonic()
-    _wait_until(lambda: time.monotonic() - start > 0.05)
+    wait_until(lambda: time.monotonic() - start > 0.05)
     assert manager.require_status("t").elapsed_time == frozen
 
 
@@ -423,7 +416,7 @@ def test_eta_from_observed_progress(manager: StatusManager) -> None:
     manager.update_status("e", "embedding_visual", page=0, total_pages=10)
     for page in range(1, 4):
         mark = time.monotonic()
-        _wait_until(lambda m=mark: time.monotonic() - m > 0.06)
+        wait_until(lambda m=mark: time.monotonic() - m > 0.06)
         manager.update_status("e", "embedding_visual", page=page, total_pages=10)
     eta = manager.require_status("e").estimated_remaining
     assert eta is not None
@@ -484,7 +477,7 @@ def test_cleanup_removes_only_old_finished_documents(manager: StatusManager) -> 
     _at(manager, "done", "completed")
     _at(manager, "broken", "failed")
     assert manager.cleanup_old_entries(max_age_seconds=3600) == 0
-    _wait_until(lambda: manager.cleanup_old_entries(max_age_seconds=0) > 0)
+    wait_until(lambda: manager.cleanup_old_entries(max_age_seconds=0) > 0)
     assert manager.get_status("done") is None
     assert manager.get_status("broken") is None
     assert manager.get_status("active") is not None
@@ -511,7 +504,7 @@ class Recorder:
             self.events.append(event)
 
     def wait_for(self, count: int) -> list[Event]:
-        _wait_until(lambda: len(self.events) >= count)
+        wait_until(lambda: len(self.events) >= count)
         return list(self.events)
 
 
@@ -535,7 +528,7 @@ def test_subscribers_see_every_change_in_order(manager: StatusManager) -> None:
     get = manager.require_status("e").model_dump(mode="json")
     get["timestamp"] = get["updated_at"]
     assert json.loads(json.dumps(final)) == get
-    _wait_until(lambda: manager.cleanup_old_entries(0) == 1)
+    wait_until(lambda: manager.cleanup_old_entries(0) == 1)
     removed = seen.wait_for(6)[-1]
     assert removed["type"] == "removed" and removed["doc_id"] == "e" and removed["status"] is None
     unsubscribe()
@@ -570,7 +563,7 @@ def test_subscribers_may_call_back_into_the_manager(manager: StatusManager) -> N
     seen = Recorder()
     manager.subscribe(seen)
     manager.create_status("chain", "f.pdf", {})
-    _wait_until(lambda: manager.require_status("chain").status is Status.EMBEDDING_TEXT)
+    wait_until(lambda: manager.require_status("chain").status is Status.EMBEDDING_TEXT)
     statuses = [e["status"]["status"] for e in seen.wait_for(3) if e["status"]]
     assert statuses == ["queued", "parsing", "embedding_text"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +20,15 @@ from docstatus.errors import (
 )
 from docstatus.pipeline.formats import SUPPORTED_EXTENSIONS, detect_format
 from docstatus.pipeline.intake import MAX_NAME_BYTES, Accepted, Intake, safe_filename
+from helpers import LOCAL_STORE_KINDS
 
 MAX = 64 * 1024
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StatusManager]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'status.db'}"
-    with StatusManager(store=url, cleanup_interval_seconds=None) as manager:
-        yield manager
-
-
-@pytest.fixture
-def uploads(tmp_path: Path) -> Path:
-    return tmp_path / "uploads"
+@pytest.fixture(params=LOCAL_STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import gzip
 import io
-import itertools
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +32,8 @@ from _documents import (
     pptx_bytes,
     zip_bomb_docx,
 )
-from docstatus import Event, StatusManager
+from docstatus import StatusManager
 from docstatus.errors import MissingDependencyError, OutputError
-from docstatus.models import FINISHED, Status, can_transition
 from docstatus.pipeline import (
     Intake,
     Limits,
@@ -50,36 +47,9 @@ from docstatus.pipeline import (
 from docstatus.pipeline.limits import require
 from docstatus.pipeline.output import _SCHEMA_V1, SCHEMA_VERSION
 from docstatus.pipeline.runtime import OUTPUT_FILE
+from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit
 
 DEADLINE = 30.0
-
-
-class Watcher:
-    """Every event of a manager; wait for documents to finish."""
-
-    def __init__(self, manager: StatusManager) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
-        self.unsubscribe = manager.subscribe(self._on_event)
-
-    def _on_event(self, event: Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def history(self, doc_id: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e["status"] for e in self.events if e["doc_id"] == doc_id and e["status"] is not None]
-
-    def final(self, doc_id: str) -> dict[str, Any]:
-        def done() -> bool:
-            history = self.history(doc_id)
-            return bool(history) and history[-1]["status"] in ("completed", "failed")
-
-        with self._cond:
-            finished = self._cond.wait_for(done, DEADLINE)
-        assert finished, f"{doc_id[:12]} did not finish: {self.history(doc_id)[-1:]}"
-        return self.history(doc_id)[-1]
 
 
 class Pipeline:
@@ -89,16 +59,14 @@ class Pipeline:
         self.manager = manager
         self.uploads = root / "uploads"
         self.data = root / "data"
-        self.watcher = Watcher(manager)
+        self.watcher = Watcher(manager, timeout=DEADLINE)
         pool_args.setdefault("document_timeout", 60.0)
         self.pool = WorkerPool(manager, self.uploads, data_dir=self.data, **pool_args)
         self.intake = Intake(manager, self.uploads, max_bytes=64 << 20, on_queued=self.pool.enqueue)
         self.pool.start()
 
     def submit(self, name: str, data: bytes) -> str:
-        with self.intake.open_upload(name) as writer:
-            writer.write(data)
-            return writer.finish().doc_id
+        return submit(self.intake, name, data)
 
     def run(self, name: str, data: bytes) -> dict[str, Any]:
         return self.watcher.final(self.submit(name, data))
@@ -111,11 +79,10 @@ class Pipeline:
         self.pool.stop(timeout=10)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StatusManager]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'status.db'}"
-    with StatusManager(store=url, cleanup_interval_seconds=None) as manager:
-        yield manager
+@pytest.fixture(params=LOCAL_STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
@@ -135,13 +102,6 @@ def make_pipeline(manager: StatusManager, tmp_path: Path) -> Iterator[Callable[.
 @pytest.fixture
 def pipeline(make_pipeline: Callable[..., Pipeline]) -> Pipeline:
     return make_pipeline()
-
-
-def assert_legal(history: Sequence[Mapping[str, Any]]) -> None:
-    for before, after in itertools.pairwise(history):
-        a, b = Status(before["status"]), Status(after["status"])
-        assert can_transition(a, b) or (b in FINISHED and a not in FINISHED), f"illegal {a} -> {b}"
-        assert after["progress"] >= before["progress"]
 
 
 # -- every format to completed --------------------------------------------------------------------
@@ -287,7 +247,7 @@ def test_progress_of_a_multi_page_pdf_follows_the_contract(pipeline: Pipeline) -
     final = pipeline.run("long.pdf", pdf_bytes(numbered_pages(pages)))
     assert final["status"] == "completed", final["error"]
     history = pipeline.watcher.history(final["doc_id"])
-    assert_legal(history)
+    assert_legal_and_monotonic(history)
     assert [h["status"] for h in history][:2] == ["queued", "parsing"]
     ranges = {
         "queued": (0.0, 0.0),
@@ -362,7 +322,7 @@ def test_bad_documents_fail_readably_and_the_worker_goes_on(make_pipeline: Calla
         assert final["status"] == "failed"
         assert expected in final["error"], final["error"]
         assert "Traceback" not in final["error"]
-        assert_legal(pipeline.watcher.history(doc_id))
+        assert_legal_and_monotonic(pipeline.watcher.history(doc_id))
     assert pipeline.watcher.final(good)["status"] == "completed"
     with pipeline.output() as output:
         assert all(not output.has(doc_id) for doc_id, _ in docs)

@@ -8,19 +8,16 @@ deadline, never by sleeping.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from docstatus import Event, StatusManager
+from docstatus import StatusManager
 from docstatus.errors import OutputError, StatusError
-from docstatus.models import FINISHED, Status, can_transition
 from docstatus.pipeline import (
     HashingEmbedder,
     Intake,
@@ -35,6 +32,7 @@ from docstatus.pipeline import (
 from docstatus.pipeline.runtime import OUTPUT_FILE
 from docstatus.pipeline.text import chunk_text, decode_text
 from docstatus.settings import ServiceSettings
+from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit, wait_until
 
 DEADLINE = 20.0
 MARKDOWN = (
@@ -47,57 +45,10 @@ MARKDOWN = (
 # -- helpers ---------------------------------------------------------------------------------
 
 
-class Watcher:
-    """Every event of a manager, and a way to wait for a document to reach a status."""
-
-    def __init__(self, manager: StatusManager) -> None:
-        self.events: list[Event] = []
-        self._cond = threading.Condition()
-        self.unsubscribe = manager.subscribe(self._on_event)
-
-    def _on_event(self, event: Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def history(self, doc_id: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e["status"] for e in self.events if e["doc_id"] == doc_id and e["status"] is not None]
-
-    def _last(self, doc_id: str) -> str | None:
-        history = self.history(doc_id)
-        return history[-1]["status"] if history else None
-
-    def wait(self, doc_id: str, *statuses: str, timeout: float = DEADLINE) -> dict[str, Any]:
-        with self._cond:
-            reached = self._cond.wait_for(lambda: self._last(doc_id) in statuses, timeout)
-        assert reached, f"{doc_id[:12]} never reached {statuses}; history: {self.history(doc_id)}"
-        return self.history(doc_id)[-1]
-
-
-def assert_legal_and_monotonic(history: list[dict[str, Any]]) -> None:
-    """Only lifecycle transitions between consecutive statuses, and progress never going down."""
-    for before, after in itertools.pairwise(history):
-        a, b = Status(before["status"]), Status(after["status"])
-        final_from_active = b in FINISHED and a not in FINISHED
-        assert can_transition(a, b) or final_from_active, f"illegal {a} -> {b}"
-        assert after["progress"] >= before["progress"], f"progress went down: {before} -> {after}"
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'status.db'}"
-
-
-@pytest.fixture
-def manager(store_url: str) -> Iterator[StatusManager]:
-    with StatusManager(store=store_url, cleanup_interval_seconds=None) as manager:
-        yield manager
-
-
-@pytest.fixture
-def uploads(tmp_path: Path) -> Path:
-    return tmp_path / "uploads"
+@pytest.fixture(params=LOCAL_STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
@@ -113,12 +64,6 @@ def make_pool(uploads: Path, tmp_path: Path) -> Iterator[Callable[..., WorkerPoo
     yield make
     for pool in pools:
         pool.stop(timeout=5)
-
-
-def upload(intake: Intake, name: str, data: bytes) -> str:
-    with intake.open_upload(name) as writer:
-        writer.write(data)
-        return writer.finish().doc_id
 
 
 class Failing:
@@ -159,7 +104,7 @@ def test_an_upload_is_processed_to_completed(
     pool = make_pool(manager)
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     pool.start()
-    doc_id = upload(intake, "guide.md", MARKDOWN)
+    doc_id = submit(intake, "guide.md", MARKDOWN)
     final = watcher.wait(doc_id, "completed", "failed")
     assert final["status"] == "completed", final["error"]
     assert final["progress"] == 1.0
@@ -186,8 +131,8 @@ def test_a_failing_processor_fails_its_document_and_the_next_completes(
     pool = make_pool(manager, workers=1, processors=registry)
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     pool.start()
-    bad = upload(intake, "bad.txt", b"anything")
-    good = upload(intake, "good.md", MARKDOWN)
+    bad = submit(intake, "bad.txt", b"anything")
+    good = submit(intake, "good.md", MARKDOWN)
     failed = watcher.wait(bad, "failed", "completed")
     assert failed["status"] == "failed"
     assert failed["error"] == "ValueError: cannot read bad.txt"
@@ -207,7 +152,7 @@ def test_many_uploads_on_two_workers_all_complete_legally(
     lock = threading.Lock()
 
     def send(i: int) -> None:
-        doc_id = upload(intake, f"doc{i}.md", MARKDOWN + f"\n\nDocument number {i}.\n".encode())
+        doc_id = submit(intake, f"doc{i}.md", MARKDOWN + f"\n\nDocument number {i}.\n".encode())
         with lock:
             docs.append(doc_id)
 
@@ -239,7 +184,7 @@ def test_reporter_maps_stages_to_the_contract_progress(
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
-    doc_id = upload(intake, "pages.txt", b"four pages")
+    doc_id = submit(intake, "pages.txt", b"four pages")
     final = watcher.wait(doc_id, "completed", "failed")
     assert final["metadata"]["num_pages"] == 4
     steps = [(h["status"], round(h["progress"], 4)) for h in watcher.history(doc_id)]
@@ -262,7 +207,7 @@ def test_a_queued_document_whose_file_is_gone_fails_with_a_clear_error(
     manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
     intake = Intake(manager, uploads, max_bytes=1 << 20)
-    doc_id = upload(intake, "gone.txt", b"soon deleted")
+    doc_id = submit(intake, "gone.txt", b"soon deleted")
     (uploads / f"{doc_id}.txt").unlink()
     watcher = Watcher(manager)
     make_pool(manager).start()
@@ -282,7 +227,7 @@ def test_queued_documents_are_taken_oldest_first_and_once(
             return {"recorded": True}
 
     intake = Intake(manager, uploads, max_bytes=1 << 20)
-    docs = [upload(intake, f"{i}.txt", f"document {i}".encode()) for i in range(5)]
+    docs = [submit(intake, f"{i}.txt", f"document {i}".encode()) for i in range(5)]
     watcher = Watcher(manager)
     pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": Recording()}))
     pool.start()
@@ -309,7 +254,7 @@ def test_a_document_timeout_fails_the_document(
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
-    doc_id = upload(intake, "slow.txt", b"slow")
+    doc_id = submit(intake, "slow.txt", b"slow")
     final = watcher.wait(doc_id, "failed", "completed")
     assert final["error"] == "DocumentTimeoutError: processing took longer than 0.05 seconds"
 
@@ -335,12 +280,12 @@ def test_stop_lets_the_running_document_finish_and_leaves_the_rest_queued(
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
-    running = upload(intake, "first.txt", b"first " * 50)
+    running = submit(intake, "first.txt", b"first " * 50)
     assert gated.entered.wait(DEADLINE)
-    waiting = [upload(intake, f"{i}.md", f"# Doc {i}\n\nwaiting".encode()) for i in range(3)]
+    waiting = [submit(intake, f"{i}.md", f"# Doc {i}\n\nwaiting".encode()) for i in range(3)]
     stopper = threading.Thread(target=pool.stop, kwargs={"timeout": DEADLINE})
     stopper.start()
-    assert _poll(lambda: not pool.running)
+    wait_until(lambda: not pool.running, DEADLINE)
     gated.gate.set()
     stopper.join(DEADLINE)
     assert not stopper.is_alive()
@@ -365,7 +310,7 @@ def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
-    doc_id = upload(intake, "stuck.txt", b"stuck " * 50)
+    doc_id = submit(intake, "stuck.txt", b"stuck " * 50)
     assert gated.entered.wait(DEADLINE)
     pool.stop(timeout=0.01)
     assert not pool.running
@@ -377,15 +322,6 @@ def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
     recovered.start()
     final = watcher.wait(doc_id, "completed")
     assert final["metadata"]["attempt"] == 2
-
-
-def _poll(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 # -- restart recovery --------------------------------------------------------------------------
@@ -405,7 +341,7 @@ def settings(tmp_path: Path) -> ServiceSettings:
 def _interrupted(settings: ServiceSettings, data: bytes) -> str:
     """A document a 'previous process' left in parsing: queued through intake, moved, closed."""
     service = Service(settings)
-    doc_id = upload(service.intake, "interrupted.md", data)
+    doc_id = submit(service.intake, "interrupted.md", data)
     service.manager.update_status(doc_id, "parsing")
     service.close()
     return doc_id
@@ -444,7 +380,7 @@ def test_restart_leaves_documents_of_other_code_alone(settings: ServiceSettings)
 
 def test_queued_work_survives_a_stop_and_the_next_service_processes_it(settings: ServiceSettings) -> None:
     first = Service(settings)  # never started: uploads stay queued
-    docs = [upload(first.intake, f"{i}.txt", f"queued before restart {i}".encode()) for i in range(3)]
+    docs = [submit(first.intake, f"{i}.txt", f"queued before restart {i}".encode()) for i in range(3)]
     first.stop()
     first.close()
     first.close()
@@ -566,7 +502,7 @@ def test_text_processor_with_a_plugged_in_embedder(
     watcher = Watcher(manager)
     pool.start()
     data = b"plain words"
-    doc_id = upload(intake, "p.txt", data)
+    doc_id = submit(intake, "p.txt", data)
     assert doc_id == hashlib.sha256(data).hexdigest()
     assert watcher.wait(doc_id, "completed")["metadata"]["num_chunks"] == 1
     pool.stop()
