@@ -273,7 +273,8 @@ class _IntakeEndpoints:
 def _webhook_request(raw: bytes) -> WebhookRequest:
     try:
         payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the decoder can follow (fits in a small body).
         raise InvalidRequestError("The webhook body must be a JSON object") from None
     if not isinstance(payload, dict):
         raise InvalidRequestError("The webhook body must be a JSON object")
