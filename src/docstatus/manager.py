@@ -40,6 +40,9 @@ MAX_FILENAME = 1024
 MAX_STAGE = 200
 MAX_ERROR = 10_000
 MAX_METADATA_BYTES = 64 * 1024
+#: Deepest nesting of dicts/lists in metadata: records are copied and encoded recursively,
+#: so deeper metadata would be stored and then make every read of it fail.
+MAX_METADATA_DEPTH = 64
 MAX_LIMIT = 100_000
 
 # Keywords update_status accepts beyond status/progress, and the fields the
@@ -98,12 +101,36 @@ def _metadata(value: object) -> dict[str, Any]:
         raise TypeError(f"metadata must be a dict, not {type(value).__name__}")
     try:
         encoded = json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise _too_deep() from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be JSON-serializable: {exc}") from None
     if len(encoded) > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {len(encoded)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     copy: dict[str, Any] = json.loads(encoded)
+    # Counting brackets is cheap and bounds the depth: only then is the walk needed.
+    if encoded.count("{") + encoded.count("[") > MAX_METADATA_DEPTH and _depth(copy) > MAX_METADATA_DEPTH:
+        raise _too_deep()
     return copy
+
+
+def _too_deep() -> ValueError:
+    return ValueError(f"metadata is nested too deeply; the limit is {MAX_METADATA_DEPTH} levels")
+
+
+def _depth(value: Any) -> int:
+    """How deeply dicts and lists nest in ``value`` (a loop: no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def _progress(value: object) -> float:
