@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -79,6 +80,16 @@ class Server:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"server did not become healthy: {self.log()}")
+
+    def wait_status(self, doc_id: str, *statuses: str, timeout: float = 20) -> dict[str, Any]:
+        """The document's status as ``GET /status/{doc_id}`` answers, once it is one of ``statuses``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body: dict[str, Any] = httpx.get(f"{self.url}/status/{doc_id}").json()
+            if body["status"] in statuses:
+                return body
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
 
     def log(self) -> str:
         path = self.root / f"server-{self.port}.log"

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -53,16 +52,6 @@ def upload(server: Server, name: str, content: bytes) -> str:
     return doc_id
 
 
-def wait_for(server: Server, doc_id: str, *statuses: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        body: dict[str, Any] = httpx.get(f"{server.url}/status/{doc_id}").json()
-        if body["status"] in statuses:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def gates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gates")
@@ -81,8 +70,8 @@ def finished(server: Server) -> dict[str, str]:
     """Two finished documents: one completed, one failed."""
     done = upload(server, "done.txt", b"A finished document.\n\nWith two paragraphs.")
     broken = upload(server, "broken.pdf", pdf_bytes(numbered_pages(2))[:600])
-    wait_for(server, done, "completed")
-    wait_for(server, broken, "failed")
+    server.wait_status(done, "completed")
+    server.wait_status(broken, "failed")
     return {"completed": done, "failed": broken}
 
 
@@ -163,7 +152,7 @@ def test_cleanup_removes_old_finished_documents(tmp_path: Path) -> None:
     server = Server(tmp_path, env={"DOCSTATUS_API_TOKEN": TOKEN}).start()
     try:
         doc_id = upload(server, "old.txt", b"soon to be cleaned up")
-        wait_for(server, doc_id, "completed")
+        server.wait_status(doc_id, "completed")
         keep = docstatus("cleanup", "--url", server.url, "--token", TOKEN)  # default: older than an hour
         assert keep.returncode == 0 and "Removed 0 finished documents" in keep.stdout, keep
         removed = docstatus(
@@ -278,7 +267,7 @@ def test_watch_in_a_terminal_draws_live_progress(
     name = "on-screen.txt"
     gate = hold(gates, name)
     doc_id = upload(server, name, b"\n\n".join(b"screen %d " % n * 90 for n in range(6)))
-    wait_for(server, doc_id, "embedding_text")
+    server.wait_status(doc_id, "embedding_text")
     board = Terminal("watch", "--url", server.url)
     one = Terminal("watch", "--doc", doc_id, "--url", server.url)
     try:

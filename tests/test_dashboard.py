@@ -97,16 +97,6 @@ def paragraphs(title: str, count: int) -> bytes:
     return "\n\n".join(f"Section {n}. " + sentence * 11 for n in range(count)).encode()
 
 
-def wait_completed(server: Server, doc_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        body: dict[str, Any] = httpx.get(f"{server.url}/status/{doc_id}").json()
-        if body["status"] in ("completed", "failed"):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
 def wait_held(server: Server, filename: str, fraction: float) -> dict[str, Any]:
     """The status of ``filename`` once its text embedding reached ``fraction`` (where it is held)."""
     deadline = time.monotonic() + 20
@@ -144,7 +134,7 @@ def test_dashboard_uploads_and_follows_documents_live(
     earlier = httpx.post(
         f"{server.url}/uploads", files={"file": ("handbook.md", paragraphs("Handbook", 3))}, headers=auth
     ).json()
-    assert wait_completed(server, earlier["doc_id"])["status"] == "completed"
+    assert server.wait_status(earlier["doc_id"], "completed", "failed")["status"] == "completed"
 
     files = tmp_path / "files"
     files.mkdir()
@@ -263,7 +253,7 @@ def test_dashboard_shows_a_lost_connection_and_catches_up(
     # Same store, same address: the page reconnects by itself and gets what it missed.
     server.start(port=server.port)
     answer = httpx.post(f"{server.url}/uploads", files={"file": ("while-away.txt", b"written meanwhile")})
-    wait_completed(server, answer.json()["doc_id"])
+    server.wait_status(answer.json()["doc_id"], "completed", "failed")
     expect(indicator).to_have_attribute("data-state", "live")
     expect(row(page, "while-away.txt")).to_have_attribute("data-status", "completed")
     expect(page.locator("#count-completed")).to_have_text("1")
