@@ -70,12 +70,17 @@ def _raw(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(db, isolation_level=None)
 
 
-def _integrity(db: Path) -> str:
+def _pragma(db: Path, name: str) -> Any:
+    """The first value ``PRAGMA <name>`` answers on a connection of its own (closed afterwards)."""
     conn = _raw(db)
     try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
     finally:
         conn.close()
+
+
+def _integrity(db: Path) -> str:
+    return str(_pragma(db, "integrity_check"))
 
 
 def _page(manager: StatusManager, doc_id: str) -> int | None:
@@ -565,11 +570,7 @@ class _NextVersion(SQLiteStore):
 
 
 def _user_version(db: Path) -> int:
-    conn = _raw(db)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
+    return int(_pragma(db, "user_version"))
 
 
 def test_a_new_file_gets_the_current_schema_version(url: str, db: Path) -> None:
