@@ -75,9 +75,15 @@ class StreamEvent:
 
 def check_url(url: str) -> str:
     """``url`` without a trailing slash; :class:`ConfigError` unless it is an http(s) URL with a host."""
-    parts = urlsplit(url)
+    expected = "expected an http:// or https:// URL with a host, like " + DEFAULT_URL
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ConfigError("url", url, f"{expected} ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("url", url, "expected an http:// or https:// URL with a host, like " + DEFAULT_URL)
+        raise ConfigError("url", url, expected)
     return url.rstrip("/")
 
 
@@ -124,7 +130,10 @@ class Client:
     def _request(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, doc_id: str | None = None
     ) -> Reply:
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token and method == "POST" else {}
+        # UTF-8 bytes: httpx encodes str header values as ASCII, and the service compares the
+        # header's bytes with its token's UTF-8 bytes.
+        auth = b"Bearer " + self._token.encode(errors="surrogateescape") if self._token else b""
+        headers = {b"Authorization": auth} if auth and method == "POST" else {}
         try:
             response = self._http.request(method, path, params=params, headers=headers)
         except httpx.TransportError as exc:
