@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Row", "Table", "per_op", "per_op_threads"]
+__all__ = ["Row", "Table", "best_interleaved", "per_op", "per_op_threads"]
 
 
 def per_op(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
@@ -24,6 +24,19 @@ def per_op(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
             fn()
         best = min(best, time.perf_counter() - start)
     return best / number * 1e6
+
+
+def best_interleaved(fns: Mapping[str, Callable[[], object]], number: int, rounds: int) -> dict[str, float]:
+    """Best microseconds per call of each of ``fns`` (by name) over ``rounds`` turns of 2 runs each.
+
+    The turns go round all of ``fns``, so that none gets a quieter moment of
+    the machine than the others.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            best[name] = min(best[name], per_op(fn, number, repeat=2))
+    return best
 
 
 def per_op_threads(
