@@ -19,6 +19,7 @@ uploads folder: paths are resolved with symlinks followed and checked first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -152,22 +153,34 @@ def stored_path(uploads_dir: Path, metadata: dict[str, Any]) -> Path:
     return resolved
 
 
-def _open_regular(path: Path, shown: str) -> IO[bytes]:
-    """Open ``path`` for reading only if it is still the regular file that was checked."""
-    before = path.stat()
-    if not stat.S_ISREG(before.st_mode):
-        raise UploadNotFoundError(shown)
-    # O_NOFOLLOW and O_NONBLOCK: a file swapped for a symlink or a FIFO after the
-    # check is refused instead of followed or waited on.
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _open_regular(uploads: Path, path: Path, shown: str) -> IO[bytes]:
+    """Open the checked ``path`` (resolved, inside ``uploads``) for reading, if it still is that.
+
+    Each component is opened relative to the folder before it, never following a
+    symlink: a folder or the file swapped for a symlink after the check is refused
+    instead of followed out of the uploads folder (O_NOFOLLOW alone only guards the
+    last component). O_NONBLOCK: a FIFO is refused instead of waited on.
+    """
+    *folders, name = path.relative_to(uploads).parts
+    fd = os.open(uploads, os.O_RDONLY | _DIRECTORY)
     try:
-        fd = os.open(path, flags)
-    except OSError:
-        raise UploadNotFoundError(shown) from None
-    after = os.fstat(fd)
-    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(after.st_mode):
+        for folder in folders:
+            fd, parent = os.open(folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd), fd
+            os.close(parent)
+        fd, parent = os.open(name, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0), dir_fd=fd), fd
+        os.close(parent)
+    except OSError as exc:
         os.close(fd)
-        raise PathOutsideUploadsError(shown)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink where the check saw none
+            raise PathOutsideUploadsError(shown) from None
+        raise UploadNotFoundError(shown) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UploadNotFoundError(shown)
     return os.fdopen(fd, "rb")
 
 
@@ -362,7 +375,7 @@ class Intake:
     def _hash_file(self, path: Path, shown: str, name: str) -> tuple[str, int]:
         digest = hashlib.sha256()
         size = 0
-        with _open_regular(path, shown) as handle:
+        with _open_regular(self.uploads_dir, path, shown) as handle:
             if os.fstat(handle.fileno()).st_size > self.max_bytes:
                 raise UploadTooLargeError(name, self.max_bytes)
             for block in iter(lambda: handle.read(_READ_SIZE), b""):
