@@ -8,10 +8,11 @@ and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .errors import ConfigError, StatusError
@@ -107,24 +108,32 @@ def _serve(args: argparse.Namespace) -> int:
 # -- process ---------------------------------------------------------------------------
 
 
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {raw!r}")
-    return value
+_N = TypeVar("_N", int, float)
 
 
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {raw!r}")
-    return value
+def _number(
+    convert: Callable[[str], _N], kind: str, fits: Callable[[_N], bool], must: str
+) -> Callable[[str], _N]:
+    """An argparse type: the text read by ``convert``, refused unless it ``fits``.
+
+    The refusals read "not <kind>: '...'" and "must be <must>: '...'".
+    """
+
+    def parse(raw: str) -> _N:
+        try:
+            value = convert(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {raw!r}") from None
+        if not fits(value):
+            raise argparse.ArgumentTypeError(f"must be {must}: {raw!r}")
+        return value
+
+    return parse
+
+
+# NaN fits none of these: every comparison with it is false.
+_positive_float = _number(float, "a number", lambda v: 0 < v < math.inf, "a positive number of seconds")
+_positive_int = _number(int, "an integer", lambda v: v >= 1, "at least 1")
 
 
 def _add_process(commands: Any) -> None:
@@ -193,26 +202,10 @@ def _doc_id(raw: str) -> str:
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}: {raw!r}")
-        return value
-
-    return parse
+    return _number(int, "an integer", lambda v: low <= v <= high, f"between {low} and {high}")
 
 
-def _seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not 0 <= value <= 10**9:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1000000000 seconds: {raw!r}")
-    return value
+_seconds = _number(float, "a number", lambda v: 0 <= v <= 10**9, "between 0 and 1000000000 seconds")
 
 
 def _remote_parser(commands: Any, name: str, help: str, description: str, *, json_help: str) -> Any:
