@@ -195,21 +195,26 @@ class WorkerPool:
         start. A document still running when ``timeout`` passes is abandoned:
         its status is left as it is, so the next start's recovery requeues it;
         its worker thread (a daemon) stops at its processor's next report.
+        A :meth:`start` meanwhile waits until the stop is over.
         """
+        # The lock is held while waiting: a start() in between would "recover" (fail and
+        # requeue) the documents the stopping workers are still finishing.
         with self._lock:
             run, self._run = self._run, None
-        if run is None:
-            return
-        run.stop()
-        deadline = time.monotonic() + max(0.0, timeout)
-        for thread in run.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in run.threads if t.is_alive()]
-        if stuck:
-            run.abandoned = True
-            log.warning("stopped waiting for %s; their documents will be recovered at the next start", stuck)
-        if run.owns_output and not stuck:
-            run.output.close()
+            if run is None:
+                return
+            run.stop()
+            deadline = time.monotonic() + max(0.0, timeout)
+            for thread in run.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            stuck = [t.name for t in run.threads if t.is_alive()]
+            if stuck:
+                run.abandoned = True
+                log.warning(
+                    "stopped waiting for %s; their documents will be recovered at the next start", stuck
+                )
+            if run.owns_output and not stuck:
+                run.output.close()
 
     def enqueue(self, doc_id: str) -> None:
         """Process ``doc_id`` soon (it must be queued in the store). Ignored while stopped.
