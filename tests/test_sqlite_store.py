@@ -319,18 +319,20 @@ def test_exactly_one_of_8_processes_creates_each_document(url: str, manager: Sta
     assert manager.last_seq == len(ids)
 
 
-def _hammer(url: str, doc_id: str, updates: int) -> None:
+def _pages(url: str, doc_id: str, count: int, complete: bool = False) -> None:
+    """(In a child process) create ``doc_id``, report pages 1 to ``count``, then complete it if asked."""
     with _open(url) as m:
         m.create_status(doc_id, "f.pdf")
         m.update_status(doc_id, "parsing")
-        for page in range(1, updates + 1):
-            m.update_status(doc_id, "embedding_visual", page=page, total_pages=updates)
-        m.mark_completed(doc_id, pages=updates)
+        for page in range(1, count + 1):
+            m.update_status(doc_id, "embedding_visual", page=page, total_pages=count)
+        if complete:
+            m.mark_completed(doc_id, pages=count)
 
 
 def test_8_processes_updating_distinct_documents_lose_nothing(url: str, manager: StatusManager) -> None:
     updates = 1000
-    children = [_start(_hammer, url, f"doc-{i}", updates) for i in range(8)]
+    children = [_start(_pages, url, f"doc-{i}", updates, True) for i in range(8)]
     _join(children)
     for i in range(8):
         status = manager.require_status(f"doc-{i}")
@@ -342,14 +344,6 @@ def test_8_processes_updating_distinct_documents_lose_nothing(url: str, manager:
     assert manager.last_seq == 8 * per_doc
     log = manager.changes_since(8 * per_doc - 5000, 5000)
     assert [e["seq"] for e in log] == list(range(8 * per_doc - 4999, 8 * per_doc + 1))
-
-
-def _pages(url: str, doc_id: str, count: int) -> None:
-    with _open(url) as m:
-        m.create_status(doc_id, "f.pdf")
-        m.update_status(doc_id, "parsing")
-        for page in range(1, count + 1):
-            m.update_status(doc_id, "embedding_visual", page=page, total_pages=count)
 
 
 def test_a_subscriber_sees_every_change_of_other_processes_in_order(url: str, manager: StatusManager) -> None:
