@@ -25,23 +25,30 @@ typecheck: venv
 pytest: venv system-deps
 	$(BIN)/pytest
 
-# Servers the tests run for real (the Redis store's tests start their own redis-server).
+# Debian packages the tests use for real, installed when missing and apt is available:
+# `$(call apt_ensure,<check that it is there>,<package>)`.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+define apt_ensure
+	@$(1) >/dev/null 2>&1 || ! command -v apt-get >/dev/null || \
+		($(APT) update -qq && $(APT) install -y -qq $(2) >/dev/null)
+endef
+
 system-deps:
-	@command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
-	@# A real PDF from Debian's documentation for the pipeline tests (small; the test skips without one).
-	@ls /usr/share/doc/*/*.pdf >/dev/null 2>&1 || ! command -v apt-get >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtasn1-doc >/dev/null) || true
-	@# Debian's Chromium for the dashboard's browser test (Playwright drives it; it fails without one).
-	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@# redis-server: the Redis store's tests start their own (they fail without one).
+	$(call apt_ensure,command -v redis-server,redis-server)
+	@# Chromium: Playwright drives it in the dashboard's browser test (it fails without one).
+	$(call apt_ensure,test -x /usr/bin/chromium,chromium)
+	@# A real PDF from Debian's documentation for the pipeline tests (small; that test skips without one).
+	$(call apt_ensure,ls /usr/share/doc/*/*.pdf,libtasn1-doc)
 
 test: lint typecheck pytest
 
 BENCH_EXTRAS ?= dev,bench
 
 bench: system-deps
+	@# wrk: the HTTP benchmark's load generator (without it, a slower Python client).
+	$(call apt_ensure,command -v wrk,wrk)
 	$(MAKE) --no-print-directory venv EXTRAS=$(BENCH_EXTRAS)
 	$(BIN)/python -m benchmarks
 
