@@ -142,7 +142,9 @@ class MemoryStore(Store):
         while True:
             old = data.get(doc_id)
             if old is None or doc_id not in self._order:
-                raise DocumentNotFoundError(doc_id)
+                if self._missing(doc_id):
+                    raise DocumentNotFoundError(doc_id)
+                continue  # seen while another change moved it in the index: look again
             new = change(old)
             logged = Change(0, "updated", doc_id, new)  # numbered when written
             with self._lock:
@@ -160,6 +162,13 @@ class MemoryStore(Store):
                 self._seq = logged.seq = self._seq + 1
                 self._log[logged.seq % self.LOG_SIZE] = logged
                 return logged
+
+    def _missing(self, doc_id: str) -> bool:
+        # The unlocked check in modify can catch the recency index mid-move (a status change
+        # removes and re-inserts the id under the lock, with calls in between); under the
+        # lock the answer is settled.
+        with self._lock:
+            return doc_id not in self._data or doc_id not in self._order
 
     def get(self, doc_id: str) -> Record | None:
         record = self._data.get(doc_id)
