@@ -60,6 +60,7 @@ class EventHub:
         #: attribute, not a property, because every change reads it.
         self.active = False
         self._delivered = 0
+        self._pending = False
         self._edit = threading.Lock()
         self._pumping = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -82,26 +83,43 @@ class EventHub:
 
         return unsubscribe
 
-    def pump(self) -> None:
-        """Deliver every logged change not yet delivered. Safe from any thread."""
+    def pump(self, change: Change | None = None) -> None:
+        """Deliver every logged change not yet delivered. Safe from any thread.
+
+        ``change`` is the change the caller just made, if any: when it is the
+        next one due, it is delivered as is instead of being read back from
+        the store's log (a query per change for SQLite and Redis).
+        """
+        # Set before trying the lock: the thread pumping now checks it after it
+        # lets go, so a change made while it was busy is never left behind.
+        self._pending = True
         while self._subscribers:
             if not self._pumping.acquire(blocking=False):
-                return  # the thread pumping now re-checks the log before it stops
+                return
             try:
-                self._drain()
+                self._pending = False
+                self._drain(change)
+                change = None
             finally:
                 self._pumping.release()
-            if self._store.last_seq() <= self._delivered:
+            if not self._pending:
                 return
 
-    def _drain(self) -> None:
+    def _drain(self, change: Change | None) -> None:
+        if change is not None and change.seq == self._delivered + 1:
+            # Nothing else can be due: threads of this process that changed
+            # something meanwhile set _pending, and changes of other
+            # processes sharing the store wake the watcher.
+            self._deliver(change)
+            self._delivered = change.seq
+            return
         while True:
             changes = self._store.changes_since(self._delivered, self.BATCH)
             if not changes:
                 return
-            for change in changes:
-                self._deliver(change)
-                self._delivered = change.seq
+            for logged in changes:
+                self._deliver(logged)
+                self._delivered = logged.seq
 
     def _deliver(self, change: Change) -> None:
         subscribers = self._subscribers

@@ -23,7 +23,7 @@ from .errors import DocumentNotFoundError
 from .events import Event, EventHub, Subscriber, to_event
 from .models import FINISHED, ProcessingStatus, Status
 from .records import Mutation, Record, new_record, to_model
-from .stores import Store, open_store
+from .stores import Change, Store, open_store
 from .stores.memory import MemoryStore
 
 __all__ = ["DocRef", "StatusManager", "get_status_manager", "processing_status"]
@@ -278,9 +278,9 @@ class StatusManager:
 
     # -- changes ---------------------------------------------------------------
 
-    def _changed(self, change: Any) -> None:
+    def _changed(self, change: Change) -> None:
         if self._hub.active:
-            self._hub.pump()
+            self._hub.pump(change)
 
     def create_status(
         self, doc_id: str, filename: str, metadata: dict[str, Any] | None = None
@@ -320,9 +320,9 @@ class StatusManager:
         if progress is not None:
             progress = _progress(progress)
         clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
-        self._store.modify(doc_id, Mutation("update", time.time(), target, progress, clean))
+        change = self._store.modify(doc_id, Mutation("update", time.time(), target, progress, clean))
         if self._hub.active:
-            self._hub.pump()
+            self._hub.pump(change)
 
     def mark_completed(self, doc: DocRef, **metadata: Any) -> None:
         """Complete the document from any non-final status; ``metadata`` is merged in."""
