@@ -294,25 +294,25 @@ def _parse_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _live(record: Mapping[str, Any], now: float) -> tuple[float, float | None]:
+    """Elapsed seconds and the ETA as of ``now``: live while active, frozen once finished."""
+    if record["status"] in _TERMINAL:
+        return float(record["elapsed_time"]), None
+    track = record["_track"]
+    elapsed = max(0.0, now - track[_STARTED])
+    if track[_ETA_GIVEN]:
+        return elapsed, record["estimated_remaining"]
+    return elapsed, RateEstimator.remaining(track, float(record["progress"]), now)
+
+
 def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
     """A snapshot of ``record`` as of ``now``: live elapsed time and ETA while active."""
-    track = record["_track"]
-    status = Status(record["status"])
-    progress = float(record["progress"])
-    if status in FINISHED:
-        elapsed, eta = float(record["elapsed_time"]), None
-    else:
-        elapsed = max(0.0, now - track[_STARTED])
-        eta = (
-            record["estimated_remaining"]
-            if track[_ETA_GIVEN]
-            else (RateEstimator.remaining(track, progress, now))
-        )
+    elapsed, eta = _live(record, now)
     return ProcessingStatus.model_construct(
         doc_id=record["doc_id"],
         filename=record["filename"],
-        status=status,
-        progress=progress,
+        status=Status(record["status"]),
+        progress=float(record["progress"]),
         stage=record["stage"],
         page=record["page"],
         total_pages=record["total_pages"],
@@ -339,13 +339,43 @@ def changed_at(record: Mapping[str, Any]) -> float:
     return float(record["_track"][_STARTED] + record["elapsed_time"])
 
 
+def _json_time(value: str | None) -> str | None:
+    # A stored time (always UTC, "+00:00") written the way pydantic writes a UTC
+    # datetime: "Z", and no fraction when it is zero.
+    if value is None:
+        return None
+    base = value[:-6] if value.endswith("+00:00") else value
+    return (base[:-7] if base.endswith(".000000") else base) + "Z"
+
+
 def status_json(record: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
     """``record``'s status JSON as of ``now``; by default as of its last change.
 
-    Events use the default, so an event says what was true when the change
-    happened, and a stream resumed later replays exactly the same bodies.
+    The same body as ``snapshot_json(to_model(record, now))`` (a test holds
+    them equal), built straight from the record: every change with a
+    subscriber builds one, and the model round trip was most of its cost.
+    Events use the default ``now``, so an event says what was true when the
+    change happened, and a stream resumed later replays the same bodies.
     """
-    return snapshot_json(to_model(record, changed_at(record) if now is None else now))
+    elapsed, eta = _live(record, changed_at(record) if now is None else now)
+    updated = _json_time(record["updated_at"])
+    return {
+        "doc_id": record["doc_id"],
+        "filename": record["filename"],
+        "status": record["status"],
+        "progress": float(record["progress"]),
+        "stage": record["stage"],
+        "page": record["page"],
+        "total_pages": record["total_pages"],
+        "started_at": _json_time(record["started_at"]),
+        "updated_at": updated,
+        "completed_at": _json_time(record["completed_at"]),
+        "elapsed_time": elapsed,
+        "estimated_remaining": eta,
+        "metadata": copy_json(record["metadata"]),
+        "error": record["error"],
+        "timestamp": updated,
+    }
 
 
 def is_valid_record(record: Any) -> bool:

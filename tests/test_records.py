@@ -1,0 +1,54 @@
+"""The record-level functions: the fast status JSON equals the model's, for any record."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from docstatus.records import Mutation, changed_at, new_record, snapshot_json, status_json, to_model
+
+# Whole seconds too: a zero fraction is where pydantic's datetime format differs most.
+TIMES = st.one_of(st.integers(1_600_000_000, 1_900_000_000).map(float), st.floats(1.6e9, 1.9e9))
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["parsing", "embedding_visual", "embedding_text", "storing", "complete", "fail"]),
+        st.integers(0, 50),
+        st.floats(0.0, 30.0),
+        st.booleans(),
+    ),
+    max_size=12,
+)
+
+
+def _walk(start: float, steps: list[tuple[str, int, float, bool]]) -> list[dict[str, object]]:
+    record = new_record("d" * 64, "r.pdf", {"format": "pdf", "nested": {"k": [1, 2]}}, start)
+    seen = [record]
+    now = start
+    for kind, count, gap, give_eta in steps:
+        now += gap
+        if kind == "complete":
+            mutation = Mutation("complete", now, fields={"num_chunks": count})
+        elif kind == "fail":
+            mutation = Mutation("fail", now, fields={"error": f"broke at {count}"})
+        else:
+            fields: dict[str, object] = {"page": count, "total_pages": 50}
+            if give_eta:
+                fields["estimated_remaining"] = gap
+            mutation = Mutation("update", now, kind, None, fields)
+        try:
+            record = mutation(record)
+        except ValueError:
+            continue  # an illegal step: the record stays as it was
+        seen.append(record)
+    return seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=TIMES, steps=STEPS, later=st.floats(0.0, 100.0))
+def test_status_json_equals_the_models_json(
+    start: float, steps: list[tuple[str, int, float, bool]], later: float
+) -> None:
+    for record in _walk(start, steps):
+        assert status_json(record) == snapshot_json(to_model(record, changed_at(record)))
+        now = changed_at(record) + later
+        assert status_json(record, now) == snapshot_json(to_model(record, now))
