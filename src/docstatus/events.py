@@ -90,15 +90,19 @@ class EventHub:
         next one due, it is delivered as is instead of being read back from
         the store's log (a query per change for SQLite and Redis).
         """
-        # Set before trying the lock: the thread pumping now checks it after it
-        # lets go, so a change made while it was busy is never left behind.
-        self._pending = True
         while self._subscribers:
             if not self._pumping.acquire(blocking=False):
-                return
+                # Leave this change to the thread pumping now: it checks _pending after it
+                # lets go. Set only after a failed try, and tried once more, so that the
+                # flag always means "someone else changed something", never our own change.
+                self._pending = True
+                if not self._pumping.acquire(blocking=False):
+                    return
             try:
-                self._pending = False
-                self._drain(change)
+                # Read and cleared in one step (no call in between, so no thread switch). A
+                # change flagged before this may not be `change`'s successor: read the log.
+                signalled, self._pending = self._pending, False
+                self._drain(None if signalled else change)
                 change = None
             finally:
                 self._pumping.release()
