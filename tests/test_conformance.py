@@ -613,3 +613,44 @@ def test_context_manager_closes(make_manager: Callable[..., StatusManager]) -> N
         manager.create_status("x", "f.pdf", {})
         assert manager.get_status("x") is not None
     assert "StatusManager" in repr(manager)
+
+
+def test_a_slow_stream_consumer_catches_up_from_the_log(manager: StatusManager) -> None:
+    manager.STREAM_BUFFER = 5  # type: ignore[misc]
+    log_reads: list[int] = []
+    read_log = manager.changes_since
+
+    def counted(seq: int, limit: int = 1000) -> list[Event]:
+        log_reads.append(seq)
+        return read_log(seq, limit)
+
+    manager.changes_since = counted  # type: ignore[method-assign]
+
+    def burst() -> None:
+        manager.update_status("slow", "parsing")
+        manager.update_status("slow", "embedding_visual", page=0, total_pages=60)
+        for page in range(1, 61):
+            manager.update_status("slow", "embedding_visual", page=page, total_pages=60)
+
+    async def consume() -> list[Event]:
+        stream = manager.events()  # live only: nothing is read from the log up front
+        first = asyncio.ensure_future(stream.__anext__())
+        while manager._hub.active is False:  # wait until the stream has subscribed
+            await asyncio.sleep(0.001)
+        await asyncio.to_thread(manager.create_status, "slow", "s.pdf", {})
+        got = [await first]
+        await asyncio.to_thread(burst)  # 62 changes while this consumer reads nothing
+        async for event in stream:
+            got.append(event)
+            if len(got) == 63:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        return got
+
+    got = asyncio.run(asyncio.wait_for(consume(), timeout=20))
+    seqs = [e["seq"] for e in got]
+    assert seqs == list(range(seqs[0], seqs[0] + 63))
+    pages = [e["status"]["page"] for e in got[3:] if e["status"]]
+    assert pages == list(range(1, 61))
+    # Past its buffer the stream stopped buffering and read the log instead.
+    assert log_reads

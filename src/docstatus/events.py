@@ -142,6 +142,15 @@ class EventHub:
         self._watcher = thread
         thread.start()
 
+    def _retire_watcher(self) -> bool:
+        """Whether the watcher should stop (then it is forgotten), decided under the lock
+        that subscribe() holds, so a subscriber arriving meanwhile always has a watcher."""
+        with self._edit:
+            if self._closed or not self._subscribers:
+                self._watcher = None
+                return True
+            return False
+
     def close(self) -> None:
         """Stop the watcher and forget every subscriber."""
         with self._edit:
@@ -158,9 +167,7 @@ def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
     # Holds the hub only for one wait at a time, so a dropped manager's hub dies.
     while True:
         hub = ref()
-        if hub is None or hub._closed or not hub._subscribers:
-            if hub is not None:
-                hub._watcher = None
+        if hub is None or hub._retire_watcher():
             return
         try:
             hub._store.wait_for_change(hub._delivered, timeout=1.0)

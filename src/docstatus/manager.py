@@ -434,29 +434,52 @@ class StatusManager:
         """The sequence number of the most recent change."""
         return self._store.last_seq()
 
+    #: Events an async stream buffers for a slow consumer; past that it stops
+    #: buffering and catches up from the store's change log instead.
+    STREAM_BUFFER = 1000
+
     async def events(self, since: int | None = None) -> AsyncIterator[Event]:
         """Every change as an async stream; with ``since``, first the logged changes after it.
 
         Stops when the consumer stops iterating. Events are never repeated
-        and arrive in ``seq`` order.
+        and arrive in ``seq`` order. A consumer that falls more than
+        ``STREAM_BUFFER`` events behind costs no more memory: it is served
+        from the store's change log until it has caught up.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
-        unsubscribe = self.subscribe(lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        lagging = since is not None  # a resumed stream starts by reading the log
+
+        def offer(event: Event) -> None:  # runs on the loop's thread
+            nonlocal lagging
+            if not lagging and queue.qsize() >= self.STREAM_BUFFER:
+                lagging = True
+            if not lagging:
+                queue.put_nowait(event)
+
+        unsubscribe = self.subscribe(lambda event: loop.call_soon_threadsafe(offer, event))
         last = since if since is not None else -1
         try:
-            if since is not None:
-                while backlog := await asyncio.to_thread(self.changes_since, last):
-                    for event in backlog:
+            while True:
+                if lagging and queue.empty():
+                    lagging = False  # buffer again from here; the log covers what came before
+                    async for event in self._logged_after(last):
                         last = event["seq"]
                         yield event
-            while True:
+                    continue
                 event = await queue.get()
                 if event["seq"] > last:
                     last = event["seq"]
                     yield event
         finally:
             unsubscribe()
+
+    async def _logged_after(self, seq: int) -> AsyncIterator[Event]:
+        # The change log from ``seq`` on, read off the event loop (a store may block).
+        while backlog := await asyncio.to_thread(self.changes_since, seq):
+            for event in backlog:
+                seq = event["seq"]
+                yield event
 
     # -- lifetime --------------------------------------------------------------
 
