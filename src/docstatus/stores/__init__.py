@@ -31,7 +31,8 @@ def open_store(url: str) -> Store:
     target = _SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
-        raise ValueError(f"unknown store URL {url!r}: expected one of {known}")
+        # Only the scheme: the rest of a URL may hold a password.
+        raise ValueError(f"unknown store URL scheme {scheme + '://'!r}: expected one of {known}")
     module_name, _, attr = target.partition(":")
     factory: object = importlib.import_module(module_name)
     for part in attr.split("."):

@@ -371,7 +371,7 @@ class RedisStore(Store):
         """
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"not a redis URL: {url!r}")
+            raise ValueError(f"not a redis URL: scheme {parts.scheme!r}")
         public = _public_url(url)
         prefix, options = _query(parts.query)
         try:
