@@ -124,6 +124,40 @@ def test_bad_metadata_is_refused(manager: StatusManager, metadata: Any) -> None:
     assert manager.get_status("m") is None
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    level = top
+    for _ in range(depth):
+        level["a"] = {}
+        level = level["a"]
+    return top
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_metadata_nested_too_deep_is_a_valueerror_and_stores_nothing(
+    manager: StatusManager, depth: int
+) -> None:
+    # Deep enough that copying or encoding it recursively would blow the stack: the
+    # document would be stored, then fail every read (and every listing with it).
+    with pytest.raises(ValueError, match="nested"):
+        manager.create_status("deep", "deep.txt", _nested(depth))
+    assert manager.get_status("deep") is None
+    assert manager.list_all() == []
+    manager.create_status("doc", "doc.txt")
+    with pytest.raises(ValueError, match="nested"):
+        manager.update_status("doc", "parsing", metadata=_nested(depth))
+    with pytest.raises(ValueError, match="nested"):
+        manager.mark_completed("doc", result=_nested(depth))
+    status = manager.require_status("doc")
+    assert status.status == "queued" and status.metadata == {}
+    assert [s.doc_id for s in manager.list_all()] == ["doc"]
+
+
+def test_metadata_nested_moderately_is_kept(manager: StatusManager) -> None:
+    manager.create_status("doc", "doc.txt", _nested(30))
+    assert manager.require_status("doc").metadata == _nested(30)
+
+
 @pytest.mark.parametrize("filename", ["", "x" * 2000, None])
 def test_bad_filenames_are_refused(manager: StatusManager, filename: Any) -> None:
     with pytest.raises((ValueError, TypeError)):
@@ -654,3 +688,11 @@ def test_a_slow_stream_consumer_catches_up_from_the_log(manager: StatusManager) 
     assert pages == list(range(1, 61))
     # Past its buffer the stream stopped buffering and read the log instead.
     assert log_reads
+
+
+def test_status_json_is_the_snapshots_json(manager: StatusManager) -> None:
+    assert manager.get_status_json("missing") is None
+    _at(manager, "j", "completed")
+    body = manager.get_status_json("j")
+    snapshot = manager.require_status("j").model_dump(mode="json")
+    assert body == {**snapshot, "timestamp": snapshot["updated_at"]}

@@ -22,7 +22,7 @@ from . import janitor
 from .errors import DocumentNotFoundError
 from .events import Event, EventHub, Subscriber, to_event
 from .models import FINISHED, ProcessingStatus, Status
-from .records import Mutation, Record, new_record, to_model
+from .records import Mutation, Record, new_record, status_json, to_model
 from .stores import Change, Store, open_store
 from .stores.memory import MemoryStore
 
@@ -354,6 +354,13 @@ class StatusManager:
         """A snapshot of the document's status, or ``None`` if there is none."""
         record = self._store.get(_doc_id_of(doc))
         return None if record is None else to_model(record, time.time())
+
+    def get_status_json(self, doc: DocRef) -> dict[str, Any] | None:
+        """The document's status as JSON-ready data (the body of ``GET /status/{doc_id}``:
+        the model's JSON plus ``timestamp``), or ``None``. Built straight from the stored
+        record, without a :class:`ProcessingStatus` in between."""
+        record = self._store.get(_doc_id_of(doc))
+        return None if record is None else status_json(record, time.time())
 
     def require_status(self, doc: DocRef) -> ProcessingStatus:
         """Like :meth:`get_status`, but ``DocumentNotFoundError`` instead of ``None``."""

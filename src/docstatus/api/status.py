@@ -123,10 +123,11 @@ def _add_document(router: APIRouter, manager: StatusManager) -> None:
         # The hot path: the id is read from the path directly (any string is a valid lookup),
         # which spares FastAPI's per-request parameter validation.
         doc_id: str = request.path_params["doc_id"]
-        found = manager.get_status(doc_id) if inline else await run_in_threadpool(manager.get_status, doc_id)
+        read = manager.get_status_json
+        found = read(doc_id) if inline else await run_in_threadpool(read, doc_id)
         if found is None:
             raise DocumentNotFoundError(doc_id)
-        return JSONResponse(status_json(found))
+        return JSONResponse(found)
 
 
 def _add_changes(
