@@ -165,6 +165,30 @@ def test_cleanup_removes_old_finished_documents(tmp_path: Path) -> None:
         server.stop(signal.SIGKILL)
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:abc", "http://127.0.0.1:99999999"])
+def test_a_malformed_url_is_a_one_line_usage_error(url: str) -> None:
+    for args in (["status", "abc"], ["list"], ["cleanup", "--token", "t"], ["watch"]):
+        result = docstatus(*args, "--url", url)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "url" in lines[0], result.stderr
+
+
+def test_a_non_ascii_token_is_sent_and_accepted(tmp_path: Path) -> None:
+    token = "schlüssel-ö"  # printable, so the service accepts it as its token
+    server = Server(tmp_path, env={"DOCSTATUS_API_TOKEN": token}).start()
+    try:
+        result = docstatus("cleanup", "--max-age", "0", "--json", "--token", token, "--url", server.url)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"removed": 0}
+        wrong = docstatus("cleanup", "--token", "schlüssel-x", "--url", server.url)
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    finally:
+        server.stop(signal.SIGKILL)
+
+
 def watch_json(server: Server, doc_id: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", SERVE, "watch", "--doc", doc_id, "--url", server.url, "--json"],

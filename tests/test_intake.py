@@ -19,7 +19,7 @@ from docstatus.errors import (
     UploadTooLargeError,
 )
 from docstatus.pipeline.formats import SUPPORTED_EXTENSIONS, detect_format
-from docstatus.pipeline.intake import MAX_NAME_BYTES, Accepted, Intake, safe_filename
+from docstatus.pipeline.intake import MAX_NAME_BYTES, Accepted, Intake, _inside, safe_filename
 from helpers import LOCAL_STORE_KINDS
 
 MAX = 64 * 1024
@@ -365,6 +365,51 @@ def test_submit_path_refuses_a_fifo(intake: Intake, uploads: Path) -> None:
     os.mkfifo(uploads / "pipe.txt")
     with pytest.raises(UploadNotFoundError):
         intake.submit_path("pipe.txt")
+
+
+# The file a path names is opened only inside the uploads folder, also when the path changes after
+# it was checked. Only the file system takes part, so the memory store alone is enough.
+memory_store_only = pytest.mark.parametrize("store_kind", ["memory"])
+
+
+@memory_store_only
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(
+    intake: Intake, outside: Path
+) -> None:
+    # The race of submit_path: the path is checked (resolved inside uploads), then a folder on
+    # it is replaced by a symlink to elsewhere before the file is opened. Replayed in order
+    # here: check, swap, open.
+    inbox = intake.uploads_dir / "inbox"
+    inbox.mkdir()
+    (inbox / "secret.txt").write_bytes(b"harmless")
+    resolved = _inside(intake.uploads_dir, "inbox/secret.txt")
+    inbox.rename(intake.uploads_dir / "inbox-old")
+    inbox.symlink_to(outside.parent, target_is_directory=True)
+    with pytest.raises(StatusError) as info:
+        intake._hash_file(resolved, "inbox/secret.txt", "secret.txt")
+    assert isinstance(info.value, PathOutsideUploadsError)
+    assert intake.manager.list_all() == []
+
+
+@memory_store_only
+def test_the_checked_file_itself_swapped_for_a_symlink_is_not_followed(intake: Intake, outside: Path) -> None:
+    target = intake.uploads_dir / "secret.txt"
+    target.write_bytes(b"harmless")
+    resolved = _inside(intake.uploads_dir, "secret.txt")
+    target.unlink()
+    target.symlink_to(outside)
+    with pytest.raises((PathOutsideUploadsError, UploadNotFoundError)):
+        intake._hash_file(resolved, "secret.txt", "secret.txt")
+
+
+@memory_store_only
+def test_files_in_nested_folders_are_still_hashed(intake: Intake) -> None:
+    folder = intake.uploads_dir / "a" / "b"
+    folder.mkdir(parents=True)
+    (folder / "c.txt").write_bytes(b"nested content")
+    accepted = intake.submit_path("a/b/c.txt")
+    assert accepted.doc_id == hashlib.sha256(b"nested content").hexdigest()
+    assert intake.manager.require_status(accepted.doc_id).metadata["path"] == "a/b/c.txt"
 
 
 # -- formats ---------------------------------------------------------------------------------

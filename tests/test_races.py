@@ -1,15 +1,24 @@
-"""Real threads racing on one manager; invariants checked afterwards (every store)."""
+"""Real threads racing on one manager; invariants checked afterwards (every store, and the memory
+store alone where the race is in its own locking or in the event hub)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
 
-from docstatus import DuplicateDocumentError, Status, StatusManager
+from docstatus import (
+    DocumentNotFoundError,
+    DuplicateDocumentError,
+    InvalidTransitionError,
+    Status,
+    StatusManager,
+)
 from docstatus.events import Event
 from docstatus.models import can_transition
 from helpers import wait_until
@@ -36,6 +45,17 @@ def _race(workers: list[Callable[[], None]]) -> list[BaseException]:
         t.join(timeout=120)
         assert not t.is_alive(), "a racing thread hung"
     return errors
+
+
+@contextlib.contextmanager
+def _switching_often() -> Iterator[None]:
+    """Within the block, the interpreter switches threads as often as it can: races show up sooner."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_exactly_one_of_16_creates_wins(manager: StatusManager) -> None:
@@ -172,3 +192,89 @@ def test_subscribers_see_legal_transitions_and_monotone_progress_under_load(
         for before, after in itertools.pairwise(states):
             assert can_transition(Status(before["status"]), Status(after["status"])), doc
             assert after["progress"] >= before["progress"], doc
+
+
+def test_concurrent_updates_never_report_an_existing_document_as_missing() -> None:
+    # The memory store checks that a document exists before it takes its lock; a change of
+    # status moves the document in the recency index (remove, re-insert) under the lock, and
+    # a thread switch in between made that unlocked check see a document that exists as missing.
+    manager = StatusManager(cleanup_interval_seconds=None)
+    manager.create_status("d", "d.txt")
+    done = threading.Event()
+    missing: list[Exception] = []
+
+    def flip() -> None:
+        try:
+            for _ in range(20_000):
+                manager.mark_failed("d", "again")
+                manager.requeue("d")
+        finally:
+            done.set()
+
+    def update() -> None:
+        while not done.is_set():
+            try:
+                manager.update_status("d", "queued")
+            except InvalidTransitionError:
+                pass  # failed at that moment: a legitimate refusal
+            except DocumentNotFoundError as exc:
+                missing.append(exc)
+
+    with _switching_often():
+        assert _race([flip, update, update]) == []
+    assert missing == []
+    assert manager.require_status("d").metadata["attempt"] == 20_001
+
+
+# -- event delivery ---------------------------------------------------------------------------
+
+WRITERS = 3
+ROUNDS = 15_000
+
+
+def _in_rounds(writers: list[Callable[[], None]], after_round: Callable[[int], None]) -> None:
+    """Run each writer once per round, all at once, then ``after_round`` with every writer stopped."""
+    barrier = threading.Barrier(len(writers) + 1)
+
+    def loop(write: Callable[[], None]) -> None:
+        for _ in range(ROUNDS):
+            barrier.wait()
+            write()
+            barrier.wait()
+
+    threads = [threading.Thread(target=loop, args=(write,)) for write in writers]
+    with _switching_often():
+        try:
+            for thread in threads:
+                thread.start()
+            for round_ in range(ROUNDS):
+                barrier.wait()
+                barrier.wait()
+                after_round(round_)
+        except BaseException:
+            barrier.abort()  # release the writers
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
+
+
+def test_no_change_is_left_undelivered_when_writers_race() -> None:
+    # Once every change call has returned, every change is delivered. A writer that finds another
+    # thread pumping leaves its change to that one; if that hand-over is lost, the change stays
+    # undelivered until some later change.
+    manager = StatusManager(cleanup_interval_seconds=None)
+    seen: list[int] = []
+    manager.subscribe(lambda event: seen.append(event["seq"]))
+    for i in range(WRITERS):
+        manager.create_status(f"d{i}", "d.txt")
+    stranded: list[tuple[int, int, int]] = []
+
+    def check(round_: int) -> None:
+        if len(seen) != manager.last_seq:
+            stranded.append((round_, len(seen), manager.last_seq))
+
+    writers = [lambda doc_id=f"d{i}": manager.update_status(doc_id, "queued") for i in range(WRITERS)]
+    _in_rounds(writers, check)
+    assert stranded == []
+    assert seen == list(range(1, manager.last_seq + 1))

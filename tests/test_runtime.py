@@ -82,8 +82,10 @@ class Gated:
         self.gate = threading.Event()
         self.resumed = threading.Event()
         self.text = TextProcessor()
+        self.runs = 0
 
     def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+        self.runs += 1
         reporter.parsing()
         self.entered.set()
         assert self.gate.wait(DEADLINE)
@@ -322,6 +324,40 @@ def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
     recovered.start()
     final = watcher.wait(doc_id, "completed")
     assert final["metadata"]["attempt"] == 2
+
+
+def test_start_while_stop_waits_for_running_work_does_not_recover_it(
+    uploads: Path, make_pool: Callable[..., WorkerPool]
+) -> None:
+    manager = StatusManager(cleanup_interval_seconds=None)
+    watcher = Watcher(manager)
+    gated = Gated()
+    pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": gated}))
+    intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
+    pool.start()
+    doc_id = submit(intake, "a.txt", b"some text")
+    assert gated.entered.wait(DEADLINE)
+
+    # stop() waits for the running document; a start() meanwhile (another thread) must not
+    # mistake that document for one a dead process left behind.
+    stopper = threading.Thread(target=pool.stop, kwargs={"timeout": DEADLINE})
+    stopper.start()
+    wait_until(lambda: not pool.running, DEADLINE)
+    starter = threading.Thread(target=pool.start)
+    starter.start()
+    starter.join(1.0)  # long enough for an unguarded start() to run its recovery
+    gated.gate.set()
+    stopper.join(DEADLINE)
+    starter.join(DEADLINE)
+    assert not stopper.is_alive() and not starter.is_alive()
+    wait_until(lambda: (s := manager.get_status(doc_id)) is not None and s.is_finished, DEADLINE)
+    pool.stop(timeout=DEADLINE)
+
+    final = manager.require_status(doc_id)
+    assert final.status == "completed", final
+    assert final.metadata.get("attempt") == 1 and "recovery" not in final.metadata, final.metadata
+    assert "failed" not in [e["status"]["status"] for e in watcher.events if e["status"] is not None]
+    assert gated.runs == 1
 
 
 # -- restart recovery --------------------------------------------------------------------------

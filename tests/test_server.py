@@ -2,8 +2,9 @@
 
 Covers what only a real server shows: the live event stream (legal
 transitions, resuming with ``Last-Event-ID``), shutdown on SIGTERM with
-streams open, and a restart with work in flight over the same SQLite store
-and uploads folder.
+streams open, a restart with work in flight over the same SQLite store
+and uploads folder, and hostile request bodies that must not reach its log
+as a traceback.
 """
 
 from __future__ import annotations
@@ -368,6 +369,31 @@ def test_oversized_upload_on_the_real_server_leaves_nothing(make_server: Callabl
     assert response.status_code == 413 and response.json()["code"] == "UPLOAD_TOO_LARGE"
     assert [p.name for p in server.uploads.iterdir()] == []
     assert httpx.get(f"{server.url}/status/queue").json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b'{"a":' * 20_000, b'{"event": "upload", "path": ' + b"[" * 5000]
+)
+def test_webhook_body_nested_too_deep_is_400_not_500(make_server: Callable[..., Server], body: bytes) -> None:
+    # Within the body limit (1 MiB), but deeper than the JSON decoder can recurse.
+    server = make_server(DOCSTATUS_API_TOKEN=TOKEN).start()
+    before = sorted(p.name for p in server.uploads.iterdir())
+    response = httpx.post(
+        f"{server.url}/webhook",
+        content=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["code"] == "INVALID_REQUEST" and "Traceback" not in response.text
+    assert sorted(p.name for p in server.uploads.iterdir()) == before
+    assert httpx.get(f"{server.url}/status/queue").json()["total"] == 0
+
+
+def test_server_log_has_no_traceback_for_deep_webhook_bodies(make_server: Callable[..., Server]) -> None:
+    server = make_server(DOCSTATUS_API_TOKEN=TOKEN).start()
+    httpx.post(f"{server.url}/webhook", content=b"[" * 50_000, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert "RecursionError" not in server.log()
 
 
 @pytest.mark.parametrize(
