@@ -14,7 +14,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -506,9 +506,6 @@ class StatusManager:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def __iter__(self) -> Iterator[ProcessingStatus]:
-        return iter(self.list_all(MAX_LIMIT))
 
     def __repr__(self) -> str:
         return f"<StatusManager store={self._store.url!r}>"
