@@ -1,42 +1,61 @@
 """The Redis store: one status store shared by many processes and machines.
 
-Every change is one round trip: Lua code (``redis.lua`` beside this file)
-checks the rules and applies the change atomically on the server, with the
-same result as :class:`~docstatus.records.Mutation` gives in Python. The
-code's tables (transitions, default stages, progress ranges) are rendered
-from :mod:`docstatus.models`, so the lifecycle is defined once.
-
-On Redis 7 and later the code is a Functions library, loaded once
-(``FUNCTION LOAD``, when a call finds it missing) and called with ``FCALL``:
-its tables and functions are built at load time, not on every call. Its name
-carries a digest of the code (``docstatus_<digest>``), so processes running
-different versions share a server safely; libraries of versions no longer in
-use can be removed with ``FUNCTION DELETE``. Older servers (no ``FCALL``) run
-the same code as a script with ``EVALSHA``.
+The rules run in Python, once: a change is the manager's Mutation (any pure
+function of the stored record), applied here in the client. The server makes
+it atomic with a compare-and-set on the record's version; its code
+(``redis.lua`` beside this file) is atomic primitives that never read a record
+and know nothing of statuses, progress or times.
 
 Data layout, every key under the prefix (``docstatus:`` by default):
 
-* ``doc:<doc_id>`` — the record, kept once: a hash with one field per record key, each
-  value that key's JSON text. A change reads it whole and writes back only the fields it
-  changed; readers join the fields into one JSON object;
-* ``recent`` — sorted set of doc_ids by the seq of their last change (``recent``;
-  the score is also the record's version for the optimistic fallback below);
-* ``active`` — set of unfinished doc_ids (``active``), written only when a document
+* ``doc:<doc_id>`` - the record, kept once: a hash with ``r``, the record's JSON
+  text, and ``c``, the name of the count it is in (its status), so that removing
+  it needs no reading of the text;
+* ``recent`` - sorted set of doc_ids by the seq of their last change. That score is
+  the record's *version*;
+* ``active`` - set of the doc_ids of unfinished records, written only when a document
   starts or finishes; ``active()`` orders them by their ``recent`` score;
-* ``finished`` — sorted set of finished doc_ids by finish time (``expire``);
-* ``counts`` — hash of status -> number of records;
-* ``seq`` — the change counter; ``log`` — a stream of changes with IDs ``<seq>-0``,
+* ``finished`` - sorted set of finished doc_ids by finish time (``expire``);
+* ``counts`` - hash of status -> number of records;
+* ``seq`` - the change counter; ``log`` - a stream of changes with IDs ``<seq>-0``,
   capped near ``LOG_SIZE`` (``changes_since``); an entry is ``t`` (the change type),
-  ``d`` (the doc_id), then the record's fields as in its hash (none for a removal);
-* ``changes`` — a pub/sub channel carrying each change's seq (``wait_for_change``).
+  ``d`` (the doc_id) and ``r`` (the record's JSON text; none for a removal);
+* ``changes`` - a pub/sub channel carrying each change's seq (``wait_for_change``).
 
-A mutation the script does not reproduce (values of types the manager never
-sends) is applied by an optimistic read-modify-write instead: read the record
-and its version, run the Mutation in Python, write it back only if the version
-is unchanged, else retry. Either way a change is atomic.
+A change (``modify``) goes like this:
 
-The Lua code uses keys it derives from the prefix, so the store needs a
-standalone Redis (or one shard), not Redis Cluster.
+1. Start from the document's last known version and record: what this store object
+   last wrote or read for it (a bounded cache), or else one ``read`` call.
+2. Apply the change to that record, in Python. Work out what the indexes need: the
+   old and the new status (for ``counts``), whether the record enters the active set
+   or the finished set, and its finish time there.
+3. One ``cas`` call sends the version the change was computed from, the new record's
+   text and those index arguments. In one atomic step the server checks the version
+   against the ``recent`` score and, if it matches, writes the record, takes the next
+   seq (the new version), updates the indexes, appends the log entry and publishes.
+   If another writer got there first, the reply carries the current version and
+   record instead, and the change is applied again to those (step 2), with no other
+   read, until it lands.
+
+A worker updating its own document thus costs one round trip per change. A stale
+cache costs a conflict, never a wrong write: a record is only written onto the
+version it was computed from. A change that raises (one the rules refuse) writes
+nothing; if it was computed on a cached record, the record is read again and the
+change retried on it, so a stale cache never refuses a change either.
+
+On Redis 7 and later the code is a Functions library, loaded once
+(``FUNCTION LOAD``, when a call finds it missing) and called with ``FCALL``. Its
+name carries a digest of the code (``docstatus_<digest>``), so processes running
+different versions share a server safely; libraries of versions no longer in use
+can be removed with ``FUNCTION DELETE``. Older servers (no ``FCALL``) run the same
+code as a script with ``EVALSHA``.
+
+Data written by versions before this layout (a hash field per record key, and a
+server-side copy of the rules) is not read by this one: give it an empty database
+or a new ``prefix``.
+
+The code uses keys it derives from the prefix, so the store needs a standalone
+Redis (or one shard), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -49,12 +68,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
-from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic_core import from_json
+from pydantic_core import PydanticSerializationError, from_json, to_json
 
 from ..errors import (
     DocumentNotFoundError,
@@ -62,8 +81,7 @@ from ..errors import (
     MissingDependencyError,
     StoreUnavailableError,
 )
-from ..models import _RANGES, DEFAULT_STAGE, FINISHED, RateEstimator, Status, can_transition
-from ..records import Mutation, Record, iso
+from ..records import Record, finished_at, is_finished
 from .base import Change, ChangeType, Store
 
 try:
@@ -103,46 +121,14 @@ _CLIENT_OPTIONS = frozenset(
 )
 _SECRET_OPTIONS = frozenset({"password"})
 
-_KINDS = frozenset({"update", "complete", "fail", "requeue"})
-# A status (a plain string or a Status member) -> its value.
-_STATUSES: dict[str, str] = {s.value: s.value for s in Status}
+#: The record key whose value names the record's entry in ``counts``.
+_COUNTED = "status"
 
-
-def _lua_string(text: str) -> str:
-    escaped = "".join(
-        chr(b) if 32 <= b < 127 and chr(b) not in '"\\' else f"\\{b:03d}" for b in text.encode()
-    )
-    return f'"{escaped}"'
-
-
-def _lua_table(entries: dict[str, str]) -> str:
-    return "{" + ", ".join(f"[{_lua_string(k)}] = {v}" for k, v in entries.items()) + "}"
-
-
-def _rules() -> str:
-    """The rules of ``models`` as Lua definitions."""
-    statuses = [s.value for s in Status]
-    legal = {a: _lua_table({b: "true" for b in statuses if can_transition(a, b)}) for a in statuses}
-    ranges = {Status(s).value: span for s, span in _RANGES.items()}
-    tables = {
-        "LEGAL": legal,
-        "FINAL": {s.value: "true" for s in FINISHED},
-        "QUOTED": {s: _lua_string(json.dumps(s)) for s in statuses},
-        "STAGE": {s.value: _lua_string(json.dumps(DEFAULT_STAGE[s])) for s in Status},
-        "START": {s: repr(start) for s, (start, _) in ranges.items()},
-        "WIDTH": {s: repr(width) for s, (_, width) in ranges.items()},
-    }
-    lines = [f"local {name} = {_lua_table(entries)}" for name, entries in tables.items()]
-    lines.append(
-        f"local SMOOTHING, MIN_INTERVAL = {RateEstimator.SMOOTHING!r}, {RateEstimator.MIN_INTERVAL!r}"
-    )
-    lines.append(f"local LOG_SIZE = {RedisStore.LOG_SIZE}")
-    return "\n".join(lines)
-
+# -- the server-side code ------------------------------------------------------------
 
 #: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
 _READ_ONLY = frozenset({"read", "recent", "active", "log"})
-_OPERATIONS = ("modify", "create", "read", "put", "recent", "active", "log", "expire")
+_OPERATIONS = ("cas", "create", "read", "recent", "active", "log", "expire")
 
 # How the code ends as a Functions library: every operation registered under a name that
 # carries the code's digest, so processes running different versions of docstatus on one
@@ -166,7 +152,7 @@ return OPS[ARGV[1]](args)"""
 @functools.cache
 def _source() -> str:
     source = resources.files(__package__).joinpath("redis.lua").read_text(encoding="utf-8")
-    return source.replace("__RULES__", _rules(), 1)
+    return source.replace("__LOG_SIZE__", str(RedisStore.LOG_SIZE), 1)
 
 
 @functools.cache
@@ -177,7 +163,7 @@ def _library() -> tuple[str, str]:
     body = _source().replace("\n__ENTRY__", _REGISTER + calls, 1)
     digest = hashlib.sha1(body.encode()).hexdigest()[:16]
     name = f"docstatus_{digest}"
-    header = f"#!lua name={name}\nlocal NAME = {_lua_string(name + '_')}\n"
+    header = f"#!lua name={name}\nlocal NAME = {json.dumps(name + '_')}\n"
     return header + body, name + "_"
 
 
@@ -187,89 +173,97 @@ def _script() -> str:
     return _source().replace("\n__ENTRY__", _DISPATCH, 1)
 
 
-def _script_args(change: Callable[[Record], Record]) -> list[str] | None:
-    """The script's arguments for ``change``, or ``None`` when it must run in Python."""
-    if not isinstance(change, Mutation) or change.kind not in _KINDS:
-        return None
-    now, target, progress, fields = change.now, change.target, change.progress, change.fields
-    if type(now) is not float or not math.isfinite(now) or not isinstance(fields, dict):
-        return None
-    if change.kind == "update" and target not in _STATUSES:
-        return None
-    if progress is not None and (type(progress) is not float or not math.isfinite(progress)):
-        return None
-    pairs = _field_pairs(fields, quote_names=change.kind == "complete")
-    if pairs is None:
-        return None
-    return [
-        change.kind,
-        repr(now),
-        f'"{iso(now)}"',  # ISO timestamps need no JSON escapes
-        _STATUSES.get(target, "") if isinstance(target, str) else "",
-        "" if progress is None else repr(progress),
-        *pairs,
-    ]
+# -- records as stored ------------------------------------------------------------------
+
+_json_encode = json.JSONEncoder().encode
 
 
-def _field_pairs(fields: dict[str, Any], *, quote_names: bool) -> list[str] | None:
-    """``name, JSON value`` for every field (names as JSON too with ``quote_names``)."""
-    pairs = []
+def _encode(record: Record) -> bytes:
+    """The record as JSON text (pydantic-core's encoder: a few times faster than json's)."""
     try:
-        for name, value in fields.items():
-            if not isinstance(name, str):
-                return None
-            pairs.append(json.dumps(name) if quote_names else name)
-            pairs.append(_json_value(value))
-    except (TypeError, ValueError):
-        return None
-    return pairs
+        return to_json(record)
+    except PydanticSerializationError:
+        # Lone surrogates have no UTF-8 form: \u escapes, as json writes them (and
+        # anything else json refuses is refused with json's error).
+        return _json_encode(record).encode()
 
 
-def _json_value(value: Any) -> str:
-    # The common cases without the json module's overhead; same text as json.dumps.
-    kind = type(value)
-    if value is None:
-        return "null"
-    if kind is str:
-        return _json_string(value)
-    if kind is int:
-        return str(value)
-    if kind is float and math.isfinite(value):
-        return repr(value)
-    return json.dumps(value, allow_nan=False)
-
-
-def _record_args(record: Record) -> list[str]:
-    """``record`` as the stored hash has it: each name (JSON-escaped, unquoted), then its JSON text."""
-    pairs = []
-    for name, value in record.items():
-        pairs.append(_json_string(name)[1:-1])
-        pairs.append(_json_value(value))
-    return pairs
-
-
-def _record(flat: list[bytes]) -> Record:
-    """The record from a stored hash's name, JSON text pairs (as HGETALL lists them)."""
-    return _join(flat[::2], flat[1::2])
-
-
-def _join(names: list[bytes], texts: list[bytes]) -> Record:
-    """The record whose keys are ``names`` (JSON-escaped) with the JSON ``texts`` as values."""
-    # {"name":text,"name":text} put together by slice assignments, without a Python loop.
-    parts = [b',"', b"", b'":', b""] * len(names)
-    parts[1::4] = names
-    parts[3::4] = texts
-    parts[0] = b'{"'
-    parts.append(b"}")
-    return _parse(b"".join(parts))
-
-
-def _parse(text: bytes) -> Record:
+def _decode(text: bytes) -> Record:
     try:
         record: Record = from_json(text)
     except ValueError:
         record = json.loads(text)  # \u escapes of lone surrogates, which pydantic-core refuses
     return record
+
+
+# Not frozen, for the same reason as Mutation: a frozen dataclass costs more to build.
+@dataclass(slots=True)
+class _Known:
+    """A document's record as stored at ``version`` (the seq of its last change)."""
+
+    version: int
+    record: Record
+
+
+_STAY = ("", "")
+
+
+def _move(old: Record | None, new: Record) -> tuple[str, str]:
+    """The index move of a change from ``old`` (``None``: a new record) to ``new``, and its score."""
+    finished = finished_at(new)
+    if finished is None:
+        return ("active", "") if old is None or is_finished(old) else _STAY
+    if old is not None and finished_at(old) == finished:
+        return _STAY
+    if not math.isfinite(finished):
+        raise ValueError(f"record {new.get('doc_id')!r} has no finite finish time ({finished!r})")
+    return "finished", repr(finished)
+
+
+def _commit_args(old: Record | None, new: Record) -> list[bytes | str]:
+    """What the server's ``commit`` needs: the counts to move, the index move, the record's text."""
+    count = new[_COUNTED]
+    before = "" if old is None else old[_COUNTED]
+    counts = _STAY if before == count else (before, count)
+    return [*counts, *_move(old, new), _encode(new)]
+
+
+class _Cache:
+    """The last known version of recently written or read records; thread-safe, bounded.
+
+    Least recently *stored* entries go first: every change a process makes
+    stores its document again, so the documents in work stay.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[str, _Known] = {}
+        self._lock = threading.Lock()
+
+    def get(self, doc_id: str) -> _Known | None:
+        with self._lock:
+            return self._entries.get(doc_id)
+
+    def put(self, doc_id: str, known: _Known) -> None:
+        """Keep ``known`` unless a newer version is kept already (replies of threads may cross)."""
+        entries = self._entries
+        with self._lock:
+            current = entries.pop(doc_id, None)
+            if current is not None and current.version > known.version:
+                known = current
+            entries[doc_id] = known
+            if len(entries) > self._size:
+                del entries[next(iter(entries))]
+
+    def drop(self, doc_id: str) -> None:
+        with self._lock:
+            self._entries.pop(doc_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# -- URLs -------------------------------------------------------------------------------
 
 
 def _public_url(url: str) -> str:
@@ -315,9 +309,10 @@ def _prefix(value: str) -> str:
 class RedisStore(Store):
     """Records in Redis, shared by every process that opens the same URL and prefix.
 
-    Thread-safe (redis-py's connection pool). Every change is atomic on the
-    server; durability is the server's (``appendonly yes`` with
-    ``appendfsync always`` loses no acknowledged change). When the server
+    Thread-safe (redis-py's connection pool; the cache of known versions has
+    its own lock). Every change is atomic on the server (a compare-and-set,
+    see the module docstring); durability is the server's (``appendonly yes``
+    with ``appendfsync always`` loses no acknowledged change). When the server
     cannot be reached, every method raises
     :class:`~docstatus.errors.StoreUnavailableError`; the store works again
     as soon as the server is back. A change whose reply was lost with the
@@ -330,9 +325,9 @@ class RedisStore(Store):
     #: the stream is trimmed in whole blocks, so a few more may be kept).
     LOG_SIZE = 10_000
 
-    #: How many changes were applied by the Python fallback rather than the
-    #: script (mutations with values the script does not reproduce).
-    fallbacks: int
+    #: Documents whose last known version and record this store keeps, so that
+    #: a change to one of them needs no read first.
+    CACHED_RECORDS = 4096
 
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX, url: str = "redis://") -> None:
         self._client = client
@@ -354,7 +349,7 @@ class RedisStore(Store):
         self._sha = hashlib.sha1(self._script.encode()).hexdigest()
         #: False on a server without Functions (before Redis 7): scripts (EVALSHA) instead.
         self._use_functions = True
-        self.fallbacks = 0
+        self._cache = _Cache(self.CACHED_RECORDS)
         self._listen_lock = threading.Lock()
         self._pubsub: PubSub | None = None
 
@@ -391,7 +386,7 @@ class RedisStore(Store):
     def _unavailable(self, exc: RedisError) -> StoreUnavailableError:
         return StoreUnavailableError(self.url, exc)
 
-    def _call(self, op: str, *args: str) -> Any:
+    def _call(self, op: str, *args: bytes | str | int) -> Any:
         """Run ``op`` on the server (loading the code first if the server lacks it)."""
         try:
             try:
@@ -404,7 +399,7 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._unavailable(exc) from exc
 
-    def _run(self, op: str, args: tuple[str, ...]) -> Any:
+    def _run(self, op: str, args: tuple[bytes | str | int, ...]) -> Any:
         if self._use_functions:
             return self._execute(*self._calls[op], *args)
         return self._execute("EVALSHA", self._sha, 0, op, self._prefix, *args)
@@ -429,59 +424,85 @@ class RedisStore(Store):
 
     def create(self, record: Record) -> Change:
         doc_id = record["doc_id"]
-        reply = self._call("create", doc_id, *_record_args(record))
+        reply = self._call("create", doc_id, *_commit_args(None, record))
         if reply[0] == b"duplicate":
             raise DuplicateDocumentError(doc_id)
-        return Change(int(reply[1]), "created", doc_id, record)
+        seq: int = reply[1]
+        self._cache.put(doc_id, _Known(seq, record))
+        return Change(seq, "created", doc_id, record)
 
     def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
-        args = _script_args(change) if _encodable(doc_id) else None
-        if args is None:
-            return self._modify_in_python(doc_id, change)
-        reply = self._call("modify", doc_id, *args)
-        outcome = reply[0]
-        if outcome == b"ok":
-            return Change(reply[1], "updated", doc_id, _record(reply[2]))
-        if outcome == b"missing":
-            raise DocumentNotFoundError(doc_id)
-        if outcome == b"refused":
-            # The script refused the change for the record it saw; the same rules
-            # in Python, on that record, raise the exact error they define.
-            change(_record(reply[1]))
-            log.warning("the redis script refused a change the Python rules allow; applying it in Python")
-        return self._modify_in_python(doc_id, change)
+        """Apply ``change`` in Python and compare-and-set the result (see the module docstring).
 
-    def _modify_in_python(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+        ``change`` may run more than once, on newer records, when other writers
+        change the document in between; it must be pure.
+        """
         if not _encodable(doc_id):
             raise DocumentNotFoundError(doc_id)
-        self.fallbacks += 1
+        known = self._cache.get(doc_id)
+        fresh = known is None
+        if known is None:
+            known = self._read(doc_id)
         while True:
-            read = self._call("read", doc_id)
-            if not read:
-                raise DocumentNotFoundError(doc_id)
-            new = change(_record(read[0]))
-            reply = self._call("put", doc_id, read[1].decode(), *_record_args(new))
-            if reply[0] == b"ok":
-                return Change(int(reply[1]), "updated", doc_id, new)
+            try:
+                new = change(known.record)
+            except Exception:
+                if fresh:
+                    raise
+                # Computed on a cached record, which may be stale: decide on the stored one.
+                known, fresh = self._read(doc_id), True
+                continue
+            landed = self._compare_and_set(doc_id, known, new)
+            if isinstance(landed, Change):
+                return landed
+            known, fresh = landed, True
+
+    def _read(self, doc_id: str) -> _Known:
+        """The stored version and record of ``doc_id`` (now cached)."""
+        reply = self._call("read", doc_id)
+        if not reply or not reply[1]:
+            self._cache.drop(doc_id)
+            raise DocumentNotFoundError(doc_id)
+        known = _Known(int(reply[0]), _decode(reply[1]))
+        self._cache.put(doc_id, known)
+        return known
+
+    def _compare_and_set(self, doc_id: str, known: _Known, new: Record) -> Change | _Known:
+        """Write ``new`` if the record is still at ``known``'s version; else the current one."""
+        args = _commit_args(known.record, new)
+        try:
+            reply = self._call("cas", doc_id, known.version, *args)
+        except StoreUnavailableError:
+            self._cache.drop(doc_id)  # the change may or may not have been made
+            raise
+        outcome = reply[0]
+        if outcome == b"ok":
+            seq: int = reply[1]
+            self._cache.put(doc_id, _Known(seq, new))
+            return Change(seq, "updated", doc_id, new)
+        if outcome == b"missing" or not reply[2]:
+            self._cache.drop(doc_id)
+            raise DocumentNotFoundError(doc_id)
+        current = _Known(int(reply[1]), _decode(reply[2]))
+        self._cache.put(doc_id, current)
+        return current
 
     def get(self, doc_id: str) -> Record | None:
         if not _encodable(doc_id):
             return None
         try:
-            stored = cast(dict[bytes, bytes], self._client.hgetall(self._key("doc:" + doc_id)))
+            text = cast(bytes | None, self._client.hget(self._key("doc:" + doc_id), "r"))
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        if not stored:
-            return None
-        return _join(list(stored), list(stored.values()))
+        return None if text is None else _decode(text)
 
     def recent(self, limit: int) -> list[Record]:
         if limit <= 0:
             return []
-        return [_record(flat) for flat in self._call("recent", str(limit - 1))]
+        return [_decode(text) for text in self._call("recent", str(limit - 1))]
 
     def active(self) -> list[Record]:
-        return [_record(flat) for flat in self._call("active")]
+        return [_decode(text) for text in self._call("active")]
 
     def counts(self) -> dict[str, int]:
         try:
@@ -494,9 +515,12 @@ class RedisStore(Store):
         if limit <= 0:
             return []
         reply = self._call("expire", f"({float(before)!r}", str(limit))
-        return [
+        removed = [
             Change(int(reply[i]), "removed", reply[i + 1].decode(), None) for i in range(0, len(reply), 2)
         ]
+        for change in removed:
+            self._cache.drop(change.doc_id)
+        return removed
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         if limit <= 0:
@@ -583,7 +607,7 @@ def _encodable(doc_id: str) -> bool:
 
 
 def _change(entry_id: bytes, fields: list[bytes]) -> Change:
-    # fields: 't', the change type, 'd', the doc_id, then the record's pairs (none for a removal).
+    # fields: 't', the change type, 'd', the doc_id, then 'r', the record's text (none for a removal).
     kind = cast(ChangeType, fields[1].decode())
-    record = _record(fields[4:]) if len(fields) > 4 else None
+    record = _decode(fields[5]) if len(fields) > 4 else None
     return Change(int(entry_id.split(b"-", 1)[0]), kind, fields[3].decode(), record)
