@@ -1,6 +1,6 @@
 """The Redis store against real redis-server processes: the records its compare-and-set
-gives, races between processes, live events across processes, and a server that goes away
-and comes back.
+gives, its cache of known versions, races between stores, threads and processes, live events
+across processes, and a server that goes away and comes back.
 
 The store-independent behaviour is in ``test_conformance.py`` (which runs over Redis too).
 """
@@ -34,7 +34,7 @@ from docstatus.events import Event
 from docstatus.models import can_transition
 from docstatus.records import Mutation, Record, copy_json, new_record
 from docstatus.stores import open_store
-from docstatus.stores.redis import RedisStore, _commit_args
+from docstatus.stores.redis import RedisStore, _commit_args, _library, _script
 
 STATUSES = [s.value for s in Status]
 
@@ -318,6 +318,184 @@ def test_indexes_follow_documents_that_finish_and_start_again(store: RedisStore)
     assert [r["doc_id"] for r in store.recent(10)] == ["x"]
 
 
+# -- the server-side code, the cache of known versions, conflicts ----------------------
+
+
+def test_the_server_side_code_knows_no_rules() -> None:
+    # Atomic primitives only: no status, no transition, no progress or ETA formula, no
+    # reading of a record's JSON. The rules live in docstatus.records, once.
+    library, _ = _library()
+    for source in (library, _script()):
+        text = source.lower().replace("docstatus", "")  # the name of the library
+        for word in [*STATUSES, "status", "transition", "progress", "estimat", "elapsed", "_track"]:
+            assert word not in text, f"{word!r} in the server-side code"
+        for word in ["stage", "metadata", "smoothing", "json", "tonumber(a"]:
+            assert word not in text, f"{word!r} in the server-side code"
+
+
+def _operations(store: Any) -> list[str]:
+    """From now on, every command ``store`` sends (its operations by name: 'cas', 'read'...)."""
+    sent: list[str] = []
+    execute = store._client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        if args[0] in ("FCALL", "FCALL_RO"):
+            sent.append(args[1].decode().rsplit("_", 1)[-1])
+        else:
+            sent.append(args[3] if args[0] == "EVALSHA" else args[0])
+        return execute(*args, **options)
+
+    store._execute = store._client.execute_command = counting
+    return sent
+
+
+def test_a_worker_changing_its_own_document_needs_one_round_trip_per_change(redis_url: str) -> None:
+    with _manager(redis_url) as manager:
+        sent = _operations(manager.store)
+        manager.create_status("own", "o.pdf")
+        manager.update_status("own", "parsing")
+        for page in range(1, 11):
+            manager.update_status("own", "embedding_visual", page=page, total_pages=10)
+        manager.mark_completed("own")
+        assert sent == ["create"] + ["cas"] * 12
+
+
+def test_a_conflict_is_retried_on_the_record_its_reply_carries(redis_url: str) -> None:
+    rounds = 40
+    with _manager(redis_url) as a, _manager(redis_url) as b:
+        sent_a, sent_b = _operations(a.store), _operations(b.store)
+        a.create_status("shared", "s.pdf", {"start": True})
+        a.update_status("shared", "parsing")
+        for i in range(rounds):
+            # a reports pages 2, 4, 6..., b the page before each: progress must never go down.
+            writer, page = (a, i + 2) if i % 2 == 0 else (b, i)
+            fields = {"page": page, "total_pages": rounds, "metadata": {f"k{i}": i}}
+            writer.update_status("shared", "embedding_visual", **fields)
+        # a: create, parsing, its first page; then each change finds one of b's in between,
+        # and the conflict's reply is all the retry needs.
+        assert sent_a == ["create", "cas", "cas"] + ["cas", "cas"] * (rounds // 2 - 1)
+        # b: nothing known at first (one read); then likewise.
+        assert sent_b == ["read", "cas"] + ["cas", "cas"] * (rounds // 2 - 1)
+        status = b.get_status("shared")
+        assert status is not None
+        assert status.metadata == {"start": True, **{f"k{i}": i for i in range(rounds)}}
+        assert (status.page, status.progress) == (rounds - 1, 0.6)
+        log = b.changes_since(0)
+        assert [e["seq"] for e in log] == list(range(1, rounds + 3))
+        pages = [e["status"]["page"] for e in log[2:]]
+        assert pages != sorted(pages)
+        progress = [e["status"]["progress"] for e in log]
+        assert progress == sorted(progress)
+
+
+def test_a_stale_cache_never_refuses_a_change_the_stored_record_allows(redis_url: str) -> None:
+    with _manager(redis_url) as a, _manager(redis_url) as b:
+        a.create_status("again", "a.pdf")
+        a.mark_failed("again", "boom")  # a knows it as failed
+        b.requeue("again")
+        sent = _operations(a.store)
+        a.update_status("again", "parsing")  # refused by a's cached record, not by the stored one
+        assert sent == ["read", "cas"]
+        status = b.get_status("again")
+        assert status is not None
+        assert (status.status, status.metadata) == (Status.PARSING, {"attempt": 2})
+
+
+def test_a_refused_change_writes_nothing(redis_url: str) -> None:
+    with _manager(redis_url) as a, _manager(redis_url) as b:
+        a.create_status("final", "f.pdf")  # a knows it as queued
+        b.mark_completed("final")
+        before = b.last_seq
+        sent = _operations(a.store)
+        with pytest.raises(InvalidTransitionError, match="completed"):
+            a.update_status("final", "parsing")  # allowed on a's cached record; the reply shows it final
+        assert sent == ["cas"]
+        with pytest.raises(InvalidTransitionError, match="completed"):
+            a.update_status("final", "parsing")  # refused by the cache: confirmed on the stored record
+        assert sent == ["cas", "read"]
+        assert b.last_seq == before
+        status = b.get_status("final")
+        assert status is not None
+        assert status.status is Status.COMPLETED
+
+
+def test_the_cache_is_bounded_and_forgets_removed_documents(redis_url: str) -> None:
+    class SmallCache(RedisStore):
+        CACHED_RECORDS = 3
+
+    small, other = SmallCache.from_url(redis_url), RedisStore.from_url(redis_url)
+    try:
+        for i in range(5):
+            small.create(new_record(f"c{i}", "f.pdf", {}, 1000.0 + i))
+        assert len(small._cache) == 3
+        sent = _operations(small)
+        small.modify("c0", Mutation("update", 1010.0, "parsing"))  # pushed out: read first
+        small.modify("c4", Mutation("update", 1010.0, "parsing"))
+        assert sent == ["read", "cas", "cas"]
+        small.modify("c4", Mutation("complete", 1011.0))
+        assert [c.doc_id for c in small.expire(1011.5, 10)] == ["c4"]
+        sent.clear()
+        with pytest.raises(DocumentNotFoundError):
+            small.modify("c4", Mutation("update", 1012.0, "parsing"))
+        assert sent == ["read"]
+        # Removed by another store: the cached version is found missing, and forgotten.
+        other.modify("c3", Mutation("complete", 1012.0))
+        assert [c.doc_id for c in other.expire(1012.5, 10)] == ["c3"]
+        with pytest.raises(DocumentNotFoundError):
+            small.modify("c3", Mutation("update", 1013.0, "parsing"))
+        assert small._cache.get("c3") is None
+        # Removed and created again elsewhere: the new record has a new version.
+        other.modify("c0", Mutation("complete", 1013.0))
+        other.expire(1013.5, 10)
+        other.create(new_record("c0", "again.pdf", {"new": True}, 1014.0))
+        sent.clear()
+        change = small.modify("c0", Mutation("update", 1015.0, "parsing"))
+        assert change.record is not None
+        assert (change.record["filename"], change.record["metadata"]) == ("again.pdf", {"new": True})
+        assert sent == ["cas", "cas"]
+    finally:
+        small.close()
+        other.close()
+
+
+def _update_one(url: str, doc_id: str, me: int, count: int, barrier: Any) -> None:
+    """``count`` updates to ``doc_id`` with pages out of order, each adding a metadata key of its own."""
+    with _manager(url) as manager:
+        barrier.wait(60)
+        for i in range(count):
+            fields = {"page": 1 + (i * 13 + me * 7) % 50, "total_pages": 50, "metadata": {f"{me}-{i}": i}}
+            manager.update_status(doc_id, "embedding_visual", **fields)
+
+
+def _check_no_update_lost(manager: StatusManager, doc_id: str, writers: int, count: int) -> None:
+    status = manager.get_status(doc_id)
+    assert status is not None
+    assert status.metadata == {f"{me}-{i}": i for me in range(writers) for i in range(count)}
+    log = manager.changes_since(0, 100_000)
+    assert [e["seq"] for e in log] == list(range(1, writers * count + 3))
+    progress = [e["status"]["progress"] for e in log]
+    assert progress == sorted(progress)
+    assert status.progress == pytest.approx(0.6)
+
+
+def test_threads_with_a_store_each_changing_one_document_lose_no_update(redis_url: str) -> None:
+    writers, count = 6, 60
+    with _manager(redis_url) as manager:
+        manager.create_status("crowded", "c.pdf")
+        manager.update_status("crowded", "parsing")
+        barrier = threading.Barrier(writers)
+        threads = [
+            threading.Thread(target=_update_one, args=(redis_url, "crowded", me, count, barrier))
+            for me in range(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads)
+        _check_no_update_lost(manager, "crowded", writers, count)
+
+
 # -- the store on its own -----------------------------------------------------------
 
 
@@ -551,6 +729,16 @@ def test_eight_processes_updating_lose_nothing(redis_url: str) -> None:
             pages = [e["status"]["page"] for e in log if e["doc_id"] == f"busy-{i}" and e["status"]]
             assert pages == [None, None, *range(1, count + 1)]
         assert manager.count_by_status()["embedding_visual"] == n
+
+
+def test_processes_changing_one_document_lose_no_update(redis_url: str) -> None:
+    writers, count = 4, 150
+    with _manager(redis_url) as manager:
+        manager.create_status("together", "t.pdf")
+        manager.update_status("together", "parsing")
+        barrier = _spawn.Barrier(writers)
+        _run_processes(_update_one, lambda me: (redis_url, "together", me, count, barrier), writers)
+        _check_no_update_lost(manager, "together", writers, count)
 
 
 def test_a_subscriber_sees_every_change_of_other_processes_in_order(redis_url: str) -> None:
