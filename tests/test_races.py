@@ -98,6 +98,31 @@ def test_concurrent_progress_on_distinct_documents_loses_nothing(manager: Status
         assert status.progress == pytest.approx(0.6)
 
 
+def test_threads_changing_one_document_lose_no_update(manager: StatusManager) -> None:
+    manager.create_status("one", "one.pdf", {})
+    manager.update_status("one", "parsing")
+    threads, count = 8, 40
+
+    def report(me: int) -> Callable[[], None]:
+        def work() -> None:
+            for i in range(count):
+                # Pages out of order, and a metadata key of each change's own.
+                fields = {"page": 1 + (i * 13 + me * 7) % 40, "total_pages": 40, "metadata": {f"{me}-{i}": i}}
+                manager.update_status("one", "embedding_visual", **fields)
+
+        return work
+
+    with _switching_often():
+        assert _race([report(me) for me in range(threads)]) == []
+    status = manager.require_status("one")
+    assert status.metadata == {f"{me}-{i}": i for me in range(threads) for i in range(count)}
+    assert status.progress == pytest.approx(0.6)
+    log = manager.changes_since(0, 10_000)
+    assert [e["seq"] for e in log] == list(range(1, threads * count + 3))
+    progress = [e["status"]["progress"] for e in log]
+    assert progress == sorted(progress)
+
+
 def test_only_one_thread_moves_a_document_out_of_a_state(manager: StatusManager) -> None:
     manager.create_status("d", "d.pdf", {})
     manager.update_status("d", "parsing")
