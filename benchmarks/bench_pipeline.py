@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from docstatus import Event, StatusManager
-from docstatus.pipeline import Intake, WorkerPool
+from docstatus.ingest import Intake
+from docstatus.worker.pool import WorkerPool
 
 from ._harness import Row, Table
 

@@ -16,7 +16,7 @@ from docstatus import Event, StatusManager
 from docstatus.models import FINISHED, Status, can_transition
 
 if TYPE_CHECKING:  # the pipeline's libraries stay unloaded for the tests that only wait
-    from docstatus.pipeline import Intake
+    from docstatus.ingest import Intake
 
 #: The stores of the tests about what runs around the manager (the pipeline): the conformance
 #: suite already runs the manager itself over every store, Redis too. A module overrides

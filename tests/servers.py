@@ -125,8 +125,8 @@ from pathlib import Path
 
 import uvicorn
 from docstatus.api import create_app
-from docstatus.pipeline.processor import default_processors
-from docstatus.pipeline.service import Service
+from docstatus.worker.job import default_processors
+from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
 GATES = Path(os.environ["TEST_GATES"])

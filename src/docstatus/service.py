@@ -8,13 +8,13 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import ConfigError, StatusError
-from ..manager import StatusManager
-from ..settings import ServiceSettings
-from .intake import Intake
-from .output import OutputStore
-from .processor import ProcessorRegistry
-from .runtime import OUTPUT_FILE, WorkerPool
+from .errors import ConfigError, StatusError
+from .ingest.intake import Intake
+from .manager import StatusManager
+from .output.store import OutputStore
+from .settings import ServiceSettings
+from .worker.job import ProcessorRegistry
+from .worker.pool import OUTPUT_FILE, WorkerPool
 
 __all__ = ["Service"]
 

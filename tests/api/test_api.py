@@ -26,7 +26,7 @@ from docstatus.api import (
     metrics_router,
     status_router,
 )
-from docstatus.pipeline.intake import Intake
+from docstatus.ingest import Intake
 from docstatus.settings import ServiceSettings
 
 TOKEN = "s3cret-token"

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from docstatus.api import create_app
-from docstatus.pipeline.service import Service
+from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
 pytestmark = pytest.mark.timeout(180)

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Error, Locator, Page, Playwright, expec
 
 from _documents import numbered_pages, pdf_bytes
 from docstatus.api import dashboard_router, install_error_handlers
-from docstatus.api.dashboard import CONTENT_SECURITY_POLICY
+from docstatus.api.routes.dashboard import CONTENT_SECURITY_POLICY
 from servers import GATED, Server
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TOKEN = "dashboard-token-42"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 
 expect.set_options(timeout=20_000)
 

@@ -37,8 +37,8 @@ STALLING = """
 import threading
 import uvicorn
 from docstatus.api import create_app
-from docstatus.pipeline.processor import default_processors
-from docstatus.pipeline.service import Service
+from docstatus.worker.job import default_processors
+from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
 class Stalling:

@@ -12,7 +12,7 @@ import pytest
 
 from _documents import docx_bytes, numbered_pages, pdf_bytes, plain_zip, write
 from docstatus import StatusManager
-from docstatus.pipeline import OutputStore
+from docstatus.output import OutputStore
 
 TIMEOUT = 120
 # What the `docstatus` console script runs.

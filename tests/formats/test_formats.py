@@ -9,8 +9,8 @@ import pytest
 from _documents import docx_bytes, jpeg_bytes, pdf_bytes, plain_zip, png_bytes, pptx_bytes
 from docstatus import StatusManager
 from docstatus.errors import UnsupportedFormatError
-from docstatus.pipeline.formats import FORMATS, FormatRegistry, detect_format, magic
-from docstatus.pipeline.intake import Intake
+from docstatus.formats.registry import FORMATS, FormatRegistry, detect_format, magic
+from docstatus.ingest import Intake
 
 
 def _file(tmp_path: Path, data: bytes) -> Path:

@@ -34,19 +34,13 @@ from _documents import (
 )
 from docstatus import StatusManager
 from docstatus.errors import MissingDependencyError, OutputError
-from docstatus.pipeline import (
-    Intake,
-    Limits,
-    OutputStore,
-    PdfProcessor,
-    PerceptualDescriptor,
-    ProcessorRegistry,
-    WorkerPool,
-    default_processors,
-)
-from docstatus.pipeline.limits import require
-from docstatus.pipeline.output import _SCHEMA_V1, SCHEMA_VERSION
-from docstatus.pipeline.runtime import OUTPUT_FILE
+from docstatus.formats.limits import Limits, require
+from docstatus.formats.pdf import PdfProcessor
+from docstatus.ingest import Intake
+from docstatus.output import OutputStore, PerceptualDescriptor
+from docstatus.output.store import _SCHEMA_V1, SCHEMA_VERSION
+from docstatus.worker.job import ProcessorRegistry, default_processors
+from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
 from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit
 
 DEADLINE = 30.0
@@ -434,7 +428,8 @@ def test_missing_libraries_are_named_with_their_extra() -> None:
 
 def test_importing_docstatus_loads_no_pipeline_library() -> None:
     code = (
-        "import sys, docstatus, docstatus.pipeline\n"
+        "import sys, docstatus, docstatus.formats, docstatus.ingest, docstatus.output\n"
+        "import docstatus.worker.pool, docstatus.service\n"
         "print(sorted(m for m in ('pypdfium2', 'PIL', 'docx', 'pptx', 'rich') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -450,7 +445,7 @@ def test_limits_are_checked() -> None:
 
 def test_the_document_timeout_setting_is_checked_and_reaches_the_pool(tmp_path: Path) -> None:
     from docstatus.errors import ConfigError
-    from docstatus.pipeline import Service
+    from docstatus.service import Service
     from docstatus.settings import ServiceSettings
 
     with pytest.raises(ConfigError, match="DOCSTATUS_DOCUMENT_TIMEOUT"):

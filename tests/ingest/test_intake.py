@@ -18,8 +18,8 @@ from docstatus.errors import (
     UploadNotFoundError,
     UploadTooLargeError,
 )
-from docstatus.pipeline.formats import SUPPORTED_EXTENSIONS, detect_format
-from docstatus.pipeline.intake import MAX_NAME_BYTES, Accepted, Intake, _inside, safe_filename
+from docstatus.formats.registry import SUPPORTED_EXTENSIONS, detect_format
+from docstatus.ingest.intake import MAX_NAME_BYTES, Accepted, Intake, _inside, safe_filename
 from helpers import LOCAL_STORE_KINDS
 
 MAX = 64 * 1024

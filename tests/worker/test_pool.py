@@ -18,20 +18,14 @@ import pytest
 
 from docstatus import StatusManager
 from docstatus.errors import OutputError, StatusError
-from docstatus.pipeline import (
-    HashingEmbedder,
-    Intake,
-    Job,
-    OutputStore,
-    ProcessorRegistry,
-    Reporter,
-    Service,
-    TextProcessor,
-    WorkerPool,
-)
-from docstatus.pipeline.runtime import OUTPUT_FILE
-from docstatus.pipeline.text import chunk_text, decode_text
+from docstatus.formats.text import TextProcessor, chunk_text, decode_text
+from docstatus.ingest import Intake
+from docstatus.output import HashingEmbedder, OutputStore
+from docstatus.service import Service
 from docstatus.settings import ServiceSettings
+from docstatus.worker import Job, Reporter
+from docstatus.worker.job import ProcessorRegistry
+from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
 from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit, wait_until
 
 DEADLINE = 20.0

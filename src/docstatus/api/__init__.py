@@ -18,14 +18,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .app import create_app
-from .dashboard import dashboard_router
-from .documents import documents_router
 from .errors import ErrorBody, install_error_handlers
-from .health import health_router
-from .intake import intake_router
-from .metrics import Metrics, metrics_router
-from .status import status_json, status_router
-from .stream import stream_router
+from .routes.dashboard import dashboard_router
+from .routes.documents import documents_router
+from .routes.health import health_router
+from .routes.metrics import Metrics, metrics_router
+from .routes.status import status_json, status_router
+from .routes.uploads import intake_router
+from .sse import stream_router
 
 __all__ = [
     "ErrorBody",

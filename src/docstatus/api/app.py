@@ -12,16 +12,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from .dashboard import dashboard_router
-from .documents import documents_router
 from .errors import install_error_handlers
-from .health import health_router
-from .intake import intake_router
-from .metrics import Metrics, metrics_router
-from .status import status_router
+from .routes.dashboard import dashboard_router
+from .routes.documents import documents_router
+from .routes.health import health_router
+from .routes.metrics import Metrics, metrics_router
+from .routes.status import status_router
+from .routes.uploads import intake_router
 
 if TYPE_CHECKING:
-    from ..pipeline.service import Service
+    from ..service import Service
     from ..settings import ServiceSettings
 
 __all__ = ["create_app"]
@@ -58,7 +58,7 @@ def create_app(
     """
     owned = service is None
     if service is None:
-        from ..pipeline.service import Service
+        from ..service import Service
         from ..settings import ServiceSettings
 
         service = Service(settings if settings is not None else ServiceSettings.from_env())

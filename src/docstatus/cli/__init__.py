@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from . import __version__
-from .errors import ConfigError, StatusError
+from .. import __version__
+from ..errors import ConfigError, StatusError
 
 __all__ = ["main"]
 
@@ -66,7 +66,7 @@ def _add_serve(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .settings import ServiceSettings
+    from ..settings import ServiceSettings
 
     try:
         settings = ServiceSettings.from_env(
@@ -83,7 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .api import create_app
+        from ..api import create_app
     except ImportError as exc:
         return _fail("serve", f"{exc}; install it with: pip install 'docstatus[server]'")
     try:
@@ -160,14 +160,14 @@ def _add_process(commands: Any) -> None:
 
 
 def _process(args: argparse.Namespace) -> int:
-    from .settings import ServiceSettings
+    from ..settings import ServiceSettings
 
     try:
         settings = ServiceSettings.from_env(
             store=args.store, data_dir=args.data_dir, document_timeout=args.timeout
         )
-        from .pipeline.limits import Limits
-        from .pipeline.local import process_files
+        from ..formats.limits import Limits
+        from .process import process_files
 
         limits = Limits(max_pages=args.max_pages) if args.max_pages else None
         return process_files(args.files, settings=settings, workers=args.workers, limits=limits).exit_code
@@ -216,7 +216,7 @@ def _remote_parser(commands: Any, name: str, help: str, description: str, *, jso
 
 
 def _add_remote(commands: Any) -> None:
-    from .models import Status
+    from ..models import Status
 
     status = _remote_parser(
         commands,
@@ -267,7 +267,7 @@ def _add_remote(commands: Any) -> None:
 def _run_remote(args: argparse.Namespace, url: str) -> int:
     from rich.console import Console
 
-    from . import terminal
+    from . import views as terminal
     from .client import Client
 
     console = Console(highlight=False)
@@ -285,7 +285,7 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
 
 
 def _remote(args: argparse.Namespace) -> int:
-    from .errors import ApiError, DocumentNotFoundError, ServerUnreachableError
+    from ..errors import ApiError, DocumentNotFoundError, ServerUnreachableError
 
     command = str(args.run)
     url = args.url or os.environ.get("DOCSTATUS_URL") or _DEFAULT_URL

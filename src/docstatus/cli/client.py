@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from .errors import ApiError, ConfigError, DocumentNotFoundError, ServerUnreachableError
+from ..errors import ApiError, ConfigError, DocumentNotFoundError, ServerUnreachableError
 
 try:
     import httpx

@@ -28,14 +28,14 @@ from typing import Any
 
 from ..errors import DuplicateDocumentError, StatusError, UnsupportedFormatError
 from ..events import Event
+from ..formats.limits import Limits, require
+from ..ingest.intake import Accepted, Intake
 from ..manager import StatusManager
+from ..output.store import OutputStore
+from ..service import _open_manager, _open_output
 from ..settings import ServiceSettings
-from .intake import Accepted, Intake
-from .limits import Limits, require
-from .output import OutputStore
-from .processor import default_processors
-from .runtime import OUTPUT_FILE, WorkerPool, failure_message
-from .service import _open_manager, _open_output
+from ..worker.job import default_processors
+from ..worker.pool import OUTPUT_FILE, WorkerPool, failure_message
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "LocalRun", "check_files", "process_files"]
 

@@ -23,8 +23,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..models import Status
 from .client import Client, StreamEvent
-from .models import Status
 
 __all__ = [
     "EXIT_FAILED",

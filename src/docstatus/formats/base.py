@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import DocumentLimitError
-from .embedding import Embedder, HashingEmbedder
+from ..output.embedding import Embedder, HashingEmbedder
+from ..output.store import PageRecord
+from ..output.visual import PageImage, PerceptualDescriptor, VisualEmbedder, visual_result
+from ..worker.job import Job, Reporter
 from .limits import Limits
-from .output import PageRecord
-from .processor import Job, Reporter
 from .text import chunk_text
-from .visual import PageImage, PerceptualDescriptor, VisualEmbedder, visual_result
 
 __all__ = ["ExtractedText", "PageSource", "PagedProcessor", "PipelineProcessor", "TextDocumentProcessor"]
 

@@ -18,8 +18,8 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-from .processor import Job, Reporter
-from .stages import ExtractedText, TextDocumentProcessor
+from ..worker.job import Job, Reporter
+from .base import ExtractedText, TextDocumentProcessor
 from .text import DecodedText, _decode_counting, _newlines, decode_text
 
 __all__ = ["HtmlProcessor", "decode_html", "html_text"]

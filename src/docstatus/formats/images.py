@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DocumentLimitError, UnreadableDocumentError
+from ..output.visual import PageImage, render_scale
+from ..worker.job import Job
+from .base import PagedProcessor, PageSource
 from .limits import Limits, require
-from .processor import Job
-from .stages import PagedProcessor, PageSource
-from .visual import PageImage, render_scale
 
 __all__ = ["ImageProcessor", "ImageSource", "open_image"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnreadableDocumentError
+from ..output.visual import PageImage, render_scale
+from ..worker.job import Job
+from .base import PagedProcessor, PageSource
 from .limits import Limits, require
-from .processor import Job
-from .stages import PagedProcessor, PageSource
-from .visual import PageImage, render_scale
 
 __all__ = ["PDFIUM_LOCK", "PdfProcessor", "PdfSource"]
 

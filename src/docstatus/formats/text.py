@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .embedding import Embedder, HashingEmbedder
-from .processor import Job, Reporter
+from ..output.embedding import Embedder, HashingEmbedder
+from ..worker.job import Job, Reporter
 
 __all__ = ["DecodedText", "TextChunk", "TextProcessor", "chunk_text", "decode_text"]
 

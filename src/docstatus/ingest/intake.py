@@ -44,9 +44,9 @@ from ..errors import (
     UploadNotFoundError,
     UploadTooLargeError,
 )
+from ..formats.registry import FORMATS, FormatInfo, FormatRegistry
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
-from .formats import FORMATS, FormatInfo, FormatRegistry
 
 __all__ = [
     "TEMP_PREFIX",

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import DocumentLimitError, UnreadableDocumentError
+from ..formats.limits import Limits
 from .embedding import normalise
-from .limits import Limits
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..formats.limits import Limits
 from ..manager import StatusManager
 from ..models import Status
-from .limits import Limits
-from .output import OutputStore
+from ..output.store import OutputStore
 
 if TYPE_CHECKING:
-    from .embedding import Embedder
-    from .visual import VisualEmbedder
+    from ..output.embedding import Embedder
+    from ..output.visual import VisualEmbedder
 
 __all__ = ["Job", "Processor", "ProcessorRegistry", "Reporter", "default_processors"]
 
@@ -151,11 +151,11 @@ def default_processors(
     text embedder, so searches are embedded like the chunks).
     """
     # Imported here: these modules import this one.
-    from .html import HtmlProcessor
-    from .images import ImageProcessor
-    from .office import DocxProcessor, PptxProcessor
-    from .pdf import PdfProcessor
-    from .text import TextProcessor
+    from ..formats.html import HtmlProcessor
+    from ..formats.images import ImageProcessor
+    from ..formats.office import DocxProcessor, PptxProcessor
+    from ..formats.pdf import PdfProcessor
+    from ..formats.text import TextProcessor
 
     text = TextProcessor(embedder)
     shared: dict[str, Any] = {"limits": limits, "visual_embedder": visual_embedder}

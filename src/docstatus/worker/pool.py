@@ -31,11 +31,11 @@ from ..errors import (
     UnsupportedFormatError,
     UploadNotFoundError,
 )
+from ..ingest.intake import stored_path
 from ..manager import MAX_ERROR, StatusManager
 from ..models import ProcessingStatus, Status
-from .intake import stored_path
-from .output import OutputStore
-from .processor import Job, ProcessorRegistry, Reporter, default_processors
+from ..output.store import OutputStore
+from .job import Job, ProcessorRegistry, Reporter, default_processors
 
 __all__ = ["OUTPUT_FILE", "WorkerPool", "failure_message"]
 

@@ -22,7 +22,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from .errors import error_json
+from ..errors import error_json
 
 __all__ = ["CONTENT_SECURITY_POLICY", "dashboard_router"]
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import DocumentNotFoundError, PageNotFoundError
-from .errors import error_responses
+from ...errors import DocumentNotFoundError, PageNotFoundError
+from ..errors import error_responses
 
 if TYPE_CHECKING:
-    from ..manager import StatusManager
-    from ..pipeline.output import OutputStore, StoredDocument
+    from ...manager import StatusManager
+    from ...output.store import OutputStore, StoredDocument
 
 __all__ = ["documents_router"]
 

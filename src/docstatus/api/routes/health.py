@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
-from ..manager import StatusManager
-from .errors import error_json, error_responses
-from .schemas import HealthBody
+from ... import __version__
+from ...manager import StatusManager
+from ..errors import error_json, error_responses
+from ..schemas import HealthBody
 
 __all__ = ["health_router"]
 

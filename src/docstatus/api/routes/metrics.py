@@ -15,10 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.concurrency import run_in_threadpool
 
-from ..events import Event
-from ..manager import StatusManager
-from ..models import Status
-from .errors import error_responses
+from ...events import Event
+from ...manager import StatusManager
+from ...models import Status
+from ..errors import error_responses
 
 __all__ = ["Metrics", "metrics_router"]
 

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import DocumentNotFoundError
-from ..manager import MAX_LIMIT, StatusManager
-from ..models import ProcessingStatus, Status
-from ..records import snapshot_json as status_json
-from .auth import token_dependencies
-from .errors import error_responses
-from .schemas import CleanupBody, DocumentList, QueueBody, StatusBody
-from .stream import add_stream_route
+from ...errors import DocumentNotFoundError
+from ...manager import MAX_LIMIT, StatusManager
+from ...models import ProcessingStatus, Status
+from ...records import snapshot_json as status_json
+from ..auth import token_dependencies
+from ..errors import error_responses
+from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
+from ..sse import add_stream_route
 
 __all__ = ["status_json", "status_router"]
 

@@ -21,14 +21,14 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..errors import InvalidRequestError, RequestTooLargeError, StatusError, UnsupportedFormatError
-from .auth import token_dependencies
-from .errors import error_responses
+from ...errors import InvalidRequestError, RequestTooLargeError, StatusError, UnsupportedFormatError
+from ..auth import token_dependencies
+from ..errors import error_responses
+from ..schemas import UploadAnswer, UploadBatch, WebhookRequest
 from .metrics import Metrics
-from .schemas import UploadAnswer, UploadBatch, WebhookRequest
 
 if TYPE_CHECKING:
-    from ..pipeline.intake import Accepted, Intake, UploadWriter
+    from ...ingest.intake import Accepted, Intake, UploadWriter
 
 __all__ = ["MAX_FILES", "MULTIPART_OVERHEAD", "intake_router"]
 
