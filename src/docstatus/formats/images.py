@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DocumentLimitError, UnreadableDocumentError
-from ..output.visual import PageImage, render_scale
+from ..output.visual import PageImage
 from ..worker.job import Job
 from .base import PagedProcessor, PageSource
-from .limits import Limits, require
+from .limits import Limits, render_scale, require
 
 __all__ = ["ImageProcessor", "ImageSource", "open_image"]
 

@@ -11,6 +11,7 @@ limit fails with :class:`~docstatus.errors.DocumentLimitError`.
 from __future__ import annotations
 
 import importlib
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from types import ModuleType
 
 from ..errors import DocumentLimitError, MissingDependencyError, UnreadableDocumentError
 
-__all__ = ["Limits", "check_zip", "require"]
+__all__ = ["Limits", "check_zip", "render_scale", "require"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +93,24 @@ def check_zip(path: Path, filename: str, kind: str, limits: Limits) -> None:
     total = sum(entry.file_size for entry in entries)
     if total > limits.max_uncompressed_bytes:
         raise DocumentLimitError(filename, "uncompressed bytes", total, limits.max_uncompressed_bytes)
+
+
+def render_scale(filename: str, width: float, height: float, limits: Limits) -> float:
+    """The scale (pixels per unit) to render a ``width`` x ``height`` page within ``limits``.
+
+    The longer side becomes :attr:`Limits.render_long_side` pixels, reduced
+    further so the page stays within :attr:`Limits.max_render_pixels`. A page
+    with no area or absurd dimensions is refused, never rendered.
+    """
+    if not (math.isfinite(width) and math.isfinite(height)) or width <= 0 or height <= 0:
+        raise UnreadableDocumentError(filename, f"a page has an invalid size ({width:g} x {height:g})")
+    scale = limits.render_long_side / max(width, height)
+    area = width * height * scale * scale
+    if area > limits.max_render_pixels:
+        scale *= math.sqrt(limits.max_render_pixels / area)
+    # A page so elongated that its short side would be under one pixel is a bomb, not a page.
+    if min(width, height) * scale < 1:
+        raise DocumentLimitError(
+            filename, "page aspect ratio", max(width, height) / min(width, height), 10_000
+        )
+    return scale

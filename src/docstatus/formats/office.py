@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnreadableDocumentError
-from ..output.visual import PageImage, render_scale
+from ..output.visual import PageImage
 from ..worker.job import Job, Reporter
 from .base import ExtractedText, PagedProcessor, PageSource, TextDocumentProcessor
-from .limits import Limits, check_zip, require
+from .limits import Limits, check_zip, render_scale, require
 
 __all__ = ["DocxProcessor", "PptxProcessor", "PptxSource", "docx_text"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UnreadableDocumentError
-from ..output.visual import PageImage, render_scale
+from ..output.visual import PageImage
 from ..worker.job import Job
 from .base import PagedProcessor, PageSource
-from .limits import Limits, require
+from .limits import Limits, render_scale, require
 
 __all__ = ["PDFIUM_LOCK", "PdfProcessor", "PdfSource"]
 

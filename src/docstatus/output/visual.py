@@ -18,13 +18,10 @@ Pillow and no model. Plug in a real model (e.g. CLIP) through the
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ..errors import DocumentLimitError, UnreadableDocumentError
-from ..formats.limits import Limits
 from .embedding import normalise
 
 if TYPE_CHECKING:
@@ -36,7 +33,7 @@ __all__ = [
     "VisualEmbedder",
     "VisualResult",
     "make_thumbnail",
-    "render_scale",
+    "visual_result",
 ]
 
 #: Longest side of a stored thumbnail, in pixels.
@@ -110,27 +107,6 @@ class VisualResult:
     media_type: str
     vector: list[float]
     pixels: tuple[int, int]
-
-
-def render_scale(filename: str, width: float, height: float, limits: Limits) -> float:
-    """The scale (pixels per unit) to render a ``width`` x ``height`` page within ``limits``.
-
-    The longer side becomes :attr:`Limits.render_long_side` pixels, reduced
-    further so the page stays within :attr:`Limits.max_render_pixels`. A page
-    with no area or absurd dimensions is refused, never rendered.
-    """
-    if not (math.isfinite(width) and math.isfinite(height)) or width <= 0 or height <= 0:
-        raise UnreadableDocumentError(filename, f"a page has an invalid size ({width:g} x {height:g})")
-    scale = limits.render_long_side / max(width, height)
-    area = width * height * scale * scale
-    if area > limits.max_render_pixels:
-        scale *= math.sqrt(limits.max_render_pixels / area)
-    # A page so elongated that its short side would be under one pixel is a bomb, not a page.
-    if min(width, height) * scale < 1:
-        raise DocumentLimitError(
-            filename, "page aspect ratio", max(width, height) / min(width, height), 10_000
-        )
-    return scale
 
 
 def make_thumbnail(image: Image, side: int = THUMBNAIL_SIDE) -> tuple[bytes, str]:
