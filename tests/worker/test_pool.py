@@ -18,7 +18,8 @@ import pytest
 
 from docstatus import StatusManager
 from docstatus.errors import OutputError, StatusError
-from docstatus.formats.text import TextProcessor, chunk_text, decode_text
+from docstatus.formats.chunking import chunk_text
+from docstatus.formats.text import TextProcessor, decode_text
 from docstatus.ingest import Intake
 from docstatus.output import HashingEmbedder, OutputStore
 from docstatus.service import Service

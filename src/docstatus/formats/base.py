@@ -3,7 +3,7 @@
 A format contributes only what is specific to it: a :class:`PageSource`
 (PDF, PPTX, images: pages with a rendering and their text) or an
 :class:`ExtractedText` (DOCX, HTML: Markdown-like text whose ``#`` headings
-the chunker of :mod:`docstatus.pipeline.text` understands). The base classes
+the chunker of :mod:`docstatus.formats.chunking` understands). The base classes
 here do the rest, reporting each page and each chunk:
 
 * parsing (0.1) — the file is opened and checked against the limits;
@@ -27,8 +27,8 @@ from ..output.embedding import Embedder, HashingEmbedder
 from ..output.store import PageRecord
 from ..output.visual import PageImage, PerceptualDescriptor, VisualEmbedder, visual_result
 from ..worker.job import Job, Reporter
+from .chunking import chunk_text
 from .limits import Limits
-from .text import chunk_text
 
 __all__ = ["ExtractedText", "PageSource", "PagedProcessor", "PipelineProcessor", "TextDocumentProcessor"]
 

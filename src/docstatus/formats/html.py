@@ -20,7 +20,7 @@ from typing import Any
 
 from ..worker.job import Job, Reporter
 from .base import ExtractedText, TextDocumentProcessor
-from .text import DecodedText, _decode_counting, _newlines, decode_text
+from .text import DecodedText, decode_counting, decode_text, normalize_newlines
 
 __all__ = ["HtmlProcessor", "decode_html", "html_text"]
 
@@ -133,10 +133,10 @@ def decode_html(data: bytes) -> DecodedText:
     if encoding in ("utf-8", decoded.encoding):
         return decoded
     try:
-        text, bad = _decode_counting(data, encoding)
+        text, bad = decode_counting(data, encoding)
     except (LookupError, UnicodeError):  # e.g. a declared "rot13": a codec, but not a text encoding
         return decoded
-    return DecodedText(_newlines(text), encoding, False, bad)
+    return DecodedText(normalize_newlines(text), encoding, False, bad)
 
 
 class HtmlProcessor(TextDocumentProcessor):
