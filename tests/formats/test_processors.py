@@ -322,6 +322,20 @@ def test_bad_documents_fail_readably_and_the_worker_goes_on(make_pipeline: Calla
         assert all(not output.has(doc_id) for doc_id, _ in docs)
 
 
+@pytest.mark.parametrize("name", ["long.txt", "long.md"])
+def test_text_over_the_character_limit_fails_with_the_limit(
+    make_pipeline: Callable[..., Pipeline], name: str
+) -> None:
+    pipeline = make_pipeline(processors=default_processors(Limits(max_text_chars=100)))
+    final = pipeline.run(name, b"word " * 40)
+    assert final["status"] == "failed"
+    assert final["error"] == (
+        f"DocumentLimitError: {name!r} is over a limit: 200 characters of text (at most 100 allowed)"
+    )
+    with pipeline.output() as output:
+        assert not output.has(final["doc_id"])
+
+
 def test_a_document_over_its_time_limit_fails_and_the_next_one_runs(
     make_pipeline: Callable[..., Pipeline],
 ) -> None:

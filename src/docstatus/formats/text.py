@@ -7,9 +7,9 @@
   never an error.
 * **Chunk** by structure (:func:`~docstatus.formats.chunking.chunk_text`):
   Markdown headings start a new chunk, paragraphs are packed up to ``max_chars``.
-* **Embed** each chunk with an :class:`~docstatus.output.embedding.Embedder`
-  (default: the offline hashing embedder), reporting ``text_chunk(i, n)``.
-* **Store** chunks and vectors in the job's output store, reporting ``storing()``.
+* **Embed** and **store**: the stages every format shares
+  (:class:`~docstatus.formats.base.TextDocumentProcessor`), so the text
+  limit (``Limits.max_text_chars``) applies here as to every format.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..output.embedding import Embedder, HashingEmbedder
 from ..worker.job import Job, Reporter
-from .chunking import chunk_text
+from .base import ExtractedText, TextDocumentProcessor
 
 __all__ = ["DecodedText", "TextProcessor", "decode_counting", "decode_text", "normalize_newlines"]
 
@@ -103,36 +102,10 @@ def normalize_newlines(text: str) -> str:
 # -- the processor --------------------------------------------------------------------
 
 
-class TextProcessor:
+class TextProcessor(TextDocumentProcessor):
     """Processes text and Markdown documents (see the module docstring). Thread-safe."""
 
-    def __init__(
-        self, embedder: Embedder | None = None, *, max_chars: int = 1000, overlap: int = 100
-    ) -> None:
-        chunk_text("", max_chars=max_chars, overlap=overlap)  # validates the sizes now, not per document
-        self.embedder: Embedder = embedder or HashingEmbedder()
-        self.max_chars = max_chars
-        self.overlap = overlap
-
-    def process(self, job: Job, reporter: Reporter) -> dict[str, Any]:
-        """Decode, chunk, embed and store ``job``; returns ``num_chunks`` and the decoding details."""
-        reporter.parsing()
+    def extract(self, job: Job, reporter: Reporter) -> ExtractedText:
+        """The decoded text, with the decoding details (encoding, byte-order mark, undecodable bytes)."""
         decoded = decode_text(job.path.read_bytes())
-        reporter.parsing(metadata=decoded.metadata())
-        chunks = chunk_text(decoded.text, max_chars=self.max_chars, overlap=self.overlap)
-        total = len(chunks)
-        reporter.text_chunk(0, total)
-        vectors: list[list[float]] = []
-        for i, chunk in enumerate(chunks, 1):
-            vectors.append(list(self.embedder.embed(chunk.text)))
-            reporter.text_chunk(i, total)
-        reporter.storing()
-        details = {**decoded.metadata(), "characters": len(decoded.text)}
-        job.output.save(
-            job.doc_id,
-            [c.text for c in chunks],
-            vectors,
-            {"filename": job.filename, "format": job.format, **details},
-            chunk_info=[c.info() for c in chunks],
-        )
-        return {"num_chunks": total, **details}
+        return ExtractedText(decoded.text, decoded.metadata())

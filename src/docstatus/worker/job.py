@@ -157,8 +157,8 @@ def default_processors(
     from ..formats.pdf import PdfProcessor
     from ..formats.text import TextProcessor
 
-    text = TextProcessor(embedder)
     shared: dict[str, Any] = {"limits": limits, "visual_embedder": visual_embedder}
+    text = TextProcessor(embedder, **shared)
     image = ImageProcessor(embedder, **shared)
     return ProcessorRegistry(
         {
