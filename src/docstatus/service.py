@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from .errors import ConfigError, StatusError
+from .formats import default_processors
 from .ingest.intake import Intake
 from .manager import StatusManager
 from .output.store import OutputStore
 from .settings import ServiceSettings
-from .worker.job import ProcessorRegistry
+from .worker.job import Processor
 from .worker.pool import OUTPUT_FILE, WorkerPool
 
 __all__ = ["Service"]
@@ -73,7 +75,7 @@ class Service:
         self,
         settings: ServiceSettings | None = None,
         *,
-        processors: ProcessorRegistry | None = None,
+        processors: Mapping[str, Processor] | None = None,
         output: OutputStore | None = None,
     ) -> None:
         self.settings = settings if settings is not None else ServiceSettings()
@@ -89,8 +91,8 @@ class Service:
         self.pool = WorkerPool(
             self.manager,
             self.settings.uploads,
+            processors if processors is not None else default_processors(),
             workers=self.settings.workers,
-            processors=processors,
             data_dir=self.settings.data_dir,
             document_timeout=self.settings.document_timeout,
             output=self.output,

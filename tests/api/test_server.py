@@ -37,7 +37,7 @@ STALLING = """
 import threading
 import uvicorn
 from docstatus.api import create_app
-from docstatus.worker.job import default_processors
+from docstatus.formats import default_processors
 from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
@@ -48,7 +48,7 @@ class Stalling:
 
 settings = ServiceSettings.from_env()
 processors = default_processors()
-processors.register("txt", Stalling())
+processors["txt"] = Stalling()
 app = create_app(service=Service(settings, processors=processors))
 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 """

@@ -9,7 +9,8 @@ import pytest
 from _documents import docx_bytes, jpeg_bytes, pdf_bytes, plain_zip, png_bytes, pptx_bytes
 from docstatus import StatusManager
 from docstatus.errors import UnsupportedFormatError
-from docstatus.formats.registry import FORMATS, FormatRegistry, detect_format, magic
+from docstatus.formats import FORMATS, FormatRegistry, detect_format
+from docstatus.formats.checks import magic
 from docstatus.ingest import Intake
 
 

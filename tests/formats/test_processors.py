@@ -34,12 +34,12 @@ from _documents import (
 )
 from docstatus import StatusManager
 from docstatus.errors import MissingDependencyError, OutputError
+from docstatus.formats import default_processors
 from docstatus.formats.limits import Limits, require
 from docstatus.formats.pdf import PdfProcessor
 from docstatus.ingest import Intake
 from docstatus.output import OutputStore, PerceptualDescriptor
 from docstatus.output.store import _SCHEMA_V1, SCHEMA_VERSION
-from docstatus.worker.job import ProcessorRegistry, default_processors
 from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
 from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit
 
@@ -55,6 +55,7 @@ class Pipeline:
         self.data = root / "data"
         self.watcher = Watcher(manager, timeout=DEADLINE)
         pool_args.setdefault("document_timeout", 60.0)
+        pool_args.setdefault("processors", default_processors())
         self.pool = WorkerPool(manager, self.uploads, data_dir=self.data, **pool_args)
         self.intake = Intake(manager, self.uploads, max_bytes=64 << 20, on_queued=self.pool.enqueue)
         self.pool.start()
@@ -276,7 +277,7 @@ class SlowDescriptor(PerceptualDescriptor):
 
 def test_the_eta_becomes_meaningful_after_a_few_pages(make_pipeline: Callable[..., Pipeline]) -> None:
     processor = PdfProcessor(visual_embedder=SlowDescriptor())
-    pipeline = make_pipeline(processors=ProcessorRegistry({"pdf": processor}))
+    pipeline = make_pipeline(processors={"pdf": processor})
     final = pipeline.run("slow.pdf", pdf_bytes(numbered_pages(10)))
     assert final["status"] == "completed", final["error"]
     visual = {

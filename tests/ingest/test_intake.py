@@ -18,7 +18,7 @@ from docstatus.errors import (
     UploadNotFoundError,
     UploadTooLargeError,
 )
-from docstatus.formats.registry import SUPPORTED_EXTENSIONS, detect_format
+from docstatus.formats import FORMATS, detect_format
 from docstatus.ingest.intake import MAX_NAME_BYTES, Accepted, Intake, _inside, safe_filename
 from helpers import LOCAL_STORE_KINDS
 
@@ -425,7 +425,7 @@ def test_detect_format_by_extension_and_content(tmp_path: Path) -> None:
     assert detect_format(text, "a.pdf") is None
     text.write_bytes(b"\x00" * 10)
     assert detect_format(text, "a.txt") is None
-    assert {".txt", ".md"} <= SUPPORTED_EXTENSIONS
+    assert {".txt", ".md"} <= FORMATS.extensions()
 
 
 def test_intake_rejects_a_bad_limit(manager: StatusManager, uploads: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from docstatus import StatusManager
 from docstatus.errors import OutputError, StatusError
+from docstatus.formats import default_processors
 from docstatus.formats.chunking import chunk_text
 from docstatus.formats.text import TextProcessor, decode_text
 from docstatus.ingest import Intake
@@ -25,7 +26,6 @@ from docstatus.output import HashingEmbedder, OutputStore
 from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 from docstatus.worker import Job, Reporter
-from docstatus.worker.job import ProcessorRegistry
 from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
 from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit, wait_until
 
@@ -52,6 +52,7 @@ def make_pool(uploads: Path, tmp_path: Path) -> Iterator[Callable[..., WorkerPoo
 
     def make(manager: StatusManager, **kwargs: Any) -> WorkerPool:
         kwargs.setdefault("data_dir", tmp_path / "data")
+        kwargs.setdefault("processors", default_processors())
         pool = WorkerPool(manager, uploads, **kwargs)
         pools.append(pool)
         return pool
@@ -124,7 +125,7 @@ def test_a_failing_processor_fails_its_document_and_the_next_completes(
     manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
     watcher = Watcher(manager)
-    registry = ProcessorRegistry({"txt": Failing(), "md": TextProcessor()})
+    registry = {"txt": Failing(), "md": TextProcessor()}
     pool = make_pool(manager, workers=1, processors=registry)
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     pool.start()
@@ -177,7 +178,7 @@ def test_reporter_maps_stages_to_the_contract_progress(
             reporter.storing()
             return {"num_pages": 4}
 
-    pool = make_pool(manager, processors=ProcessorRegistry({"txt": Visual()}))
+    pool = make_pool(manager, processors={"txt": Visual()})
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
@@ -226,7 +227,7 @@ def test_queued_documents_are_taken_oldest_first_and_once(
     intake = Intake(manager, uploads, max_bytes=1 << 20)
     docs = [submit(intake, f"{i}.txt", f"document {i}".encode()) for i in range(5)]
     watcher = Watcher(manager)
-    pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": Recording()}))
+    pool = make_pool(manager, workers=1, processors={"txt": Recording()})
     pool.start()
     for doc_id in docs:
         pool.enqueue(doc_id)  # already queued by start(): not taken twice
@@ -247,7 +248,7 @@ def test_a_document_timeout_fails_the_document(
             while True:
                 reporter.parsing()
 
-    pool = make_pool(manager, processors=ProcessorRegistry({"txt": Endless()}), document_timeout=0.05)
+    pool = make_pool(manager, processors={"txt": Endless()}, document_timeout=0.05)
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
@@ -258,11 +259,11 @@ def test_a_document_timeout_fails_the_document(
 
 def test_pool_arguments_are_checked(manager: StatusManager, uploads: Path) -> None:
     with pytest.raises(ValueError, match="workers"):
-        WorkerPool(manager, uploads, workers=0)
+        WorkerPool(manager, uploads, default_processors(), workers=0)
     with pytest.raises(ValueError, match="document_timeout"):
-        WorkerPool(manager, uploads, document_timeout=0)
-    with pytest.raises(TypeError):
-        ProcessorRegistry().register("txt", object())  # type: ignore[arg-type]
+        WorkerPool(manager, uploads, default_processors(), document_timeout=0)
+    with pytest.raises(TypeError, match="'txt' needs a process"):
+        WorkerPool(manager, uploads, {"txt": object()})  # type: ignore[dict-item]
 
 
 # -- graceful stop -----------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def test_stop_lets_the_running_document_finish_and_leaves_the_rest_queued(
     manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
     gated = Gated()
-    registry = ProcessorRegistry({"txt": gated, "md": TextProcessor()})
+    registry = {"txt": gated, "md": TextProcessor()}
     pool = make_pool(manager, workers=1, processors=registry)
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
@@ -303,7 +304,7 @@ def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
     manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
     gated = Gated()
-    pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": gated}))
+    pool = make_pool(manager, workers=1, processors={"txt": gated})
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()
@@ -327,7 +328,7 @@ def test_start_while_stop_waits_for_running_work_does_not_recover_it(
     manager = StatusManager(cleanup_interval_seconds=None)
     watcher = Watcher(manager)
     gated = Gated()
-    pool = make_pool(manager, workers=1, processors=ProcessorRegistry({"txt": gated}))
+    pool = make_pool(manager, workers=1, processors={"txt": gated})
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     pool.start()
     doc_id = submit(intake, "a.txt", b"some text")
@@ -528,7 +529,7 @@ def test_text_processor_with_a_plugged_in_embedder(
         def embed(self, text: str) -> list[float]:
             return [1.0, 0.0, 0.0]
 
-    pool = make_pool(manager, processors=ProcessorRegistry({"txt": TextProcessor(Constant())}))
+    pool = make_pool(manager, processors={"txt": TextProcessor(Constant())})
     intake = Intake(manager, uploads, max_bytes=1 << 20, on_queued=pool.enqueue)
     watcher = Watcher(manager)
     pool.start()

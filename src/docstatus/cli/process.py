@@ -28,14 +28,15 @@ from typing import Any
 
 from ..errors import DuplicateDocumentError, StatusError, UnsupportedFormatError
 from ..events import Event
+from ..formats import default_processors
 from ..formats.limits import Limits, require
 from ..ingest.intake import Accepted, Intake
 from ..manager import StatusManager
 from ..output.store import OutputStore
 from ..service import _open_manager, _open_output
 from ..settings import ServiceSettings
-from ..worker.job import default_processors
-from ..worker.pool import OUTPUT_FILE, WorkerPool, failure_message
+from ..worker.job import failure_message
+from ..worker.pool import OUTPUT_FILE, WorkerPool
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "LocalRun", "check_files", "process_files"]
 
@@ -193,8 +194,8 @@ class _Runner:
         self.pool = WorkerPool(
             self.manager,
             settings.uploads,
+            default_processors(limits),
             workers=workers,
-            processors=default_processors(limits),
             data_dir=settings.data_dir,
             document_timeout=settings.document_timeout,
             output=self.output,

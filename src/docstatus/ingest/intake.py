@@ -44,7 +44,7 @@ from ..errors import (
     UploadNotFoundError,
     UploadTooLargeError,
 )
-from ..formats.registry import FORMATS, FormatInfo, FormatRegistry
+from ..formats import FORMATS, FormatInfo, FormatRegistry
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
 

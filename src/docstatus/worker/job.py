@@ -7,30 +7,23 @@ stores its output in ``job.output`` and returns metadata for the completed
 status (e.g. ``{"num_chunks": 12}``). It signals failure by raising: the
 worker pool marks the document failed with ``"<ExceptionType>: <message>"``.
 
-Processors are looked up by format (see :mod:`docstatus.pipeline.formats`)
-in a :class:`ProcessorRegistry`; adding one is one line::
-
-    registry.register("pdf", PdfProcessor())
+The worker pool looks processors up by format name (as
+:func:`docstatus.formats.detect_format` names it) in the mapping it is
+given, usually :func:`docstatus.formats.default_processors`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from ..formats.limits import Limits
-from ..manager import StatusManager
+from ..manager import MAX_ERROR, StatusManager
 from ..models import Status
 from ..output.store import OutputStore
 
-if TYPE_CHECKING:
-    from ..output.embedding import Embedder
-    from ..output.visual import VisualEmbedder
-
-__all__ = ["Job", "Processor", "ProcessorRegistry", "Reporter", "default_processors"]
+__all__ = ["Job", "Processor", "Reporter", "failure_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,69 +99,7 @@ class Processor(Protocol):
         ...
 
 
-class ProcessorRegistry:
-    """Processors by format name. Thread-safe; registering a format again replaces its processor."""
-
-    def __init__(self, processors: Mapping[str, Processor] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._by_format: dict[str, Processor] = {}
-        for format, processor in (processors or {}).items():
-            self.register(format, processor)
-
-    def register(self, format: str, processor: Processor) -> None:
-        """Process documents of ``format`` (as :func:`~docstatus.pipeline.formats.detect_format` names it)."""
-        if not isinstance(processor, Processor):
-            raise TypeError(f"a processor needs a process(job, reporter) method; got {processor!r}")
-        with self._lock:
-            self._by_format[format] = processor
-
-    def get(self, format: str) -> Processor | None:
-        """The processor of ``format``, or ``None``."""
-        with self._lock:
-            return self._by_format.get(format)
-
-    def formats(self) -> frozenset[str]:
-        """The formats with a processor."""
-        with self._lock:
-            return frozenset(self._by_format)
-
-
-def default_processors(
-    limits: Limits | None = None,
-    *,
-    embedder: Embedder | None = None,
-    visual_embedder: VisualEmbedder | None = None,
-) -> ProcessorRegistry:
-    """A registry with the built-in processors: text, Markdown, HTML, DOCX, PDF, PPTX, PNG and JPEG.
-
-    The reference processors need the ``pipeline`` extra only when they run:
-    a document of a format whose library is missing fails with a
-    :class:`~docstatus.errors.MissingDependencyError` naming the extra.
-    ``limits`` (default :class:`~docstatus.pipeline.limits.Limits`) apply to
-    every processor; ``embedder`` (text chunks) and ``visual_embedder``
-    (pages) replace the offline defaults in every processor, e.g. a
-    sentence-transformers model (give the service's output store the same
-    text embedder, so searches are embedded like the chunks).
-    """
-    # Imported here: these modules import this one.
-    from ..formats.html import HtmlProcessor
-    from ..formats.images import ImageProcessor
-    from ..formats.office import DocxProcessor, PptxProcessor
-    from ..formats.pdf import PdfProcessor
-    from ..formats.text import TextProcessor
-
-    shared: dict[str, Any] = {"limits": limits, "visual_embedder": visual_embedder}
-    text = TextProcessor(embedder, **shared)
-    image = ImageProcessor(embedder, **shared)
-    return ProcessorRegistry(
-        {
-            "txt": text,
-            "md": text,
-            "html": HtmlProcessor(embedder, **shared),
-            "docx": DocxProcessor(embedder, **shared),
-            "pdf": PdfProcessor(embedder, **shared),
-            "pptx": PptxProcessor(embedder, **shared),
-            "png": image,
-            "jpeg": image,
-        }
-    )
+def failure_message(exc: BaseException) -> str:
+    """The error a failed document gets: ``"<ExceptionType>: <message>"`` (within the manager's limit)."""
+    message = f"{type(exc).__name__}: {exc}"
+    return message if len(message) <= MAX_ERROR else message[: MAX_ERROR - 1] + "…"

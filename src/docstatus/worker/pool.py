@@ -10,7 +10,7 @@ the next one starts.
 **One service process per store** is assumed: recovery treats every active
 document with an uploaded file as abandoned by a previous process of this
 service. Documents without ``metadata["path"]`` (not created by an
-:class:`~docstatus.pipeline.intake.Intake`) belong to other code sharing the
+:class:`~docstatus.ingest.Intake`) belong to other code sharing the
 store and are never touched.
 """
 
@@ -32,12 +32,12 @@ from ..errors import (
     UploadNotFoundError,
 )
 from ..ingest.intake import stored_path
-from ..manager import MAX_ERROR, StatusManager
+from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
 from ..output.store import OutputStore
-from .job import Job, ProcessorRegistry, Reporter, default_processors
+from .job import Job, Processor, Reporter, failure_message
 
-__all__ = ["OUTPUT_FILE", "WorkerPool", "failure_message"]
+__all__ = ["OUTPUT_FILE", "WorkerPool"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,14 @@ log = logging.getLogger(__name__)
 OUTPUT_FILE = "output.db"
 
 
-def failure_message(exc: BaseException) -> str:
-    """The error a failed document gets: ``"<ExceptionType>: <message>"`` (within the manager's limit)."""
-    message = f"{type(exc).__name__}: {exc}"
-    return message if len(message) <= MAX_ERROR else message[: MAX_ERROR - 1] + "…"
+def _checked(processors: Mapping[str, Processor]) -> dict[str, Processor]:
+    """A copy of ``processors``; ``TypeError`` for a value without ``process(job, reporter)``."""
+    for format, processor in processors.items():
+        if not isinstance(processor, Processor):
+            raise TypeError(
+                f"the processor of {format!r} needs a process(job, reporter) method; got {processor!r}"
+            )
+    return dict(processors)
 
 
 class _Abandoned(StatusError):
@@ -101,9 +105,11 @@ class _Run:
 class WorkerPool:
     """Threads that take queued documents and run their format's processor. Thread-safe.
 
-    ``processors`` defaults to :func:`~docstatus.pipeline.processor.default_processors`;
-    output goes to ``<data_dir>/output.db`` (``data_dir`` defaults to the
-    uploads folder's parent) unless an ``output`` store is given.
+    ``processors`` maps a format name (``metadata["format"]``) to its
+    processor, usually :func:`docstatus.formats.default_processors`; a
+    document of a format without one fails. Output goes to
+    ``<data_dir>/output.db`` (``data_dir`` defaults to the uploads folder's
+    parent) unless an ``output`` store is given.
     ``document_timeout`` (seconds) fails a document whose processor is still
     running after it; it is checked whenever the processor reports progress.
     ``adopt_existing=False`` skips the recovery and the scan for queued
@@ -116,9 +122,9 @@ class WorkerPool:
         self,
         manager: StatusManager,
         uploads_dir: Path,
+        processors: Mapping[str, Processor],
         *,
         workers: int = 2,
-        processors: ProcessorRegistry | None = None,
         data_dir: Path | None = None,
         document_timeout: float | None = None,
         output: OutputStore | None = None,
@@ -134,7 +140,7 @@ class WorkerPool:
         self.uploads_dir = Path(uploads_dir)
         self.data_dir = Path(data_dir) if data_dir is not None else self.uploads_dir.parent
         self.workers = workers
-        self.processors = processors if processors is not None else default_processors()
+        self.processors = _checked(processors)
         self.document_timeout = document_timeout
         self._output = output
         self.adopt_existing = adopt_existing
