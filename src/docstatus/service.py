@@ -68,7 +68,7 @@ class Service:
     ``settings.shutdown_timeout``) and can be followed by another
     :meth:`start`; :meth:`close` also closes the store. All three are
     idempotent and thread-safe. One service process per store is assumed
-    (see :mod:`docstatus.pipeline.runtime`).
+    (see :mod:`docstatus.worker.pool`).
     """
 
     def __init__(

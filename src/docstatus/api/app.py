@@ -49,7 +49,7 @@ def create_app(
 ) -> FastAPI:
     """The docstatus HTTP API as a FastAPI app.
 
-    Builds a :class:`~docstatus.pipeline.service.Service` from ``settings``
+    Builds a :class:`~docstatus.service.Service` from ``settings``
     (default: :meth:`ServiceSettings.from_env`) unless ``service`` is given.
     The app's lifespan starts the service (its worker pool, when
     ``start_workers``) and stops it on shutdown; a service the app built is

@@ -2,7 +2,7 @@
 
 Each file is copied into the uploads folder (as an upload would be, named by
 its content's SHA-256) and processed by an in-process
-:class:`~docstatus.pipeline.runtime.WorkerPool` over the given status store;
+:class:`~docstatus.worker.pool.WorkerPool` over the given status store;
 output goes to ``<data_dir>/output.db``, so a ``docstatus serve`` on the same
 data folder shows the documents afterwards. The pool only processes the
 files given here (``adopt_existing=False``): running this beside a service

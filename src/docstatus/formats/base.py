@@ -13,7 +13,7 @@ here do the rest, reporting each page and each chunk:
 * embedding_text (0.6 → 0.9) — the text chunked (per page where there are
   pages, so every chunk knows its page) and each chunk embedded;
 * storing (0.95) — pages, chunks, vectors and thumbnails saved in one
-  transaction of the job's :class:`~docstatus.pipeline.output.OutputStore`.
+  transaction of the job's :class:`~docstatus.output.store.OutputStore`.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ class _Chunks:
 class PipelineProcessor:
     """What the reference processors share: embedders, limits, chunk sizes. Thread-safe.
 
-    ``embedder`` (text; default :class:`~docstatus.pipeline.embedding.HashingEmbedder`)
+    ``embedder`` (text; default :class:`~docstatus.output.embedding.HashingEmbedder`)
     and ``visual_embedder`` (pages; default
-    :class:`~docstatus.pipeline.visual.PerceptualDescriptor`) can be any
+    :class:`~docstatus.output.visual.PerceptualDescriptor`) can be any
     objects of the two protocols, e.g. a sentence-transformers or CLIP model.
     """
 

@@ -6,7 +6,7 @@ sections, block elements separate paragraphs, list items become ``-`` lines,
 table cells are ``|``-separated, ``<pre>`` keeps its line breaks, and
 ``<script>``, ``<style>``, ``<template>``, ``<noscript>`` and ``<head>`` (but
 its ``<title>``, kept in the metadata) are dropped. Bytes are decoded like
-text files (:func:`~docstatus.pipeline.text.decode_text`), except that a
+text files (:func:`~docstatus.formats.text.decode_text`), except that a
 ``<meta charset>`` naming a known encoding is honoured when there is no
 byte-order mark; undecodable bytes are counted, never an error.
 """

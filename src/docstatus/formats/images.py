@@ -65,7 +65,7 @@ def _decode(image: Any, filename: str, limits: Limits) -> Any:
 
 
 class ImageSource:
-    """A PNG or JPEG as a one-page document (see :class:`~docstatus.pipeline.stages.PageSource`)."""
+    """A PNG or JPEG as a one-page document (see :class:`~docstatus.formats.base.PageSource`)."""
 
     def __init__(self, path: Path, filename: str, limits: Limits) -> None:
         self._image, self._size, self._format = open_image(path, filename, limits)

@@ -1,7 +1,7 @@
 """Word (DOCX, with python-docx) and PowerPoint (PPTX, with python-pptx) documents.
 
 Both are ZIP packages: their directory is checked against the limits
-(:func:`~docstatus.pipeline.limits.check_zip`) before the library unpacks
+(:func:`~docstatus.formats.limits.check_zip`) before the library unpacks
 anything. A DOCX is text: headings become Markdown headings (so chunks follow
 sections), list items ``-`` lines and tables ``|``-separated rows. A PPTX is
 visual, one page per slide: its text (title as a heading, text frames,
@@ -23,6 +23,7 @@ from ..errors import UnreadableDocumentError
 from ..output.visual import PageImage
 from ..worker.job import Job, Reporter
 from .base import ExtractedText, PagedProcessor, PageSource, TextDocumentProcessor
+from .images import open_image
 from .limits import Limits, check_zip, render_scale, require
 
 __all__ = ["DocxProcessor", "PptxProcessor", "PptxSource", "docx_text"]
@@ -185,8 +186,6 @@ class _SlideRenderer:
             self._draw_text(draw, text, box)
 
     def _paste_picture(self, canvas: Any, draw: Any, shape: Any, box: tuple[int, int, int, int]) -> None:
-        from .images import open_image  # here: images imports stages too
-
         try:
             picture, _, _ = open_image(io.BytesIO(shape.image.blob), self.filename, self.limits)
         except (UnreadableDocumentError, *_BROKEN):
@@ -227,7 +226,7 @@ def _solid_fill(shape: Any) -> tuple[int, int, int] | None:
 
 
 class PptxSource:
-    """An opened presentation, one page per slide (see :class:`~docstatus.pipeline.stages.PageSource`)."""
+    """An opened presentation, one page per slide (see :class:`~docstatus.formats.base.PageSource`)."""
 
     def __init__(self, path: Path, filename: str, limits: Limits) -> None:
         pptx = require("pptx", "python-pptx")

@@ -41,7 +41,7 @@ _LOAD_ERRORS = {
 
 
 class PdfSource:
-    """An opened PDF (see :class:`~docstatus.pipeline.stages.PageSource`)."""
+    """An opened PDF (see :class:`~docstatus.formats.base.PageSource`)."""
 
     def __init__(self, path: Path, filename: str, limits: Limits) -> None:
         self._pdfium: Any = require("pypdfium2", "pypdfium2")

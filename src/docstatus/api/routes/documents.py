@@ -1,6 +1,6 @@
 """What the pipeline stored, read back: ``/documents/{doc_id}``, page thumbnails and ``/search``.
 
-These endpoints read the :class:`~docstatus.pipeline.output.OutputStore`
+These endpoints read the :class:`~docstatus.output.store.OutputStore`
 (the service's is ``<data_dir>/output.db``). A document that is known to the
 status store but not stored yet (still processing, or failed) is a 404
 ``DOCUMENT_NOT_FOUND`` whose details say its status.
