@@ -19,7 +19,8 @@ from docstatus.errors import (
     UploadTooLargeError,
 )
 from docstatus.formats import FORMATS, detect_format
-from docstatus.ingest.intake import MAX_NAME_BYTES, Accepted, Intake, _inside, safe_filename
+from docstatus.ingest import Accepted, Intake, inside_uploads, safe_filename
+from docstatus.ingest.paths import MAX_NAME_BYTES
 from helpers import LOCAL_STORE_KINDS
 
 MAX = 64 * 1024
@@ -382,7 +383,7 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(
     inbox = intake.uploads_dir / "inbox"
     inbox.mkdir()
     (inbox / "secret.txt").write_bytes(b"harmless")
-    resolved = _inside(intake.uploads_dir, "inbox/secret.txt")
+    resolved = inside_uploads(intake.uploads_dir, "inbox/secret.txt")
     inbox.rename(intake.uploads_dir / "inbox-old")
     inbox.symlink_to(outside.parent, target_is_directory=True)
     with pytest.raises(StatusError) as info:
@@ -395,7 +396,7 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(
 def test_the_checked_file_itself_swapped_for_a_symlink_is_not_followed(intake: Intake, outside: Path) -> None:
     target = intake.uploads_dir / "secret.txt"
     target.write_bytes(b"harmless")
-    resolved = _inside(intake.uploads_dir, "secret.txt")
+    resolved = inside_uploads(intake.uploads_dir, "secret.txt")
     target.unlink()
     target.symlink_to(outside)
     with pytest.raises((PathOutsideUploadsError, UploadNotFoundError)):

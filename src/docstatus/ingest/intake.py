@@ -19,16 +19,12 @@ uploads folder: paths are resolved with symlinks followed and checked first.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
-import re
-import stat
 import tempfile
 import threading
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +43,9 @@ from ..errors import (
 from ..formats import FORMATS, FormatInfo, FormatRegistry
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
+from .paths import inside_uploads, open_regular, safe_filename, stored_path
 
-__all__ = [
-    "TEMP_PREFIX",
-    "Accepted",
-    "Intake",
-    "UploadWriter",
-    "safe_filename",
-    "stored_path",
-]
+__all__ = ["TEMP_PREFIX", "Accepted", "Intake", "UploadWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -63,125 +53,7 @@ log = logging.getLogger(__name__)
 TEMP_PREFIX = ".upload-"
 _TEMP_SUFFIX = ".part"
 
-#: Longest sanitised file name, in UTF-8 bytes (file systems allow 255).
-MAX_NAME_BYTES = 200
-_MAX_SUFFIX = 16
-_FALLBACK_NAME = "upload"
 _READ_SIZE = 1 << 20
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-# -- file names ------------------------------------------------------------------
-
-
-def _printable(name: str) -> str:
-    # Control, format (e.g. right-to-left override) and line/paragraph separators
-    # can disguise a name in logs and dashboards.
-    return "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp", "Cs"))
-
-
-def _truncate(name: str, limit: int) -> str:
-    if len(name.encode()) <= limit:
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    if not dot or not stem or len(suffix) > _MAX_SUFFIX:
-        stem, suffix = name, ""
-    tail = f".{suffix}" if suffix else ""
-    room = limit - len(tail.encode())
-    return stem.encode()[:room].decode(errors="ignore").rstrip() + tail
-
-
-def safe_filename(name: str) -> str:
-    """A file name safe to show and store, from a client's name.
-
-    Keeps only the last path component (``/`` and ``\\`` both separate;
-    Windows drive letters are dropped), removes control and invisible
-    formatting characters, trims spaces and trailing dots, and limits the
-    name to :data:`MAX_NAME_BYTES` UTF-8 bytes keeping its extension. Never
-    returns ``""``, ``"."`` or ``".."`` (``"upload"`` instead).
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"filename must be a string, not {type(name).__name__}")
-    cleaned = _printable(unicodedata.normalize("NFC", name)).replace("\\", "/")
-    cleaned = _DRIVE.sub("", cleaned.rsplit("/", 1)[-1])
-    cleaned = cleaned.strip().rstrip(". ")
-    cleaned = _truncate(cleaned, MAX_NAME_BYTES)
-    if not cleaned.strip("."):
-        return _FALLBACK_NAME
-    return cleaned
-
-
-# -- paths inside the uploads folder --------------------------------------------------
-
-
-def _inside(uploads: Path, path: str | Path) -> Path:
-    """``path`` (relative to ``uploads`` or absolute) resolved, if it is an existing file inside."""
-    shown = str(path)
-    try:
-        candidate = uploads / Path(path)
-    except (TypeError, ValueError):
-        raise UploadNotFoundError(shown) from None
-    if "\x00" in shown or not shown.strip():
-        raise UploadNotFoundError(shown)
-    try:
-        resolved = candidate.resolve(strict=True)
-    except (OSError, RuntimeError):
-        # Missing (or a symlink loop): say "outside" for anything that is not
-        # even lexically inside, so nobody can probe the rest of the disk.
-        if not Path(os.path.normpath(candidate)).is_relative_to(uploads):
-            raise PathOutsideUploadsError(shown) from None
-        raise UploadNotFoundError(shown) from None
-    if not resolved.is_relative_to(uploads) or resolved == uploads:
-        raise PathOutsideUploadsError(shown)
-    return resolved
-
-
-def stored_path(uploads_dir: Path, metadata: dict[str, Any]) -> Path:
-    """The file of a document whose ``metadata["path"]`` names it, checked to be inside uploads.
-
-    Raises :class:`UploadNotFoundError` when the metadata names no file or the
-    file is gone, :class:`PathOutsideUploadsError` when it resolves outside.
-    """
-    relative = metadata.get("path")
-    if not isinstance(relative, str) or not relative:
-        raise UploadNotFoundError("<no path in the document's metadata>")
-    if Path(relative).is_absolute():
-        raise PathOutsideUploadsError(relative)
-    resolved = _inside(uploads_dir.resolve(), relative)
-    if not resolved.is_file():
-        raise UploadNotFoundError(relative)
-    return resolved
-
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-
-
-def _open_regular(uploads: Path, path: Path, shown: str) -> IO[bytes]:
-    """Open the checked ``path`` (resolved, inside ``uploads``) for reading, if it still is that.
-
-    Each component is opened relative to the folder before it, never following a
-    symlink: a folder or the file swapped for a symlink after the check is refused
-    instead of followed out of the uploads folder (O_NOFOLLOW alone only guards the
-    last component). O_NONBLOCK: a FIFO is refused instead of waited on.
-    """
-    *folders, name = path.relative_to(uploads).parts
-    fd = os.open(uploads, os.O_RDONLY | _DIRECTORY)
-    try:
-        for folder in folders:
-            fd, parent = os.open(folder, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd), fd
-            os.close(parent)
-        fd, parent = os.open(name, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0), dir_fd=fd), fd
-        os.close(parent)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink where the check saw none
-            raise PathOutsideUploadsError(shown) from None
-        raise UploadNotFoundError(shown) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UploadNotFoundError(shown)
-    return os.fdopen(fd, "rb")
 
 
 # -- results ---------------------------------------------------------------------
@@ -349,7 +221,7 @@ class Intake:
         file's name) is the name shown for the document and picks the format.
         """
         shown = str(path)
-        resolved = _inside(self.uploads_dir, path)
+        resolved = inside_uploads(self.uploads_dir, path)
         name = safe_filename(filename if filename else Path(shown).name)
         if resolved.name.startswith(TEMP_PREFIX) and resolved.name.endswith(_TEMP_SUFFIX):
             raise UploadNotFoundError(shown)  # an upload still being received
@@ -375,7 +247,7 @@ class Intake:
     def _hash_file(self, path: Path, shown: str, name: str) -> tuple[str, int]:
         digest = hashlib.sha256()
         size = 0
-        with _open_regular(self.uploads_dir, path, shown) as handle:
+        with open_regular(self.uploads_dir, path, shown) as handle:
             if os.fstat(handle.fileno()).st_size > self.max_bytes:
                 raise UploadTooLargeError(name, self.max_bytes)
             for block in iter(lambda: handle.read(_READ_SIZE), b""):

@@ -31,7 +31,7 @@ from ..errors import (
     UnsupportedFormatError,
     UploadNotFoundError,
 )
-from ..ingest.intake import stored_path
+from ..ingest.paths import stored_path
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
 from ..output.store import OutputStore
