@@ -6,10 +6,11 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from docstatus import StatusManager
+from docstatus import ProcessingStatus, StatusManager
 from docstatus.errors import (
     PathOutsideUploadsError,
     StatusError,
@@ -186,6 +187,71 @@ def test_concurrent_uploads_of_the_same_content_make_one_document(
     assert sum(not r.duplicate for r in results) == 1
     assert len(manager.list_all()) == 1
     assert len(listing(uploads)) == 1
+
+
+def _counting_reads(manager: StatusManager, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    read = manager.get_status
+
+    def counted(doc: Any) -> ProcessingStatus | None:
+        reads.append(str(doc))
+        return read(doc)
+
+    monkeypatch.setattr(manager, "get_status", counted)
+    return reads
+
+
+def test_an_upload_or_a_submitted_path_reads_the_status_once(
+    intake: Intake, manager: StatusManager, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _counting_reads(manager, monkeypatch)
+    first = upload(intake, "a.txt", b"read once")
+    assert reads == [first.doc_id]
+    upload(intake, "b.txt", b"read once")  # a duplicate
+    assert reads == [first.doc_id] * 2
+    (uploads / "inbox.txt").write_bytes(b"submitted in place")
+    submitted = intake.submit_path("inbox.txt")
+    assert reads == [first.doc_id] * 2 + [submitted.doc_id]
+
+
+def test_a_document_cleaned_up_after_its_status_was_read_is_created_anew(
+    intake: Intake, manager: StatusManager, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = upload(intake, "a.txt", b"cleaned meanwhile")
+    manager.mark_failed(first.doc_id, "boom")
+    read = manager.get_status
+
+    def read_then_clean_up(doc: Any) -> ProcessingStatus | None:
+        found = read(doc)
+        manager.cleanup_old_entries(0)  # between the read and the requeue
+        return found
+
+    monkeypatch.setattr(manager, "get_status", read_then_clean_up)
+    again = upload(intake, "a.txt", b"cleaned meanwhile")
+    assert (again.doc_id, again.duplicate) == (first.doc_id, False)
+    status = read(first.doc_id)
+    assert status is not None
+    assert (status.status, status.metadata["attempt"]) == ("queued", 1)
+    assert (uploads / f"{first.doc_id}.txt").read_bytes() == b"cleaned meanwhile"
+
+
+def test_a_document_created_elsewhere_after_the_read_makes_this_upload_a_duplicate(
+    intake: Intake, manager: StatusManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"created by another process"
+    doc_id = hashlib.sha256(data).hexdigest()
+    read = manager.get_status
+
+    def read_then_created_elsewhere(doc: Any) -> ProcessingStatus | None:
+        found = read(doc)
+        if found is None:
+            manager.create_status(doc_id, "other.txt", {"path": f"{doc_id}.txt"})
+        return found
+
+    monkeypatch.setattr(manager, "get_status", read_then_created_elsewhere)
+    accepted = upload(intake, "mine.txt", data)
+    assert (accepted.doc_id, accepted.duplicate, accepted.filename) == (doc_id, True, "other.txt")
+    assert len(manager.list_all()) == 1
 
 
 def test_oversized_upload_raises_and_leaves_nothing(

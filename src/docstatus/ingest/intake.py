@@ -229,7 +229,7 @@ class Intake:
         candidate = self._check(resolved, name, size, digest, "path")
         relative = resolved.relative_to(self.uploads_dir).as_posix()
         with self._lock:
-            return self._register(candidate, relative)
+            return self._register(candidate, relative, self.manager.get_status(candidate.doc_id))
 
     def remove_stale_uploads(self, older_than: float = 3600.0) -> int:
         """Remove temporary files of uploads untouched for ``older_than`` seconds; returns how many."""
@@ -272,32 +272,39 @@ class Intake:
         with self._lock:
             existing = self.manager.get_status(candidate.doc_id)
             if existing is not None and _has_file(self.uploads_dir, existing):
-                return self._register(candidate, relative)
+                return self._register(candidate, relative, existing)
             placed = not final.exists()
             os.replace(temp, final)
             try:
-                return self._register(candidate, relative)
+                return self._register(candidate, relative, existing)
             except BaseException:
                 if placed:
                     self._unplace(final, candidate.doc_id)
                 raise
 
     def _unplace(self, final: Path, doc_id: str) -> None:
-        """Remove a file just stored for a document that could not be created."""
+        """Remove a file just stored for a document that could not be created.
+
+        Kept if the document exists after all (created meanwhile by another
+        process): only this error path reads the status a second time.
+        """
         with contextlib.suppress(Exception):
             if self.manager.get_status(doc_id) is None:
                 final.unlink(missing_ok=True)
 
-    def _register(self, candidate: _Candidate, relative: str) -> Accepted:
-        """Create the document, or handle the known one. Called with the lock held."""
-        for _ in range(3):  # a known document may be cleaned up between the steps
-            existing = self.manager.get_status(candidate.doc_id)
+    def _register(self, candidate: _Candidate, relative: str, existing: ProcessingStatus | None) -> Accepted:
+        """Create the document, or handle the known one (``existing``, as just read). With the lock held.
+
+        The status is read again only when the store says it changed meanwhile:
+        another process created the document, or a cleanup removed it.
+        """
+        for _ in range(3):
             try:
                 if existing is None:
                     return self._create(candidate, relative)
                 return self._duplicate(existing, relative)
             except (DuplicateDocumentError, DocumentNotFoundError):
-                continue
+                existing = self.manager.get_status(candidate.doc_id)
         raise DuplicateDocumentError(candidate.doc_id)
 
     def _create(self, candidate: _Candidate, relative: str) -> Accepted:
