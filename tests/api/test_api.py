@@ -26,7 +26,8 @@ from docstatus.api import (
     metrics_router,
     status_router,
 )
-from docstatus.ingest import Intake
+from docstatus.api.schemas import UploadAnswer
+from docstatus.ingest import Accepted, Intake
 from docstatus.settings import ServiceSettings
 
 TOKEN = "s3cret-token"
@@ -489,6 +490,22 @@ def test_openapi_documents_examples_and_no_422(env: Env) -> None:
         for operation in path.values():
             assert "422" not in operation["responses"]
     assert env.client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "accepted",
+    [
+        Accepted.queued("abc", "a.txt"),
+        Accepted("abc", "a.txt", True, False, "Duplicate of an existing document (status: queued)"),
+        Accepted("abc", "a.txt", True, True, "Duplicate of a failed document; queued again"),
+    ],
+)
+def test_the_documented_upload_answer_is_the_one_the_intake_builds(accepted: Accepted) -> None:
+    body = accepted.to_json()
+    assert set(UploadAnswer.model_fields) == set(body)
+    assert UploadAnswer.model_validate(body).model_dump() == body
+    example = UploadAnswer.model_json_schema()["example"]
+    assert example == Accepted.queued(example["doc_id"], example["filename"]).to_json()
 
 
 # -- the app factory --------------------------------------------------------------

@@ -69,8 +69,13 @@ class Accepted:
     requeued: bool
     message: str
 
+    @classmethod
+    def queued(cls, doc_id: str, filename: str) -> Accepted:
+        """A new document, queued."""
+        return cls(doc_id, filename, False, False, "Document queued for processing")
+
     def to_json(self) -> dict[str, Any]:
-        """The body of the HTTP API's answer."""
+        """The answer to the upload (``POST /uploads``, ``POST /webhook``): built here only."""
         return {
             "status": "accepted",
             "doc_id": self.doc_id,
@@ -319,7 +324,7 @@ class Intake:
         }
         self.manager.create_status(candidate.doc_id, candidate.filename, metadata)
         self._notify(candidate.doc_id)
-        return Accepted(candidate.doc_id, candidate.filename, False, False, "Document queued for processing")
+        return Accepted.queued(candidate.doc_id, candidate.filename)
 
     def _duplicate(self, existing: ProcessingStatus, relative: str) -> Accepted:
         doc_id = existing.doc_id
