@@ -1,4 +1,11 @@
-"""The service: everything ``docstatus serve`` runs besides HTTP."""
+"""The service: everything ``docstatus serve`` runs besides HTTP, put together.
+
+The composition root: :class:`Service` builds the status manager, the
+intake, the formats' processors, the worker pool and the output store from
+one :class:`~docstatus.settings.ServiceSettings`. :func:`open_manager` and
+:func:`open_output` open the two stores as the service does, for other
+commands (``docstatus process``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from .settings import ServiceSettings
 from .worker.job import Processor
 from .worker.pool import OUTPUT_FILE, WorkerPool
 
-__all__ = ["Service"]
+__all__ = ["Service", "open_manager", "open_output"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,12 @@ def _make_dir(name: str, path: Path) -> None:
         raise ConfigError(name, str(path), f"cannot create the folder: {exc.strerror or exc}") from None
 
 
-def _open_manager(url: str) -> StatusManager:
+def open_manager(url: str) -> StatusManager:
+    """A manager over the store at ``url``, creating a SQLite file's folder first.
+
+    A URL the stores refuse is a :class:`~docstatus.errors.ConfigError` naming the ``store``
+    setting; the store's own errors (:class:`~docstatus.errors.StatusError`) propagate.
+    """
     if url.startswith("sqlite:///"):
         # The database's folder must exist before SQLite can create the file.
         path = Path(url.removeprefix("sqlite:///").partition("?")[0])
@@ -44,7 +56,8 @@ def _open_manager(url: str) -> StatusManager:
         raise ConfigError("store", url, str(exc)) from None
 
 
-def _open_output(path: Path) -> OutputStore:
+def open_output(path: Path) -> OutputStore:
+    """The output store at ``path``; a :class:`~docstatus.errors.ConfigError` when it cannot be opened."""
     try:
         return OutputStore(path)
     except (OSError, sqlite3.Error) as exc:
@@ -81,10 +94,10 @@ class Service:
         self.settings = settings if settings is not None else ServiceSettings()
         _make_dir("uploads", self.settings.uploads)
         _make_dir("data_dir", self.settings.data_dir)
-        self.manager = _open_manager(self.settings.store)
+        self.manager = open_manager(self.settings.store)
         self._owns_output = output is None
         try:
-            self.output = output if output is not None else _open_output(self.settings.data_dir / OUTPUT_FILE)
+            self.output = output if output is not None else open_output(self.settings.data_dir / OUTPUT_FILE)
         except BaseException:
             self.manager.close()
             raise

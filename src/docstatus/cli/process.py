@@ -33,7 +33,7 @@ from ..formats.limits import Limits, require
 from ..ingest.intake import Accepted, Intake
 from ..manager import StatusManager
 from ..output.store import OutputStore
-from ..service import _open_manager, _open_output
+from ..service import open_manager, open_output
 from ..settings import ServiceSettings
 from ..worker.job import failure_message
 from ..worker.pool import OUTPUT_FILE, WorkerPool
@@ -183,10 +183,10 @@ class _Runner:
 
     def __init__(self, settings: ServiceSettings, workers: int, limits: Limits | None) -> None:
         self.settings = settings
-        self.manager = _open_manager(settings.store)
+        self.manager = open_manager(settings.store)
         self.output: OutputStore | None = None
         try:
-            self.output = _open_output(settings.data_dir / OUTPUT_FILE)
+            self.output = open_output(settings.data_dir / OUTPUT_FILE)
             self.intake = Intake(self.manager, settings.uploads, max_bytes=settings.max_upload_bytes)
         except BaseException:
             self.close()
