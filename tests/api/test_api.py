@@ -22,9 +22,9 @@ from docstatus.api import (
     create_app,
     health_router,
     install_error_handlers,
-    intake_router,
     metrics_router,
     status_router,
+    uploads_router,
 )
 from docstatus.api.schemas import UploadAnswer
 from docstatus.ingest import Accepted, Intake
@@ -52,7 +52,7 @@ class Env:
         install_error_handlers(app)
         app.include_router(status_router(self.manager, api_token=token, on_requeued=self.requeued.append))
         app.include_router(
-            intake_router(
+            uploads_router(
                 self.intake,
                 max_upload_bytes=MAX_UPLOAD,
                 max_body_bytes=512,

@@ -1,7 +1,7 @@
 """The HTTP API: an app factory and routers to mount in your own FastAPI app.
 
 ``create_app()`` is what ``docstatus serve`` runs. The routers take the
-objects they serve (``status_router(manager)``, ``intake_router(intake, ...)``)
+objects they serve (``status_router(manager)``, ``uploads_router(intake, ...)``)
 so they can be mounted in any app; call ``install_error_handlers(app)`` there
 too, for the API's error shape. Needs the ``server`` extra
 (``pip install 'docstatus[server]'``).
@@ -24,7 +24,7 @@ from .routes.documents import documents_router
 from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
 from .routes.status import status_json, status_router
-from .routes.uploads import intake_router
+from .routes.uploads import uploads_router
 from .sse import stream_router
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "documents_router",
     "health_router",
     "install_error_handlers",
-    "intake_router",
+    "uploads_router",
     "metrics_router",
     "status_json",
     "status_router",

@@ -18,7 +18,7 @@ from .routes.documents import documents_router
 from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
 from .routes.status import status_router
-from .routes.uploads import intake_router
+from .routes.uploads import uploads_router
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -101,7 +101,7 @@ def create_app(
         )
     )
     app.include_router(
-        intake_router(
+        uploads_router(
             service.intake,
             max_upload_bytes=chosen.max_upload_bytes,
             max_body_bytes=chosen.max_body_bytes,
