@@ -24,8 +24,8 @@ from .routes.documents import documents_router
 from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
 from .routes.status import status_json, status_router
+from .routes.stream import stream_router
 from .routes.uploads import uploads_router
-from .sse import stream_router
 
 __all__ = [
     "ErrorBody",

@@ -1,4 +1,4 @@
-"""``GET /status/stream``: every status change as a server-sent event.
+"""Server-sent events of status changes: the frames of ``GET /status/stream``.
 
 Each change is one event: ``event: status`` with the status JSON exactly as
 ``GET /status/{doc_id}`` returns it, or ``event: removed`` with
@@ -17,36 +17,19 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, Any, cast
+from typing import cast
 
 import anyio
-from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from ..errors import InvalidRequestError
 from ..events import Event
 from ..manager import StatusManager
-from .errors import error_responses
 
-__all__ = ["add_stream_route", "event_frame", "stream_router"]
+__all__ = ["RETRY_MS", "event_frame", "event_frames", "parse_last_event_id", "start_seq"]
 
 #: Milliseconds a browser waits before reconnecting (sent in the first frame).
 RETRY_MS = 1000
-
-#: Seconds a stream may take to finish cleanly once the server shuts down.
-SHUTDOWN_GRACE = 2.0
-
-_STREAM_DOC: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "An endless text/event-stream of status changes",
-        "content": {
-            "text/event-stream": {
-                "schema": {"type": "string"},
-                "example": 'id: 42\nevent: status\ndata: {"doc_id": "abc123", "status": "parsing", ...}\n\n',
-            }
-        },
-    }
-}
 
 
 def event_frame(event: Event) -> ServerSentEvent:
@@ -57,7 +40,8 @@ def event_frame(event: Event) -> ServerSentEvent:
     return ServerSentEvent(data, event="status", id=str(event["seq"]))
 
 
-def _last_event_id(raw: str | None) -> int | None:
+def parse_last_event_id(raw: str | None) -> int | None:
+    """The sequence number a ``Last-Event-ID`` header names (``None``: none); ``InvalidRequestError``."""
     if raw is None or not raw.strip():
         return None
     try:
@@ -71,9 +55,13 @@ def _last_event_id(raw: str | None) -> int | None:
     return seq
 
 
-async def _frames(
+async def event_frames(
     manager: StatusManager, since: int, doc_id: str | None, stop: anyio.Event
 ) -> AsyncIterator[ServerSentEvent]:
+    """The frames of one stream: the opening ``id:`` frame, then every change after ``since``.
+
+    Only ``doc_id``'s changes when given; ends when ``stop`` is set.
+    """
     yield ServerSentEvent(id=str(since), retry=RETRY_MS)
     events = cast(AsyncGenerator[Event, None], manager.events(since))
     stopping = asyncio.ensure_future(stop.wait())
@@ -95,43 +83,8 @@ async def _frames(
         await events.aclose()
 
 
-async def _start_seq(manager: StatusManager, last_event_id: int | None) -> int:
+async def start_seq(manager: StatusManager, last_event_id: int | None) -> int:
     """Where a stream starts: after ``Last-Event-ID``, or now; never after the latest change."""
     latest = await asyncio.to_thread(lambda: manager.last_seq)
     # An id from the future (the store was reset) would silence the stream until it caught up.
     return latest if last_event_id is None else min(last_event_id, latest)
-
-
-def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds: float = 15.0) -> None:
-    """Add ``GET /stream`` (under the router's prefix) streaming ``manager``'s changes."""
-
-    @router.get(
-        "/stream",
-        summary="Live status changes (server-sent events)",
-        response_class=EventSourceResponse,
-        responses={**_STREAM_DOC, **error_responses(400)},
-    )
-    async def stream(
-        doc_id: Annotated[
-            str | None, Query(max_length=256, description="Only this document's changes")
-        ] = None,
-        last_event_id: Annotated[
-            str | None, Header(alias="Last-Event-ID", description="Resume after this event id")
-        ] = None,
-    ) -> EventSourceResponse:
-        """Every change from now on (or after ``Last-Event-ID``), one event per change."""
-        since = await _start_seq(manager, _last_event_id(last_event_id))
-        stop = anyio.Event()
-        return EventSourceResponse(
-            _frames(manager, since, doc_id, stop),
-            ping=ping_seconds,
-            shutdown_event=stop,
-            shutdown_grace_period=SHUTDOWN_GRACE,
-        )
-
-
-def stream_router(manager: StatusManager, *, ping_seconds: float = 15.0) -> APIRouter:
-    """A router with only ``GET /status/stream`` (``status_router`` includes it already)."""
-    router = APIRouter(prefix="/status", tags=["status"])
-    add_stream_route(router, manager, ping_seconds=ping_seconds)
-    return router

@@ -16,7 +16,7 @@ from ...records import snapshot_json as status_json
 from ..auth import token_dependencies
 from ..errors import error_responses
 from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
-from ..sse import add_stream_route
+from .stream import add_stream_route
 
 __all__ = ["status_json", "status_router"]
 
@@ -59,7 +59,7 @@ def status_router(
     ``api_token`` protects the POST endpoints; ``on_requeued(doc_id)`` is
     called after ``POST /status/{doc_id}/requeue`` (a worker pool's
     ``enqueue``). With ``stream`` the router also serves ``GET /status/stream``
-    (SSE, see :mod:`docstatus.api.stream`); it is registered before
+    (SSE, see :mod:`docstatus.api.routes.stream`); it is registered before
     ``/status/{doc_id}``, which therefore cannot address a document whose
     id is ``stream``, ``queue`` or ``active``. Install
     :func:`~docstatus.api.errors.install_error_handlers` on the app for the
