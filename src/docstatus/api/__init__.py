@@ -35,9 +35,9 @@ __all__ = [
     "documents_router",
     "health_router",
     "install_error_handlers",
-    "uploads_router",
     "metrics_router",
     "status_json",
     "status_router",
     "stream_router",
+    "uploads_router",
 ]

@@ -6,12 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
+from ..service import Service
+from ..settings import ServiceSettings
 from .errors import install_error_handlers
 from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
@@ -19,10 +20,6 @@ from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
 from .routes.status import status_router
 from .routes.uploads import uploads_router
-
-if TYPE_CHECKING:
-    from ..service import Service
-    from ..settings import ServiceSettings
 
 __all__ = ["create_app"]
 
@@ -58,9 +55,6 @@ def create_app(
     """
     owned = service is None
     if service is None:
-        from ..service import Service
-        from ..settings import ServiceSettings
-
         service = Service(settings if settings is not None else ServiceSettings.from_env())
     chosen = service.settings
     metrics = Metrics(service.manager)
