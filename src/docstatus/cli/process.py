@@ -18,7 +18,9 @@ arguments or unreadable files (nothing is processed then).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,19 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DuplicateDocumentError, StatusError, UnsupportedFormatError
+from ..errors import ConfigError, DuplicateDocumentError, StatusError, UnsupportedFormatError
 from ..events import Event
 from ..formats import default_processors
 from ..formats.limits import Limits, require
-from ..ingest.intake import Accepted, Intake
+from ..ingest import Accepted, Intake
 from ..manager import StatusManager
-from ..output.store import OutputStore
+from ..output import OutputStore
 from ..service import open_manager, open_output
 from ..settings import ServiceSettings
 from ..worker.job import failure_message
 from ..worker.pool import OUTPUT_FILE, WorkerPool
+from .args import fail, number
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "LocalRun", "check_files", "process_files"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "LocalRun", "add_parser", "check_files", "process_files"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -309,3 +312,50 @@ def process_files(
     _summary(console, docs)
     failed = any(doc.status.get("status") != "completed" for doc in docs)
     return LocalRun([doc.status for doc in docs], EXIT_FAILED if failed else EXIT_OK)
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+# NaN fits none of these: every comparison with it is false.
+_positive_float = number(float, "a number", lambda v: 0 < v < math.inf, "a positive number of seconds")
+_positive_int = number(int, "an integer", lambda v: v >= 1, "at least 1")
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``process`` to the ``commands`` of the main parser."""
+    process = commands.add_parser(
+        "process",
+        help="run the pipeline on local files, with progress bars",
+        description=(
+            "Process FILEs through the pipeline in this process (no server): parse, render and embed "
+            "pages, chunk and embed text, store the output under the data folder. Exit status 0 when "
+            "every document completed, 1 when any failed, 2 for bad arguments or unreadable files."
+        ),
+    )
+    process.add_argument("files", nargs="+", metavar="FILE", help="documents to process")
+    process.add_argument("--store", help="status store URL (default sqlite:///docstatus-data/status.db)")
+    process.add_argument("--data-dir", help="data folder for uploads and output (default docstatus-data)")
+    process.add_argument("--workers", type=_positive_int, default=1, help="documents at a time (default 1)")
+    process.add_argument(
+        "--timeout", type=_positive_float, help="seconds one document may take (default 600)"
+    )
+    process.add_argument(
+        "--max-pages", type=_positive_int, help="most pages a document may have (default 2000)"
+    )
+    process.set_defaults(handler=_process)
+
+
+def _process(args: argparse.Namespace) -> int:
+    try:
+        settings = ServiceSettings.from_env(
+            store=args.store, data_dir=args.data_dir, document_timeout=args.timeout
+        )
+        limits = Limits(max_pages=args.max_pages) if args.max_pages else None
+        return process_files(args.files, settings=settings, workers=args.workers, limits=limits).exit_code
+    except ConfigError as exc:
+        return fail("process", str(exc))
+    except ImportError as exc:
+        return fail("process", str(exc))
+    except StatusError as exc:
+        return fail("process", str(exc), status=1)
