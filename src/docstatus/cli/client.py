@@ -31,7 +31,7 @@ try:
     from httpx_sse import EventSource, SSEError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        f"docstatus.client needs the 'cli' extra: pip install 'docstatus[cli]' ({exc})"
+        f"docstatus.cli.client needs the 'cli' extra: pip install 'docstatus[cli]' ({exc})"
     ) from exc
 
 __all__ = ["DEFAULT_URL", "Client", "Reply", "StreamEvent"]

@@ -1,7 +1,7 @@
 """Terminal views of a running service: ``docstatus status | list | cleanup | watch``.
 
 Each ``run_*`` function talks to the service through a
-:class:`~docstatus.client.Client`, prints to a rich ``Console`` (or, with
+:class:`~docstatus.cli.client.Client`, prints to a rich ``Console`` (or, with
 ``as_json``, the service's JSON exactly as it was sent) and returns the exit
 status; errors propagate as :class:`~docstatus.errors.StatusError` for the
 command line to report. Needs the ``cli`` extra (rich, httpx, httpx-sse).
