@@ -41,7 +41,7 @@ from docstatus.ingest import Intake
 from docstatus.output import OutputStore, PerceptualDescriptor
 from docstatus.output.store import _SCHEMA_V1, SCHEMA_VERSION
 from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
-from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit
+from helpers import Watcher, assert_legal_and_monotonic, submit
 
 DEADLINE = 30.0
 
@@ -74,10 +74,9 @@ class Pipeline:
         self.pool.stop(timeout=10)
 
 
-@pytest.fixture(params=LOCAL_STORE_KINDS)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
+@pytest.fixture
+def store_kind(local_store_kind: str) -> str:
+    return local_store_kind
 
 
 @pytest.fixture

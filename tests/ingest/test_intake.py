@@ -22,15 +22,13 @@ from docstatus.errors import (
 from docstatus.formats import FORMATS, detect_format
 from docstatus.ingest import Accepted, Intake, inside_uploads, safe_filename
 from docstatus.ingest.paths import MAX_NAME_BYTES
-from helpers import LOCAL_STORE_KINDS
 
 MAX = 64 * 1024
 
 
-@pytest.fixture(params=LOCAL_STORE_KINDS)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
+@pytest.fixture
+def store_kind(local_store_kind: str) -> str:
+    return local_store_kind
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 from docstatus.worker import Job, Reporter
 from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
-from helpers import LOCAL_STORE_KINDS, Watcher, assert_legal_and_monotonic, submit, wait_until
+from helpers import Watcher, assert_legal_and_monotonic, submit, wait_until
 
 DEADLINE = 20.0
 MARKDOWN = (
@@ -40,10 +40,9 @@ MARKDOWN = (
 # -- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=LOCAL_STORE_KINDS)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
+@pytest.fixture
+def store_kind(local_store_kind: str) -> str:
+    return local_store_kind
 
 
 @pytest.fixture
