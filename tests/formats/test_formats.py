@@ -9,9 +9,21 @@ import pytest
 from _documents import docx_bytes, jpeg_bytes, pdf_bytes, plain_zip, png_bytes, pptx_bytes
 from docstatus import StatusManager
 from docstatus.errors import UnsupportedFormatError
-from docstatus.formats import FORMATS, FormatRegistry, detect_format
-from docstatus.formats.checks import magic
+from docstatus.formats import (
+    ENTRIES,
+    FORMATS,
+    ExtractedText,
+    FormatEntry,
+    FormatRegistry,
+    TextDocumentProcessor,
+    default_processors,
+    detect_format,
+)
+from docstatus.formats.checks import magic, text_check
 from docstatus.ingest import Intake
+from docstatus.worker import Job, Reporter
+from docstatus.worker.pool import WorkerPool
+from helpers import Watcher, submit
 
 
 def _file(tmp_path: Path, data: bytes) -> Path:
@@ -105,3 +117,52 @@ def test_a_registry_accepts_custom_formats_with_signatures(tmp_path: Path) -> No
     assert found is not None
     assert found.format == "gif"
     assert registry.explain(_file(tmp_path, b"%PDF-1.4"), "x.gif") == (None, "the content is PDF, not GIF")
+
+
+def test_the_table_has_one_entry_per_format_and_each_has_a_processor() -> None:
+    names = [entry.name for entry in ENTRIES]
+    assert len(names) == len(set(names))
+    assert (
+        set(default_processors()) == set(names) == {"txt", "md", "html", "pdf", "docx", "pptx", "png", "jpeg"}
+    )
+    processors = default_processors()
+    assert processors["txt"] is processors["md"]  # one factory, one shared processor
+    assert processors["png"] is processors["jpeg"]
+    assert processors["pdf"] is not processors["txt"]
+    assert FORMATS.extensions() == {ext for entry in ENTRIES for ext in entry.extensions}
+
+
+def test_an_entry_is_checked() -> None:
+    with pytest.raises(ValueError, match="at least one extension"):
+        FormatEntry("csv", (), "text", "text/csv")
+    with pytest.raises(ValueError, match="format_type"):
+        FormatEntry("csv", (".csv",), "tabular", "text/csv")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="invalid extension"):
+        FormatEntry("csv", ("a/b",), "text", "text/csv")
+    assert FormatEntry("csv", ("CSV",), "text", "text/csv").extensions == (".csv",)
+
+
+class CsvProcessor(TextDocumentProcessor):
+    def extract(self, job: Job, reporter: Reporter) -> ExtractedText:
+        rows = job.path.read_text(errors="replace").splitlines()
+        return ExtractedText("\n\n".join(rows), {"rows": len(rows)})
+
+
+def test_a_new_format_is_one_processor_and_one_entry(tmp_path: Path) -> None:
+    registry = FormatRegistry(ENTRIES)
+    registry.register("csv", (".csv",), "text", "text/csv", check=text_check, processor=CsvProcessor)
+    with StatusManager(cleanup_interval_seconds=None) as manager:
+        watcher = Watcher(manager)
+        pool = WorkerPool(manager, tmp_path / "uploads", registry.processors(), data_dir=tmp_path / "data")
+        intake = Intake(
+            manager, tmp_path / "uploads", max_bytes=1 << 20, on_queued=pool.enqueue, formats=registry
+        )
+        pool.start()
+        try:
+            final = watcher.final(submit(intake, "t.csv", b"a,b\n1,2\n3,4\n"))
+        finally:
+            pool.stop()
+            watcher.unsubscribe()
+    assert final["status"] == "completed", final["error"]
+    assert (final["metadata"]["format"], final["metadata"]["rows"]) == ("csv", 3)
+    assert "csv" not in default_processors()  # the default registry is untouched
