@@ -9,16 +9,14 @@ request's handler finishes it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import InvalidRequestError, RequestTooLargeError
-
-if TYPE_CHECKING:
-    from ..ingest import Intake, UploadWriter
+from ..ingest import Intake, UploadWriter
 
 __all__ = ["FILE_FIELD", "MAX_FILES", "MultipartUpload", "multipart_boundary"]
 

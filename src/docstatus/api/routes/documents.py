@@ -8,17 +8,15 @@ status store but not stored yet (still processing, or failed) is a 404
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, Response
 
 from ...errors import DocumentNotFoundError, PageNotFoundError
+from ...manager import StatusManager
+from ...output import OutputStore, StoredDocument
 from ..errors import error_responses
-
-if TYPE_CHECKING:
-    from ...manager import StatusManager
-    from ...output.store import OutputStore, StoredDocument
 
 __all__ = ["documents_router"]
 

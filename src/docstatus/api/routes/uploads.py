@@ -11,7 +11,7 @@ limit (or breaks off, or is malformed) leaves nothing behind.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -20,14 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ...errors import InvalidRequestError, RequestTooLargeError, StatusError, UnsupportedFormatError
+from ...ingest import Accepted, Intake, UploadWriter
 from ..auth import token_dependencies
 from ..errors import error_responses
 from ..multipart import FILE_FIELD, MultipartUpload, multipart_boundary
 from ..schemas import UploadAnswer, UploadBatch, WebhookRequest
 from .metrics import Metrics
-
-if TYPE_CHECKING:
-    from ...ingest import Accepted, Intake, UploadWriter
 
 __all__ = ["MULTIPART_OVERHEAD", "uploads_router"]
 
