@@ -405,16 +405,6 @@ def test_real_pdfs_from_debian_documentation(make_pipeline: Callable[..., Pipeli
 # -- pieces ---------------------------------------------------------------------------------------
 
 
-def test_the_perceptual_descriptor_is_deterministic_and_discriminates() -> None:
-    descriptor = PerceptualDescriptor()
-    with Image.open(io.BytesIO(png_bytes())) as a, Image.open(io.BytesIO(jpeg_bytes())) as b:
-        va, va2, vb = descriptor.embed_image(a), descriptor.embed_image(a.copy()), descriptor.embed_image(b)
-    assert len(va) == descriptor.dimension == 320
-    assert va == va2
-    assert sum(x * x for x in va) == pytest.approx(1.0)
-    assert sum(x * y for x, y in zip(va, vb, strict=True)) < 0.9
-
-
 def test_a_version_1_output_store_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "output.db"
     with sqlite3.connect(path) as db:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from _documents import MARKDOWN
 from docstatus import StatusManager
 from docstatus.errors import OutputError, StatusError
 from docstatus.formats import default_processors
-from docstatus.formats.chunking import chunk_text
-from docstatus.formats.text import TextProcessor, decode_text
+from docstatus.formats.text import TextProcessor
 from docstatus.ingest import Intake
 from docstatus.output import HashingEmbedder, OutputStore
 from docstatus.service import Service
@@ -30,11 +30,6 @@ from docstatus.worker.pool import OUTPUT_FILE, WorkerPool
 from helpers import Watcher, assert_legal_and_monotonic, submit, wait_until
 
 DEADLINE = 20.0
-MARKDOWN = (
-    "# Guide\n\nIntro paragraph about document pipelines.\n\n## Parsing\n\n"
-    + "Parsing turns bytes into text. " * 60
-    + "\n\n## Embedding\n\nVectors of chunks, compared by cosine similarity.\n"
-).encode()
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -433,62 +428,7 @@ def test_a_closed_service_cannot_start_again(settings: ServiceSettings) -> None:
         service.start()
 
 
-# -- the text pipeline -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("data", "encoding", "text", "bad"),
-    [
-        ("héllo wörld".encode(), "utf-8", "héllo wörld", 0),
-        (b"\xef\xbb\xbfwith bom\r\nline", "utf-8", "with bom\nline", 0),
-        ("wide ünïcode".encode("utf-16"), "utf-16-le", "wide ünïcode", 0),
-        ("café crème".encode("cp1252"), "cp1252", "café crème", 0),
-        (b"\x81\x8d\x8f bytes cp1252 leaves undefined", "cp1252", None, 0),
-        ("ok ünïcode ".encode() * 50 + b"\xff", "utf-8", None, 1),
-    ],
-)
-def test_decode_text(data: bytes, encoding: str, text: str | None, bad: int | None) -> None:
-    decoded = decode_text(data)
-    assert decoded.encoding == encoding or text is None
-    if text is not None:
-        assert decoded.text == text
-    if bad is not None:
-        assert decoded.undecodable_bytes == bad
-
-
-def test_decoding_never_fails_on_random_bytes() -> None:
-    data = bytes(range(256)) * 4
-    assert len(decode_text(data).text) > 0
-
-
-def test_chunks_follow_headings_and_stay_small() -> None:
-    text = decode_text(MARKDOWN).text
-    chunks = chunk_text(text, max_chars=400, overlap=40)
-    assert chunks[0].heading == "Guide"
-    assert chunks[-1].heading == "Embedding"
-    assert chunks[-1].text.startswith("## Embedding")
-    assert all(len(c.text) <= 400 for c in chunks)
-    for chunk in chunks:
-        assert text[chunk.start : chunk.end].strip() == chunk.text
-    parsing = [c for c in chunks if c.heading == "Parsing"]
-    assert len(parsing) > 1
-    assert parsing[1].start < parsing[0].end  # windows overlap
-
-
-def test_fenced_code_is_kept_whole() -> None:
-    text = "Intro.\n\n```\nline one\n\nline two\n```\n"
-    (chunk,) = chunk_text(text)
-    assert "line one\n\nline two" in chunk.text
-
-
-def test_hashing_embedder_is_deterministic_and_normalised() -> None:
-    embedder = HashingEmbedder(64)
-    a = embedder.embed("Document status tracking")
-    assert a == HashingEmbedder(64).embed("document STATUS tracking")
-    assert len(a) == 64
-    assert math.isclose(math.fsum(x * x for x in a), 1.0)
-    assert embedder.embed("   ") == [0.0] * 64
-    assert a != embedder.embed("something else entirely")
+# -- the output of the text pipeline ---------------------------------------------------------
 
 
 def test_output_store_round_trip_and_search(tmp_path: Path) -> None:
