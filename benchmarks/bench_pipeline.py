@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from docstatus import Event, StatusManager
-from docstatus.pipeline import Intake, WorkerPool
+from docstatus.formats import default_processors
+from docstatus.ingest import Intake
+from docstatus.worker.pool import WorkerPool
 
 from ._harness import Row, Table
 
@@ -110,7 +112,7 @@ def _run_once(
                 done.set()
 
         manager.subscribe(on_event)
-        pool = WorkerPool(timed, root / "uploads", workers=1, data_dir=root / "data")  # type: ignore[arg-type]
+        pool = WorkerPool(timed, root / "uploads", default_processors(), workers=1, data_dir=root / "data")  # type: ignore[arg-type]
         intake = Intake(manager, root / "uploads", max_bytes=1 << 30)
         pool.start()
         with intake.open_upload("report.pdf") as writer:

@@ -10,6 +10,13 @@ import zipfile
 import zlib
 from pathlib import Path
 
+#: A Markdown guide: three sections, the middle one longer than a chunk.
+MARKDOWN = (
+    "# Guide\n\nIntro paragraph about document pipelines.\n\n## Parsing\n\n"
+    + "Parsing turns bytes into text. " * 60
+    + "\n\n## Embedding\n\nVectors of chunks, compared by cosine similarity.\n"
+).encode()
+
 # -- PDF ---------------------------------------------------------------------------------------
 
 _PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")

@@ -13,26 +13,34 @@ import pytest
 from _redis_server import RedisServer, RedisServerError
 from docstatus import StatusManager
 
-#: Store kinds the conformance suite runs against. Each maps to a function
-#: that returns a fresh, empty store URL for one test; kinds that need a
-#: server take it from a session fixture via ``request``.
-STORE_KINDS = ["memory", "sqlite", "redis"]
+#: Store kinds the suites run against: the one list of them. Each maps to a
+#: function that returns a fresh, empty store URL for one test; kinds that
+#: need a server take it from a session fixture via ``request``.
+STORE_KINDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "memory": lambda request, tmp_path: "memory://",
+    "sqlite": lambda request, tmp_path: f"sqlite:///{tmp_path / 'status.db'}",
+    "redis": lambda request, tmp_path: str(request.getfixturevalue("redis_url")),
+}
+
+#: The kinds that need a server of their own.
+SERVER_KINDS = frozenset({"redis"})
+
+#: The stores of the tests about what runs around the manager (the pipeline): the conformance
+#: suite already runs the manager itself over every store, Redis too.
+LOCAL_STORE_KINDS = [kind for kind in STORE_KINDS if kind not in SERVER_KINDS]
 
 
-def _store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if kind == "memory":
-        return "memory://"
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'status.db'}"
-    if kind == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    raise AssertionError(kind)
-
-
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture(params=list(STORE_KINDS))
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Each store kind in turn."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(params=LOCAL_STORE_KINDS)
+def local_store_kind(request: pytest.FixtureRequest) -> str:
+    """Each store kind that needs no server, in turn; a module runs over these with
+    ``def store_kind(local_store_kind): return local_store_kind``."""
     kind: str = request.param
     return kind
 
@@ -40,7 +48,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL for a fresh, empty store of ``store_kind``."""
-    return _store_url(store_kind, request, tmp_path)
+    return STORE_KINDS[store_kind](request, tmp_path)
 
 
 @pytest.fixture

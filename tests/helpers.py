@@ -16,12 +16,7 @@ from docstatus import Event, StatusManager
 from docstatus.models import FINISHED, Status, can_transition
 
 if TYPE_CHECKING:  # the pipeline's libraries stay unloaded for the tests that only wait
-    from docstatus.pipeline import Intake
-
-#: The stores of the tests about what runs around the manager (the pipeline): the conformance
-#: suite already runs the manager itself over every store, Redis too. A module overrides
-#: conftest's ``store_kind`` fixture with these to run over them.
-LOCAL_STORE_KINDS = ["memory", "sqlite"]
+    from docstatus.ingest import Intake
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -125,8 +125,8 @@ from pathlib import Path
 
 import uvicorn
 from docstatus.api import create_app
-from docstatus.pipeline.processor import default_processors
-from docstatus.pipeline.service import Service
+from docstatus.formats import default_processors
+from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
 GATES = Path(os.environ["TEST_GATES"])
@@ -165,7 +165,7 @@ class Held:
 settings = ServiceSettings.from_env()
 processors = default_processors()
 for name in ("txt", "md"):
-    processors.register(name, Held(processors.get(name)))
+    processors[name] = Held(processors[name])
 app = create_app(service=Service(settings, processors=processors))
 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 """

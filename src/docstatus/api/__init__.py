@@ -1,7 +1,7 @@
 """The HTTP API: an app factory and routers to mount in your own FastAPI app.
 
 ``create_app()`` is what ``docstatus serve`` runs. The routers take the
-objects they serve (``status_router(manager)``, ``intake_router(intake, ...)``)
+objects they serve (``status_router(manager)``, ``uploads_router(intake, ...)``)
 so they can be mounted in any app; call ``install_error_handlers(app)`` there
 too, for the API's error shape. Needs the ``server`` extra
 (``pip install 'docstatus[server]'``).
@@ -18,14 +18,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .app import create_app
-from .dashboard import dashboard_router
-from .documents import documents_router
 from .errors import ErrorBody, install_error_handlers
-from .health import health_router
-from .intake import intake_router
-from .metrics import Metrics, metrics_router
-from .status import status_json, status_router
-from .stream import stream_router
+from .routes.dashboard import dashboard_router
+from .routes.documents import documents_router
+from .routes.health import health_router
+from .routes.metrics import Metrics, metrics_router
+from .routes.status import status_json, status_router
+from .routes.stream import stream_router
+from .routes.uploads import uploads_router
 
 __all__ = [
     "ErrorBody",
@@ -35,9 +35,9 @@ __all__ = [
     "documents_router",
     "health_router",
     "install_error_handlers",
-    "intake_router",
     "metrics_router",
     "status_json",
     "status_router",
     "stream_router",
+    "uploads_router",
 ]

@@ -6,23 +6,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from .dashboard import dashboard_router
-from .documents import documents_router
+from ..service import Service
+from ..settings import ServiceSettings
 from .errors import install_error_handlers
-from .health import health_router
-from .intake import intake_router
-from .metrics import Metrics, metrics_router
-from .status import status_router
-
-if TYPE_CHECKING:
-    from ..pipeline.service import Service
-    from ..settings import ServiceSettings
+from .routes.dashboard import dashboard_router
+from .routes.documents import documents_router
+from .routes.health import health_router
+from .routes.metrics import Metrics, metrics_router
+from .routes.status import status_router
+from .routes.uploads import uploads_router
 
 __all__ = ["create_app"]
 
@@ -49,7 +46,7 @@ def create_app(
 ) -> FastAPI:
     """The docstatus HTTP API as a FastAPI app.
 
-    Builds a :class:`~docstatus.pipeline.service.Service` from ``settings``
+    Builds a :class:`~docstatus.service.Service` from ``settings``
     (default: :meth:`ServiceSettings.from_env`) unless ``service`` is given.
     The app's lifespan starts the service (its worker pool, when
     ``start_workers``) and stops it on shutdown; a service the app built is
@@ -58,9 +55,6 @@ def create_app(
     """
     owned = service is None
     if service is None:
-        from ..pipeline.service import Service
-        from ..settings import ServiceSettings
-
         service = Service(settings if settings is not None else ServiceSettings.from_env())
     chosen = service.settings
     metrics = Metrics(service.manager)
@@ -101,7 +95,7 @@ def create_app(
         )
     )
     app.include_router(
-        intake_router(
+        uploads_router(
             service.intake,
             max_upload_bytes=chosen.max_upload_bytes,
             max_body_bytes=chosen.max_body_bytes,

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import _EXAMPLE, ProcessingStatus
+from ..ingest import Accepted
+from ..models import ProcessingStatus
 
 __all__ = [
     "CleanupBody",
@@ -26,14 +27,12 @@ __all__ = [
     "WebhookRequest",
 ]
 
+_EXAMPLE: dict[str, Any] = ProcessingStatus.model_json_schema()["example"]
 _STATUS_EXAMPLE: dict[str, Any] = {**_EXAMPLE, "timestamp": _EXAMPLE["updated_at"]}
-_ACCEPTED_EXAMPLE: dict[str, Any] = {
-    "status": "accepted",
-    "doc_id": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-    "filename": "report.txt",
-    "message": "Queued for processing",
-    "duplicate": False,
-}
+# A real answer, so the documented example cannot drift from what the API sends.
+_ACCEPTED_EXAMPLE = Accepted.queued(
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "report.txt"
+).to_json()
 
 
 class StatusBody(ProcessingStatus):
@@ -74,7 +73,10 @@ class CleanupBody(BaseModel):
 
 
 class UploadAnswer(BaseModel):
-    """One file that was accepted: queued, or already known (``duplicate``)."""
+    """One file that was accepted: queued, or already known (``duplicate``).
+
+    Describes :meth:`docstatus.ingest.Accepted.to_json`, which builds the answer.
+    """
 
     model_config = ConfigDict(json_schema_extra={"example": _ACCEPTED_EXAMPLE})
 

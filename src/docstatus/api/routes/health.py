@@ -1,0 +1,50 @@
+"""``GET /health``: is the service up and does its store answer?"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ... import __version__
+from ...manager import StatusManager
+from ..errors import error_json, error_responses
+from ..schemas import HealthBody
+
+__all__ = ["health_router"]
+
+log = logging.getLogger(__name__)
+
+
+def health_router(manager: StatusManager, *, workers_running: Callable[[], bool] | None = None) -> APIRouter:
+    """``GET /health`` over ``manager``; ``workers_running`` reports the worker pool, if any."""
+    router = APIRouter(tags=["service"])
+
+    @router.get(
+        "/health",
+        response_model=HealthBody,
+        summary="Liveness and store reachability",
+        responses=error_responses(503),
+    )
+    async def health() -> JSONResponse:
+        """200 ``{"status": "ok", ...}`` when the store answers, 503 otherwise."""
+        try:
+            last_seq = await run_in_threadpool(lambda: manager.last_seq)
+        except Exception as exc:
+            # Any failure to reach the store means unhealthy, whatever the store raised.
+            log.warning("health check: status store %s unavailable: %s", manager.store.url, exc)
+            body = error_json("Status store unavailable", "STORE_UNAVAILABLE", {"store": manager.store.url})
+            return JSONResponse({"status": "unavailable", **body}, status_code=503)
+        body = {
+            "status": "ok",
+            "store": manager.store.url,
+            "last_seq": last_seq,
+            "workers": None if workers_running is None else workers_running(),
+            "version": __version__,
+        }
+        return JSONResponse(body)
+
+    return router

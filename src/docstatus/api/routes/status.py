@@ -1,0 +1,171 @@
+"""The status endpoints: one document, the queue, the active documents, cleanup, requeue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...errors import DocumentNotFoundError
+from ...manager import MAX_LIMIT, StatusManager
+from ...models import ProcessingStatus, Status
+from ...records import snapshot_json as status_json
+from ..auth import token_dependencies
+from ..errors import error_responses
+from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
+from .stream import add_stream_route
+
+__all__ = ["status_json", "status_router"]
+
+Limit = Annotated[int, Query(ge=0, le=MAX_LIMIT, description="At most this many documents")]
+DocId = Annotated[str, Path(description="The document's id (the SHA-256 of an upload's content)")]
+
+
+def _listing(statuses: list[ProcessingStatus]) -> dict[str, Any]:
+    return {"documents": [status_json(s) for s in statuses], "count": len(statuses)}
+
+
+def _queue(manager: StatusManager, status: Status | None, limit: int) -> dict[str, Any]:
+    if status is None:
+        docs = manager.list_all(limit)
+    elif status.is_finished:
+        # No per-status index for finished documents: scan, most recent first.
+        docs = [d for d in manager.list_all(MAX_LIMIT) if d.status is status][:limit]
+    else:
+        docs = [d for d in manager.list_active() if d.status is status][:limit]
+    counts = manager.count_by_status()
+    return {
+        "queue": [status_json(d) for d in docs],
+        "total": counts["total"],
+        "active": counts["active"],
+        "completed": counts["completed"],
+        "failed": counts["failed"],
+    }
+
+
+def status_router(
+    manager: StatusManager,
+    *,
+    api_token: str | None = None,
+    on_requeued: Callable[[str], None] | None = None,
+    stream: bool = True,
+    ping_seconds: float = 15.0,
+) -> APIRouter:
+    """The ``/status`` endpoints over ``manager``, to mount in any FastAPI app.
+
+    ``api_token`` protects the POST endpoints; ``on_requeued(doc_id)`` is
+    called after ``POST /status/{doc_id}/requeue`` (a worker pool's
+    ``enqueue``). With ``stream`` the router also serves ``GET /status/stream``
+    (SSE, see :mod:`docstatus.api.routes.stream`); it is registered before
+    ``/status/{doc_id}``, which therefore cannot address a document whose
+    id is ``stream``, ``queue`` or ``active``. Install
+    :func:`~docstatus.api.errors.install_error_handlers` on the app for the
+    error shape.
+    """
+    router = APIRouter(prefix="/status", tags=["status"])
+    _add_listings(router, manager)
+    if stream:
+        add_stream_route(router, manager, ping_seconds=ping_seconds)
+    _add_document(router, manager)
+    _add_changes(router, manager, token_dependencies(api_token), on_requeued)
+    return router
+
+
+def _add_listings(router: APIRouter, manager: StatusManager) -> None:
+    @router.get("", response_model=DocumentList, summary="Recent documents", responses=error_responses(400))
+    async def list_documents(limit: Limit = 100) -> JSONResponse:
+        """Up to ``limit`` documents, most recently updated first."""
+        return JSONResponse(_listing(await run_in_threadpool(manager.list_all, limit)))
+
+    @router.get("/queue", response_model=QueueBody, summary="The queue", responses=error_responses(400))
+    async def queue(
+        status: Annotated[Status | None, Query(description="Only documents in this status")] = None,
+        limit: Limit = 100,
+    ) -> JSONResponse:
+        """Documents (optionally of one status), most recently updated first, with counts."""
+        return JSONResponse(await run_in_threadpool(_queue, manager, status, limit))
+
+    @router.get("/active", response_model=DocumentList, summary="Documents in progress")
+    async def active() -> JSONResponse:
+        """Documents not yet completed or failed, most recently updated first."""
+        return JSONResponse(_listing(await run_in_threadpool(manager.list_active)))
+
+
+#: Stores whose single-document read is local and bounded (tens of microseconds, never
+#: waiting on a network): read on the event loop, which costs far less than a thread hop.
+_INLINE_SCHEMES = ("memory:", "sqlite:")
+
+
+_DOC_ID_PARAMETER = {
+    "name": "doc_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "title": "Doc Id"},
+    "description": "The document's id (the SHA-256 of an upload's content)",
+}
+
+
+def _add_document(router: APIRouter, manager: StatusManager) -> None:
+    inline = manager.store.url.startswith(_INLINE_SCHEMES)
+
+    @router.get(
+        "/{doc_id}",
+        response_model=StatusBody,
+        summary="One document's status",
+        responses=error_responses(404),
+        openapi_extra={"parameters": [_DOC_ID_PARAMETER]},
+    )
+    async def get_status(request: Request) -> JSONResponse:
+        """The document's full status plus ``timestamp``; 404 ``DOCUMENT_NOT_FOUND`` if unknown."""
+        # The hot path: the id is read from the path directly (any string is a valid lookup),
+        # which spares FastAPI's per-request parameter validation.
+        doc_id: str = request.path_params["doc_id"]
+        read = manager.get_status_json
+        found = read(doc_id) if inline else await run_in_threadpool(read, doc_id)
+        if found is None:
+            raise DocumentNotFoundError(doc_id)
+        return JSONResponse(found)
+
+
+def _add_changes(
+    router: APIRouter, manager: StatusManager, guarded: list[Any], on_requeued: Callable[[str], None] | None
+) -> None:
+    @router.post(
+        "/cleanup",
+        response_model=CleanupBody,
+        summary="Remove old finished documents",
+        dependencies=guarded,
+        responses=error_responses(400, 401),
+    )
+    async def cleanup(
+        max_age_seconds: Annotated[
+            float, Query(ge=0, le=10**9, description="Remove documents finished longer ago than this")
+        ] = 3600,
+    ) -> JSONResponse:
+        """Remove completed/failed documents that finished over ``max_age_seconds`` ago."""
+        removed = await run_in_threadpool(manager.cleanup_old_entries, max_age_seconds)
+        return JSONResponse({"removed": removed})
+
+    @router.post(
+        "/{doc_id}/requeue",
+        response_model=StatusBody,
+        summary="Retry a failed document",
+        dependencies=guarded,
+        responses=error_responses(401, 404, 409),
+    )
+    async def requeue(doc_id: DocId) -> JSONResponse:
+        """Start a new attempt of a failed document; 409 ``INVALID_TRANSITION`` if it has not failed."""
+        status = await run_in_threadpool(_requeue, manager, doc_id, on_requeued)
+        return JSONResponse(status_json(status))
+
+
+def _requeue(
+    manager: StatusManager, doc_id: str, on_requeued: Callable[[str], None] | None
+) -> ProcessingStatus:
+    manager.requeue(doc_id)
+    if on_requeued is not None:
+        on_requeued(doc_id)
+    return manager.require_status(doc_id)

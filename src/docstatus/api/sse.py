@@ -1,0 +1,90 @@
+"""Server-sent events of status changes: the frames of ``GET /status/stream``.
+
+Each change is one event: ``event: status`` with the status JSON exactly as
+``GET /status/{doc_id}`` returns it, or ``event: removed`` with
+``{"doc_id": ...}`` when cleanup drops a document; its ``id:`` is the change's
+sequence number. A client that reconnects with ``Last-Event-ID`` (browsers do
+it themselves) first gets every logged change it missed, then live ones. The
+first frame of every stream carries only an ``id:`` (the current sequence
+number, no event), so even a client that has seen no change yet resumes from
+where it connected. Comment lines keep idle connections open, and the stream
+ends (with a properly terminated body) when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
+
+import anyio
+from sse_starlette import ServerSentEvent
+
+from ..errors import InvalidRequestError
+from ..events import Event
+from ..manager import StatusManager
+
+__all__ = ["RETRY_MS", "event_frame", "event_frames", "parse_last_event_id", "start_seq"]
+
+#: Milliseconds a browser waits before reconnecting (sent in the first frame).
+RETRY_MS = 1000
+
+
+def event_frame(event: Event) -> ServerSentEvent:
+    """The SSE frame for one change."""
+    if event["type"] == "removed" or event["status"] is None:
+        return ServerSentEvent(json.dumps({"doc_id": event["doc_id"]}), event="removed", id=str(event["seq"]))
+    data = json.dumps(event["status"], separators=(",", ":"))
+    return ServerSentEvent(data, event="status", id=str(event["seq"]))
+
+
+def parse_last_event_id(raw: str | None) -> int | None:
+    """The sequence number a ``Last-Event-ID`` header names (``None``: none); ``InvalidRequestError``."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        seq = int(raw.strip())
+    except ValueError:
+        raise InvalidRequestError(
+            "Last-Event-ID must be the id of an event from this stream", last_event_id=raw[:100]
+        ) from None
+    if seq < 0:
+        raise InvalidRequestError("Last-Event-ID must not be negative", last_event_id=raw[:100])
+    return seq
+
+
+async def event_frames(
+    manager: StatusManager, since: int, doc_id: str | None, stop: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    """The frames of one stream: the opening ``id:`` frame, then every change after ``since``.
+
+    Only ``doc_id``'s changes when given; ends when ``stop`` is set.
+    """
+    yield ServerSentEvent(id=str(since), retry=RETRY_MS)
+    events = cast(AsyncGenerator[Event, None], manager.events(since))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                # Let the cancelled step unwind the generator before it is closed.
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                return
+            event = step.result()
+            if doc_id is None or event["doc_id"] == doc_id:
+                yield event_frame(event)
+    finally:
+        stopping.cancel()
+        await events.aclose()
+
+
+async def start_seq(manager: StatusManager, last_event_id: int | None) -> int:
+    """Where a stream starts: after ``Last-Event-ID``, or now; never after the latest change."""
+    latest = await asyncio.to_thread(lambda: manager.last_seq)
+    # An id from the future (the store was reset) would silence the stream until it caught up.
+    return latest if last_event_id is None else min(last_event_id, latest)

@@ -1,0 +1,39 @@
+"""The ``docstatus`` command line: ``docstatus <command> [options]``.
+
+Each command is a module with its subparser and handler (:mod:`.serve`,
+:mod:`.process`, :mod:`.remote` for the commands that talk to a running
+service); a handler returns the exit status. Bad input is a one-line
+``docstatus <command>: error: ...`` on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import __version__
+from . import process, remote, serve
+from .args import CommandParser, Handler
+
+__all__ = ["main"]
+
+
+def _parser() -> CommandParser:
+    parser = CommandParser(prog="docstatus", description="Track the processing status of documents.")
+    parser.add_argument("--version", action="version", version=f"docstatus {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", parser_class=CommandParser)
+    serve.add_parser(commands)
+    process.add_parser(commands)
+    remote.add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    return handler(args)

@@ -1,0 +1,153 @@
+"""``docstatus status | list | cleanup | watch``: a running service, seen from the terminal.
+
+The handlers talk to the service through :class:`~docstatus.cli.client.Client`
+and show it with :mod:`docstatus.cli.views`; both need the ``cli`` extra and
+are imported when a command runs, so a missing extra is a one-line error that
+names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ApiError, ConfigError, DocumentNotFoundError, ServerUnreachableError, StatusError
+from ..models import Status
+from .args import fail, number
+
+__all__ = ["FAILED_OR_NOT_FOUND", "INTERRUPTED", "UNREACHABLE", "add_parsers"]
+
+#: Exit status when the watched document failed, or the document is not known.
+FAILED_OR_NOT_FOUND = 1
+#: Exit status when the service cannot be reached (or does not answer like docstatus).
+UNREACHABLE = 3
+#: Exit status after Ctrl-C.
+INTERRUPTED = 130
+
+_DEFAULT_URL = "http://127.0.0.1:8002"
+_REMOTE_EXITS = (
+    "Exit status: 0 done; 1 the document failed (watch --doc), was removed or is not known; "
+    "2 bad usage (also a missing or wrong --token); 3 the service is unreachable; 130 interrupted (Ctrl-C)."
+)
+
+
+def _doc_id(raw: str) -> str:
+    if not raw or len(raw) > 256 or not raw.isprintable():
+        raise argparse.ArgumentTypeError(f"not a document id (1 to 256 printable characters): {raw[:60]!r}")
+    return raw
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    return number(int, "an integer", lambda v: low <= v <= high, f"between {low} and {high}")
+
+
+_seconds = number(float, "a number", lambda v: 0 <= v <= 10**9, "between 0 and 1000000000 seconds")
+
+
+def _remote_parser(commands: Any, name: str, help: str, description: str, *, json_help: str) -> Any:
+    parser = commands.add_parser(name, help=help, description=description, epilog=_REMOTE_EXITS)
+    parser.add_argument("--url", help=f"the service's address (default: $DOCSTATUS_URL, else {_DEFAULT_URL})")
+    parser.add_argument("--json", action="store_true", help=json_help)
+    return parser
+
+
+def add_parsers(commands: Any) -> None:
+    """Add ``status``, ``list``, ``cleanup`` and ``watch`` to the ``commands`` of the main parser."""
+    status = _remote_parser(
+        commands,
+        "status",
+        "show one document's status",
+        "Show one document's status from a running service.",
+        json_help="print the service's JSON answer as it is",
+    )
+    status.add_argument("doc_id", type=_doc_id, metavar="DOC_ID")
+    status.set_defaults(handler=_remote, run="status")
+
+    listing = _remote_parser(
+        commands,
+        "list",
+        "list documents, most recently updated first",
+        "List the documents of a running service, most recently updated first, with counts.",
+        json_help="print the service's JSON answer (GET /status/queue) as it is",
+    )
+    listing.add_argument("--status", choices=[s.value for s in Status], help="only documents in this status")
+    listing.add_argument(
+        "--limit", type=_bounded_int(0, 100_000), default=100, help="at most this many (default 100)"
+    )
+    listing.set_defaults(handler=_remote, run="list")
+
+    cleanup = _remote_parser(
+        commands,
+        "cleanup",
+        "remove old finished documents",
+        "Remove completed and failed documents that finished over --max-age seconds ago.",
+        json_help="print the service's JSON answer as it is",
+    )
+    cleanup.add_argument("--max-age", type=_seconds, default=3600.0, metavar="SECONDS", help="default 3600")
+    cleanup.add_argument("--token", help="the service's API token (default: $DOCSTATUS_API_TOKEN)")
+    cleanup.set_defaults(handler=_remote, run="cleanup")
+
+    watch = _remote_parser(
+        commands,
+        "watch",
+        "follow documents' progress live",
+        "Follow a running service's documents live (a table, until Ctrl-C), or one document with "
+        "--doc (a progress bar, until it completes or fails).",
+        json_help="print the current state, then each event's data as it comes, one JSON per line",
+    )
+    watch.add_argument("--doc", type=_doc_id, metavar="DOC_ID", help="follow only this document")
+    watch.set_defaults(handler=_remote, run="watch")
+
+
+def _run_remote(args: argparse.Namespace, url: str) -> int:
+    from rich.console import Console
+
+    from . import views
+    from .client import Client
+
+    console = Console(highlight=False)
+    token = getattr(args, "token", None) or os.environ.get("DOCSTATUS_API_TOKEN") or None
+    with Client(url, token=token) as client:
+        if args.run == "status":
+            return views.run_status(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
+        if args.run == "list":
+            return views.run_list(client, args.status, args.limit, console, as_json=args.json, out=sys.stdout)
+        if args.run == "cleanup":
+            return views.run_cleanup(client, args.max_age, console, as_json=args.json, out=sys.stdout)
+        return views.run_watch(client, args.doc, console, as_json=args.json, out=sys.stdout)
+
+
+def _remote(args: argparse.Namespace) -> int:
+
+    command = str(args.run)
+    url = args.url or os.environ.get("DOCSTATUS_URL") or _DEFAULT_URL
+    try:
+        return _run_remote(args, url)
+    except ImportError as exc:
+        return fail(command, f"{exc}; install it with: pip install 'docstatus[cli]'")
+    except DocumentNotFoundError as exc:
+        return fail(command, f"{exc} at {url}", FAILED_OR_NOT_FOUND)
+    except ServerUnreachableError as exc:
+        return fail(command, str(exc), UNREACHABLE)
+    except ApiError as exc:
+        return _api_failure(command, exc)
+    except ConfigError as exc:
+        return fail(command, str(exc))
+    except KeyboardInterrupt:
+        return INTERRUPTED
+
+
+def _api_failure(command: str, exc: StatusError) -> int:
+    status_code = int(exc.details.get("status_code", 0))
+    if status_code == 401:
+        return fail(
+            command, f"the service needs its API token: pass --token or set DOCSTATUS_API_TOKEN ({exc})"
+        )
+    if status_code >= 500:
+        return fail(command, f"the service answered {status_code}: {exc}", UNREACHABLE)
+    if status_code in (400, 413):
+        return fail(command, str(exc))
+    return fail(command, f"the service answered {status_code}: {exc}", FAILED_OR_NOT_FOUND)

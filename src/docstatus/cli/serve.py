@@ -1,0 +1,77 @@
+"""``docstatus serve``: the HTTP API, the dashboard and the processing workers in one process."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import ConfigError, StatusError
+from ..settings import ServiceSettings
+from .args import fail
+
+__all__ = ["add_parser"]
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``serve`` to the ``commands`` of the main parser."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API and the processing workers",
+        description=(
+            "Run the HTTP API, the dashboard and the processing workers in one process. "
+            "Every option can also be set with an environment variable (DOCSTATUS_HOST, "
+            "DOCSTATUS_PORT, DOCSTATUS_STORE, DOCSTATUS_UPLOADS, DOCSTATUS_DATA, DOCSTATUS_WORKERS, "
+            "DOCSTATUS_MAX_UPLOAD_BYTES, DOCSTATUS_MAX_BODY_BYTES, DOCSTATUS_API_TOKEN, "
+            "DOCSTATUS_CORS_ORIGINS, DOCSTATUS_SHUTDOWN_TIMEOUT); options win over the environment."
+        ),
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8002)")
+    serve.add_argument("--store", help="store URL (default sqlite:///docstatus-data/status.db)")
+    serve.add_argument("--uploads", help="uploads folder (default docstatus-data/uploads)")
+    serve.add_argument("--data-dir", help="data folder for pipeline output (default docstatus-data)")
+    serve.add_argument("--workers", type=int, help="processing worker threads (default 2)")
+    serve.add_argument("--max-upload-bytes", type=int, help="largest accepted upload (default 100 MiB)")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+
+    try:
+        settings = ServiceSettings.from_env(
+            host=args.host,
+            port=args.port,
+            store=args.store,
+            uploads=args.uploads,
+            data_dir=args.data_dir,
+            workers=args.workers,
+            max_upload_bytes=args.max_upload_bytes,
+        )
+    except ConfigError as exc:
+        return fail("serve", str(exc))
+    try:
+        import uvicorn
+
+        from ..api import create_app
+    except ImportError as exc:
+        return fail("serve", f"{exc}; install it with: pip install 'docstatus[server]'")
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        return fail("serve", str(exc))
+    except StatusError as exc:
+        return fail("serve", str(exc), status=1)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        # Streams end by themselves at shutdown; this only bounds a stuck client.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,416 @@
+"""Terminal views of a running service: ``docstatus status | list | cleanup | watch``.
+
+Each ``run_*`` function talks to the service through a
+:class:`~docstatus.cli.client.Client`, prints to a rich ``Console`` (or, with
+``as_json``, the service's JSON exactly as it was sent) and returns the exit
+status; errors propagate as :class:`~docstatus.errors.StatusError` for the
+command line to report. Needs the ``cli`` extra (rich, httpx, httpx-sse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..models import Status
+from .client import Client, StreamEvent
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "format_duration",
+    "run_cleanup",
+    "run_list",
+    "run_status",
+    "run_watch",
+]
+
+EXIT_OK = 0
+#: The watched document failed, or a document is not known.
+EXIT_FAILED = 1
+
+STATUS_STYLES: dict[str, str] = {
+    "queued": "bright_black",
+    "parsing": "cyan",
+    "embedding_visual": "magenta",
+    "embedding_text": "blue",
+    "storing": "yellow",
+    "completed": "green",
+    "failed": "red",
+}
+
+_FINISHED = {Status.COMPLETED.value, Status.FAILED.value}
+
+
+def format_duration(seconds: float | None) -> str:
+    """``4.2s``, ``12s``, ``3m 05s``, ``1h 02m``; ``-`` for no value."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    if s < 10:
+        return f"{s:.1f}s"
+    if s < 60:
+        return f"{int(s)}s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60):02d}s"
+    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+
+
+def _is_finished(data: dict[str, Any]) -> bool:
+    return data.get("status") in _FINISHED
+
+
+def _percent(data: dict[str, Any]) -> int:
+    if data.get("status") == Status.COMPLETED:
+        return 100
+    # Floor: a document that has not completed never shows 100%.
+    return max(0, min(100, int(float(data.get("progress") or 0) * 100)))
+
+
+def _badge(status: str) -> Text:
+    return Text(status, style=f"bold {STATUS_STYLES.get(status, 'white')}")
+
+
+def _pages(data: dict[str, Any]) -> str:
+    total = data.get("total_pages")
+    return f"{data.get('page') or 0}/{total}" if total else "-"
+
+
+def _stage(data: dict[str, Any]) -> str:
+    stage = str(data.get("stage") or "")
+    meta = data.get("metadata") or {}
+    total = meta.get("total_chunks")
+    if data.get("status") == Status.EMBEDDING_TEXT and isinstance(total, int) and total > 0:
+        stage += f" · chunk {meta.get('chunk', 0)}/{total}"
+    return stage
+
+
+def _bar(data: dict[str, Any], width: int = 24) -> Table:
+    style = {"completed": "green", "failed": "red"}.get(str(data.get("status")), "blue")
+    grid = Table.grid(padding=(0, 1))
+    grid.add_row(
+        ProgressBar(total=100, completed=_percent(data), width=width, complete_style=style),
+        Text(f"{_percent(data):>3}%"),
+    )
+    return grid
+
+
+@dataclass
+class _Tracked:
+    """A document as last reported, and when: elapsed and ETA advance between reports."""
+
+    data: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float | None:
+        value = self.data.get("elapsed_time")
+        if value is None:
+            return None
+        return float(value) + (0.0 if _is_finished(self.data) else time.monotonic() - self.at)
+
+    def eta(self) -> float | None:
+        value = self.data.get("estimated_remaining")
+        if value is None or _is_finished(self.data):
+            return None
+        return max(0.0, float(value) - (time.monotonic() - self.at))
+
+    def newer(self, data: dict[str, Any]) -> bool:
+        """Whether ``data`` is not older than what is tracked (replayed events may be)."""
+        return _time_key(data.get("updated_at")) >= _time_key(self.data.get("updated_at"))
+
+
+def _time_key(value: object) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.min.replace(tzinfo=None)
+
+
+def _detail(data: dict[str, Any]) -> Text:
+    """The stage with its page or chunk count; for a failed document, its error."""
+    if data.get("status") == Status.FAILED and data.get("error"):
+        return Text(str(data["error"]), style="red")
+    text = _stage(data)
+    if data.get("total_pages"):
+        text += f" · page {_pages(data)}"
+    return Text(text)
+
+
+def documents_table(docs: Iterable[_Tracked]) -> Table:
+    """One row per document: name, status, progress bar, stage (or error), elapsed, ETA."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
+    table.add_column("Document", overflow="ellipsis", no_wrap=True, min_width=10, max_width=36)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Progress", no_wrap=True)
+    table.add_column("Stage", overflow="fold", min_width=12)
+    table.add_column("Elapsed", justify="right", no_wrap=True)
+    table.add_column("ETA", justify="right", no_wrap=True)
+    for doc in docs:
+        d = doc.data
+        table.add_row(
+            Text(str(d.get("filename", ""))),
+            _badge(str(d.get("status"))),
+            _bar(d, width=10),
+            _detail(d),
+            format_duration(doc.elapsed()),
+            format_duration(doc.eta()),
+        )
+    return table
+
+
+def document_details(data: dict[str, Any]) -> Table:
+    """One document's status as a two-column table."""
+    doc = _Tracked(data)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    rows: list[tuple[str, RenderableType]] = [
+        ("Document", Text(str(data.get("filename", "")))),
+        ("ID", Text(str(data.get("doc_id", "")))),
+        ("Status", _badge(str(data.get("status")))),
+        ("Progress", _bar(data)),
+        ("Stage", Text(_stage(data))),
+        ("Pages", _pages(data)),
+        ("Elapsed", format_duration(doc.elapsed())),
+        ("ETA", format_duration(doc.eta())),
+        ("Started", str(data.get("started_at") or "-")),
+        ("Updated", str(data.get("updated_at") or "-")),
+        ("Completed", str(data.get("completed_at") or "-")),
+    ]
+    if data.get("error"):
+        rows.append(("Error", Text(str(data["error"]), style="red")))
+    for key, value in sorted((data.get("metadata") or {}).items()):
+        rows.append((f"  {key}", Text(str(value))))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _counts_line(body: dict[str, Any]) -> Text:
+    line = Text(f"{body.get('total', 0)} documents: ")
+    line.append(f"{body.get('active', 0)} active", style="blue")
+    line.append(", ")
+    line.append(f"{body.get('completed', 0)} completed", style="green")
+    line.append(", ")
+    line.append(f"{body.get('failed', 0)} failed", style="red")
+    return line
+
+
+# -- status, list, cleanup ----------------------------------------------------------------
+
+
+def run_status(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus status DOC_ID``: 0, or DocumentNotFoundError."""
+    reply = client.status(doc_id)
+    if as_json:
+        out.write(reply.text + "\n")
+    else:
+        console.print(document_details(reply.body))
+    return EXIT_OK
+
+
+def run_list(
+    client: Client, status: str | None, limit: int, console: Console, *, as_json: bool, out: TextIO
+) -> int:
+    """``docstatus list``: the most recently updated documents (of ``status``), with counts."""
+    reply = client.queue(status, limit)
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    docs = [_Tracked(d) for d in reply.body.get("queue", [])]
+    if docs:
+        console.print(documents_table(docs))
+    else:
+        console.print("No documents" + (f" with status {status}." if status else "."))
+    console.print(_counts_line(reply.body))
+    return EXIT_OK
+
+
+def run_cleanup(client: Client, max_age: float, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus cleanup``: remove documents that finished over ``max_age`` seconds ago."""
+    reply = client.cleanup(max_age)
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    removed = int(reply.body.get("removed", 0))
+    noun = "document" if removed == 1 else "documents"
+    console.print(f"Removed {removed} finished {noun} older than {format_duration(max_age)}.")
+    return EXIT_OK
+
+
+# -- watch --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Board:
+    """What ``watch`` shows for all documents: counts, connection state, the table."""
+
+    docs: dict[str, _Tracked] = field(default_factory=dict)
+    connected: bool = True
+
+    def apply(self, event: StreamEvent) -> None:
+        if event.kind == "connected":
+            self.connected = True
+        elif event.kind == "disconnected":
+            self.connected = False
+        elif event.kind == "removed" and event.data is not None:
+            self.docs.pop(str(event.data["doc_id"]), None)
+        elif event.kind == "status" and event.data is not None:
+            self.load(event.data)
+
+    def load(self, data: dict[str, Any]) -> None:
+        known = self.docs.get(str(data["doc_id"]))
+        if known is None or known.newer(data):
+            self.docs[str(data["doc_id"])] = _Tracked(data)
+
+    def __rich__(self) -> RenderableType:
+        ordered = sorted(self.docs.values(), key=lambda d: str(d.data.get("started_at", "")), reverse=True)
+        active = sum(1 for d in ordered if not _is_finished(d.data))
+        completed = sum(1 for d in ordered if d.data.get("status") == Status.COMPLETED)
+        head = _counts_line(
+            {
+                "total": len(ordered),
+                "active": active,
+                "completed": completed,
+                "failed": len(ordered) - active - completed,
+            }
+        )
+        head.append("   ")
+        head.append(
+            "● live" if self.connected else "● reconnecting…", style="green" if self.connected else "yellow"
+        )
+        return Group(head, documents_table(ordered) if ordered else Text("No documents yet.", style="dim"))
+
+
+@dataclass
+class _One:
+    """What ``watch --doc`` shows: one document's progress bar and details."""
+
+    doc: _Tracked
+    connected: bool = True
+
+    def __rich__(self) -> RenderableType:
+        d = self.doc.data
+        line = Text()
+        line.append(str(d.get("filename", "")), style="bold")
+        line.append("  ")
+        line.append_text(_badge(str(d.get("status"))))
+        line.append(f"  {_stage(d)}", style="dim")
+        if d.get("total_pages"):
+            line.append(f"  page {_pages(d)}", style="dim")
+        times = Text(f"elapsed {format_duration(self.doc.elapsed())}  ETA {format_duration(self.doc.eta())}")
+        if not self.connected:
+            times.append("  reconnecting…", style="yellow")
+        return Group(line, _bar(d, width=40), times)
+
+
+def _connected(events: Iterator[StreamEvent]) -> None:
+    for event in events:
+        if event.kind == "connected":
+            return
+
+
+def _finish(console: Console, data: dict[str, Any], *, as_json: bool) -> int:
+    failed = data.get("status") == Status.FAILED
+    if not as_json:
+        took = format_duration(data.get("elapsed_time"))
+        if failed:
+            console.print(
+                Text(f"✘ {data.get('filename')} failed after {took}: {data.get('error')}", style="red")
+            )
+        else:
+            console.print(Text(f"✔ {data.get('filename')} completed in {took}", style="green"))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_watch(client: Client, doc_id: str | None, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus watch``: follow every document (until interrupted) or one (until it ends).
+
+    For one document: 0 when it completes, 1 when it fails, is removed or is
+    not known. With ``as_json``: the current state (the answer of
+    ``GET /status/{doc_id}`` or ``GET /status/queue``), then each event's data, one per line.
+    """
+    events = client.events(doc_id=doc_id)
+    try:
+        _connected(events)  # from here on no change is missed: read the current state now
+        if doc_id is not None:
+            return _watch_one(client, doc_id, events, console, as_json=as_json, out=out)
+        return _watch_all(client, events, console, as_json=as_json, out=out)
+    finally:
+        events.close()
+
+
+def _emit(out: TextIO, event: StreamEvent) -> None:
+    if event.raw:
+        out.write(event.raw + "\n")
+        out.flush()
+
+
+def _watch_one(
+    client: Client,
+    doc_id: str,
+    events: Iterator[StreamEvent],
+    console: Console,
+    *,
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    reply = client.status(doc_id)
+    if as_json:
+        out.write(reply.text + "\n")
+        out.flush()
+    view = _One(_Tracked(reply.body))
+    if not _is_finished(view.doc.data):
+        live = contextlib.nullcontext() if as_json else Live(view, console=console, refresh_per_second=4)
+        with live:
+            ended = _follow_one(view, events, out if as_json else None)
+        if not ended:
+            if not as_json:
+                console.print(Text(f"✘ {view.doc.data.get('filename')} was removed", style="red"))
+            return EXIT_FAILED
+    return _finish(console, view.doc.data, as_json=as_json)
+
+
+def _follow_one(view: _One, events: Iterator[StreamEvent], out: TextIO | None) -> bool:
+    """Update ``view`` until its document ends (True) or is removed (False)."""
+    for event in events:
+        if out is not None:
+            _emit(out, event)
+        view.connected = event.kind != "disconnected"
+        if event.kind == "removed":
+            return False
+        if event.kind == "status" and event.data is not None and view.doc.newer(event.data):
+            view.doc = _Tracked(event.data)
+            if _is_finished(event.data):
+                return True
+    return False  # pragma: no cover - the event stream never ends by itself
+
+
+def _watch_all(
+    client: Client, events: Iterator[StreamEvent], console: Console, *, as_json: bool, out: TextIO
+) -> int:
+    reply = client.queue(limit=1000)
+    board = _Board()
+    for data in reply.body.get("queue", []):
+        board.load(data)
+    if as_json:
+        out.write(reply.text + "\n")
+        out.flush()
+        for event in events:
+            _emit(out, event)
+        return EXIT_OK
+    with Live(board, console=console, refresh_per_second=4):
+        for event in events:
+            board.apply(event)
+    return EXIT_OK

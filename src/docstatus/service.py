@@ -1,0 +1,167 @@
+"""The service: everything ``docstatus serve`` runs besides HTTP, put together.
+
+The composition root: :class:`Service` builds the status manager, the
+intake, the formats' processors, the worker pool and the output store from
+one :class:`~docstatus.settings.ServiceSettings`. :func:`open_manager` and
+:func:`open_output` open the two stores as the service does, for other
+commands (``docstatus process``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from .errors import ConfigError, StatusError
+from .formats import default_processors
+from .ingest.intake import Intake
+from .manager import StatusManager
+from .output.store import OutputStore
+from .settings import ServiceSettings
+from .worker.job import Processor
+from .worker.pool import OUTPUT_FILE, WorkerPool
+
+__all__ = ["Service", "open_manager", "open_output"]
+
+log = logging.getLogger(__name__)
+
+
+def _make_dir(name: str, path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(name, str(path), f"cannot create the folder: {exc.strerror or exc}") from None
+
+
+def open_manager(url: str) -> StatusManager:
+    """A manager over the store at ``url``, creating a SQLite file's folder first.
+
+    A URL the stores refuse is a :class:`~docstatus.errors.ConfigError` naming the ``store``
+    setting; the store's own errors (:class:`~docstatus.errors.StatusError`) propagate.
+    """
+    if url.startswith("sqlite:///"):
+        # The database's folder must exist before SQLite can create the file.
+        path = Path(url.removeprefix("sqlite:///").partition("?")[0])
+        if path.name and str(path) != ":memory:":
+            _make_dir("store", path.parent)
+    try:
+        return StatusManager(store=url)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, StatusError):
+            raise
+        raise ConfigError("store", url, str(exc)) from None
+
+
+def open_output(path: Path) -> OutputStore:
+    """The output store at ``path``; a :class:`~docstatus.errors.ConfigError` when it cannot be opened."""
+    try:
+        return OutputStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            "data_dir", str(path.parent), f"cannot open the output store {path}: {exc}"
+        ) from None
+
+
+class Service:
+    """Everything ``docstatus serve`` runs besides HTTP: manager, intake, worker pool, output store.
+
+    ``output`` (default: ``<data_dir>/output.db``, beside the default status
+    store) is where the processors store pages, chunks, vectors and
+    thumbnails, and what the ``/documents`` and ``/search`` endpoints read; a
+    given one is not closed by :meth:`close`. Each document may take
+    ``settings.document_timeout`` seconds before it fails.
+    Building one opens the store and creates the uploads and data folders
+    (a folder that cannot be created is a :class:`~docstatus.errors.ConfigError`).
+    :meth:`start` recovers interrupted work and starts the workers;
+    :meth:`stop` stops them gracefully (waiting up to
+    ``settings.shutdown_timeout``) and can be followed by another
+    :meth:`start`; :meth:`close` also closes the store. All three are
+    idempotent and thread-safe. One service process per store is assumed
+    (see :mod:`docstatus.worker.pool`).
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        processors: Mapping[str, Processor] | None = None,
+        output: OutputStore | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else ServiceSettings()
+        _make_dir("uploads", self.settings.uploads)
+        _make_dir("data_dir", self.settings.data_dir)
+        self.manager = open_manager(self.settings.store)
+        self._owns_output = output is None
+        try:
+            self.output = output if output is not None else open_output(self.settings.data_dir / OUTPUT_FILE)
+        except BaseException:
+            self.manager.close()
+            raise
+        self.pool = WorkerPool(
+            self.manager,
+            self.settings.uploads,
+            processors if processors is not None else default_processors(),
+            workers=self.settings.workers,
+            data_dir=self.settings.data_dir,
+            document_timeout=self.settings.document_timeout,
+            output=self.output,
+        )
+        self.intake = Intake(
+            self.manager,
+            self.settings.uploads,
+            max_bytes=self.settings.max_upload_bytes,
+            on_queued=self.pool.enqueue,
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the workers are running."""
+        return self.pool.running
+
+    def start(self) -> None:
+        """Recover interrupted documents and start processing. Idempotent; not after :meth:`close`."""
+        with self._lock:
+            if self._closed:
+                raise ConfigError("service", "closed", "a closed service cannot be started again")
+            removed = self.intake.remove_stale_uploads()
+            if removed:
+                log.info("removed %d unfinished uploads left by a previous process", removed)
+            self.pool.start()
+
+    def stop(self) -> None:
+        """Stop taking work; running documents get ``shutdown_timeout`` seconds. Idempotent.
+
+        Queued documents stay queued for the next start; documents still
+        running when the timeout passes are recovered at the next start.
+        The store stays open (status reads keep working until :meth:`close`).
+        """
+        with self._lock:
+            self.pool.stop(self.settings.shutdown_timeout)
+
+    def close(self) -> None:
+        """:meth:`stop`, then close the store. Idempotent."""
+        self.stop()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.manager.close()
+                if self._owns_output:
+                    self.output.close()
+
+    def __enter__(self) -> Service:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Service store={self.settings.store!r} uploads={str(self.settings.uploads)!r}>"

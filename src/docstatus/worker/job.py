@@ -1,0 +1,105 @@
+"""Processors: what turns one document's file into stored output, and how they report progress.
+
+A processor is any object with ``process(job, reporter)``. It reads
+``job.path``, reports each stage through the :class:`Reporter` (which moves
+the document through the lifecycle with progress computed by the manager),
+stores its output in ``job.output`` and returns metadata for the completed
+status (e.g. ``{"num_chunks": 12}``). It signals failure by raising: the
+worker pool marks the document failed with ``"<ExceptionType>: <message>"``.
+
+The worker pool looks processors up by format name (as
+:func:`docstatus.formats.detect_format` names it) in the mapping it is
+given, usually :func:`docstatus.formats.default_processors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ..manager import MAX_ERROR, StatusManager
+from ..models import Status
+from ..output.store import OutputStore
+
+__all__ = ["Job", "Processor", "Reporter", "failure_message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One document to process: its identity, its file (checked: inside uploads), where output goes."""
+
+    doc_id: str
+    filename: str
+    format: str
+    path: Path
+    output: OutputStore
+    data_dir: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Moves one document through the lifecycle as its processor works. Use from the processor's thread.
+
+    Each method is one ``manager.update_status`` with ``progress=None``, so
+    the manager computes progress from the contract's table (pages for the
+    visual stage, chunks for the text stage). A processor that has no visual
+    stage goes straight from :meth:`parsing` to :meth:`text_chunk`. The
+    worker pool completes the document after ``process`` returns.
+    """
+
+    def __init__(
+        self, manager: StatusManager, doc_id: str, *, checkpoint: Callable[[], None] | None = None
+    ) -> None:
+        self.manager = manager
+        self.doc_id = doc_id
+        # Called before every report: raises to stop a document the pool gave up on.
+        self._checkpoint = checkpoint
+
+    def _update(self, status: Status, **fields: Any) -> None:
+        self.check()
+        self.manager.update_status(self.doc_id, status, None, **fields)
+
+    def check(self) -> None:
+        """Raise if the pool gave up on this document (its time limit passed, or the pool stopped).
+
+        Every report checks this; call it in long loops between reports so a
+        document over its time limit stops promptly.
+        """
+        if self._checkpoint is not None:
+            self._checkpoint()
+
+    def parsing(self, *, metadata: Mapping[str, Any] | None = None) -> None:
+        """The file is being read; ``metadata`` (e.g. the detected encoding) is merged into the status."""
+        if metadata:
+            self._update(Status.PARSING, metadata=dict(metadata))
+        else:
+            self._update(Status.PARSING)
+
+    def visual_page(self, page: int, total: int) -> None:
+        """``page`` of ``total`` pages has been embedded (progress 0.1 to 0.6)."""
+        self._update(Status.EMBEDDING_VISUAL, page=page, total_pages=total)
+
+    def text_chunk(self, chunk: int, total: int) -> None:
+        """``chunk`` of ``total`` text chunks has been embedded (progress 0.6 to 0.9)."""
+        self._update(Status.EMBEDDING_TEXT, chunk=chunk, total_chunks=total)
+
+    def storing(self) -> None:
+        """The output is being stored (progress 0.95)."""
+        self._update(Status.STORING)
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """Processes one document (see the module docstring). Must be safe to call from several threads."""
+
+    def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any] | None:
+        """Process ``job``, reporting through ``reporter``; returns metadata for the completed status."""
+        ...
+
+
+def failure_message(exc: BaseException) -> str:
+    """The error a failed document gets: ``"<ExceptionType>: <message>"`` (within the manager's limit)."""
+    message = f"{type(exc).__name__}: {exc}"
+    return message if len(message) <= MAX_ERROR else message[: MAX_ERROR - 1] + "…"

@@ -1,0 +1,285 @@
+"""The dashboard in a real browser: Debian's Chromium, driven headless by Playwright, on a real server.
+
+The browser must start: a missing or broken Chromium fails these tests (``make
+test`` installs it). With ``DOCSTATUS_UPDATE_SCREENSHOT=1`` the main test also
+saves the page mid-processing to ``docs/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from playwright.sync_api import Browser, Error, Locator, Page, Playwright, expect, sync_playwright
+
+from _documents import numbered_pages, pdf_bytes
+from docstatus.api import dashboard_router, install_error_handlers
+from docstatus.api.routes.dashboard import CONTENT_SECURITY_POLICY
+from servers import GATED, Server
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "dashboard-token-42"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    try:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except Error as exc:
+        pytest.fail(f"Chromium did not start ({CHROMIUM}; `make system-deps` installs it): {exc}")
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    opened.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield opened
+    context.close()
+    # Script errors and CSP violations show up here; failed requests (a refused upload, a
+    # stopped server) are logged as "Failed to load resource" and are expected.
+    unexpected = [e for e in errors if not e.startswith("Failed to load resource")]
+    assert unexpected == [], unexpected
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop(signal.SIGKILL)
+
+
+def row(page: Page, filename: str) -> Locator:
+    return page.locator("#rows tr").filter(has=page.locator(".filename", has_text=filename))
+
+
+def upload_item(page: Page, filename: str) -> Locator:
+    return page.locator("#uploads li").filter(has=page.locator(".upload-name", has_text=filename))
+
+
+def paragraphs(title: str, count: int) -> bytes:
+    """A text document the text processor cuts into about ``count`` chunks."""
+    sentence = f"{title} covers revenue, costs and the outlook for the next quarter in some detail. "
+    return "\n\n".join(f"Section {n}. " + sentence * 11 for n in range(count)).encode()
+
+
+def wait_held(server: Server, filename: str, fraction: float) -> dict[str, Any]:
+    """The status of ``filename`` once its text embedding reached ``fraction`` (where it is held)."""
+    deadline = time.monotonic() + 20
+    while True:
+        queue = httpx.get(f"{server.url}/status/queue").json()["queue"]
+        found: dict[str, Any] = next(d for d in queue if d["filename"] == filename)
+        chunk, total = found["metadata"].get("chunk", 0), found["metadata"].get("total_chunks", 0)
+        if total and chunk >= total * fraction:
+            return found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+
+
+def hold(gates: Path, filename: str, fraction: float) -> Path:
+    gate = gates / f"{filename}.hold"
+    gate.write_text(str(fraction))
+    return gate
+
+
+def test_dashboard_uploads_and_follows_documents_live(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    env = {
+        "DOCSTATUS_API_TOKEN": TOKEN,
+        "DOCSTATUS_WORKERS": "3",
+        "TEST_GATES": str(gates),
+        "TEST_CHUNK_SECONDS": "0.1",
+    }
+    server = Server(tmp_path, env=env).start(GATED)
+    servers.append(server)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # A document finished before the page opens: the page lists it from GET /status/queue.
+    earlier = httpx.post(
+        f"{server.url}/uploads", files={"file": ("handbook.md", paragraphs("Handbook", 3))}, headers=auth
+    ).json()
+    assert server.wait_status(earlier["doc_id"], "completed", "failed")["status"] == "completed"
+
+    files = tmp_path / "files"
+    files.mkdir()
+    report = files / "quarterly-report.txt"
+    report.write_bytes(paragraphs("The quarterly report", 12))
+    notes = files / "meeting-notes.md"
+    notes.write_bytes(b"# Meeting notes\n\n" + paragraphs("The meeting", 10))
+    contract = files / "scanned-contract.pdf"
+    contract.write_bytes(pdf_bytes(numbered_pages(3))[:700])  # a PDF cut short: accepted, then fails
+    program = files / "setup.exe"
+    program.write_bytes(b"MZ\x90\x00 not a document")
+
+    page.goto(server.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(row(page, "handbook.md")).to_have_attribute("data-status", "completed")
+
+    # Keyboard: the drop zone is a button that opens the file picker. Without the token the
+    # server refuses the upload, and the page says why and opens the token field.
+    # locator.press focuses the button and waits for it before sending the key; a bare
+    # focus() + keyboard.press lost the file chooser in ~2 of 3 runs of headless Chromium.
+    with page.expect_file_chooser() as chooser:
+        page.locator("#dropzone").press("Enter")
+    chooser.value.set_files(str(report))
+    expect(upload_item(page, "quarterly-report.txt")).to_contain_text("needs an API token")
+    expect(page.locator("#token-box")).to_have_attribute("open", "")
+    upload_item(page, "quarterly-report.txt").get_by_role(
+        "button", name="Dismiss quarterly-report.txt"
+    ).click()
+    expect(page.locator("#uploads li")).to_have_count(0)
+    page.get_by_label("Bearer token").fill(TOKEN)
+
+    hold(gates, report.name, 0.4)
+    hold(gates, notes.name, 0.7)
+    page.locator("#file-input").set_input_files([report, notes, contract, program])
+
+    for name in (report.name, notes.name, contract.name):
+        expect(upload_item(page, name)).to_have_attribute("data-state", "accepted")
+        expect(upload_item(page, name).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(upload_item(page, "setup.exe")).to_contain_text("Refused: Unsupported format")
+
+    failed = row(page, contract.name)
+    expect(failed).to_have_attribute("data-status", "failed")
+    for name, fraction in ((report.name, 0.4), (notes.name, 0.7)):  # both held: the page shows where
+        held = wait_held(server, name, fraction)
+        expect(row(page, name).locator(".percent")).to_have_text(f"{int(held['progress'] * 100)}%")
+    page.evaluate("document.activeElement.blur()")
+    page.screenshot(path=str(tmp_path / "light.png"), full_page=True, animations="disabled")
+    if os.environ.get("DOCSTATUS_UPDATE_SCREENSHOT"):
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True, animations="disabled")
+    expect(failed.locator(".badge")).to_have_text("Failed")
+    expect(failed.locator(".error-text")).to_contain_text("damaged or truncated")
+    for name in (report.name, notes.name):  # held part-way through their text embedding
+        expect(row(page, name)).to_have_attribute("data-status", "embedding_text")
+        expect(row(page, name).locator(".cell-stage")).to_contain_text("chunk")
+        expect(row(page, name).locator(".cell-eta")).to_have_text(re.compile(r"^\d+\.\ds$"))
+    report_bar = row(page, report.name).get_by_role("progressbar")
+    assert 60 <= int(report_bar.get_attribute("aria-valuenow") or 0) < 100
+    expect(page.locator("#count-active")).to_have_text("2")
+    expect(page.locator("#count-completed")).to_have_text("1")
+    expect(page.locator("#count-failed")).to_have_text("1")
+    # Newest first: the three uploads above the document that was there before.
+    names = page.locator("#rows .filename").all_text_contents()
+    assert names[-1] == "handbook.md" and set(names[:3]) == {report.name, notes.name, contract.name}
+
+    expect(page.locator("#announcer")).to_contain_text(f"{contract.name} failed")
+
+    # Dark scheme: the page follows prefers-color-scheme.
+    light_background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.emulate_media(color_scheme="dark")
+    dark_background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert dark_background != light_background
+    page.screenshot(path=str(tmp_path / "dark.png"), full_page=True, animations="disabled")
+    page.emulate_media(color_scheme="light")
+
+    # The filter shows only failed documents, then everything again.
+    page.get_by_label("Show").select_option("failed")
+    expect(page.locator("#rows tr:visible")).to_have_count(1)
+    expect(page.locator("#rows tr:visible .filename")).to_have_text(contract.name)
+    page.get_by_label("Show").select_option("all")
+    expect(page.locator("#rows tr:visible")).to_have_count(4)
+
+    for name in (report.name, notes.name):
+        (gates / f"{name}.hold").unlink()
+    for name in (report.name, notes.name):
+        done = row(page, name)
+        expect(done).to_have_attribute("data-status", "completed")
+        expect(done.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+        expect(done.locator(".percent")).to_have_text("100%")
+        expect(done.locator(".cell-eta")).to_have_text("—")
+    expect(page.locator("#count-active")).to_have_text("0")
+    expect(page.locator("#count-completed")).to_have_text("3")
+    expect(page.locator("#announcer")).to_contain_text("completed")
+
+    # Retry: a new attempt of the failed document (which fails again: its file is still cut short).
+    failed.get_by_role("button", name=f"Retry {contract.name}").click()
+    expect(failed.locator(".attempt")).to_have_text("attempt 2")
+    expect(failed).to_have_attribute("data-status", "failed")
+    doc_id = failed.get_attribute("data-doc-id")
+    assert httpx.get(f"{server.url}/status/{doc_id}").json()["metadata"]["attempt"] == 2
+
+
+def test_dashboard_shows_a_lost_connection_and_catches_up(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    server = Server(tmp_path).start()
+    servers.append(server)
+    page.goto(server.url)
+    indicator = page.locator("#connection")
+    expect(indicator).to_have_attribute("data-state", "live")
+    expect(page.locator("#empty")).to_be_visible()
+
+    server.stop()
+    expect(indicator).not_to_have_attribute("data-state", "live")
+    expect(indicator).to_contain_text("Connection lost")
+
+    # Same store, same address: the page reconnects by itself and gets what it missed.
+    server.start(port=server.port)
+    answer = httpx.post(f"{server.url}/uploads", files={"file": ("while-away.txt", b"written meanwhile")})
+    server.wait_status(answer.json()["doc_id"], "completed", "failed")
+    expect(indicator).to_have_attribute("data-state", "live")
+    expect(row(page, "while-away.txt")).to_have_attribute("data-status", "completed")
+    expect(page.locator("#count-completed")).to_have_text("1")
+
+
+def test_dashboard_files_are_served_with_a_strict_policy() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(dashboard_router())
+    with TestClient(app) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert "<script" in page.text and "<script>" not in page.text  # no inline script
+        # Server data (file names, error messages) is inserted as text, never parsed as HTML.
+        assert "innerHTML" not in client.get("/dashboard/app.js").text
+        for name, kind in [
+            ("app.js", "text/javascript"),
+            ("style.css", "text/css"),
+            ("favicon.svg", "image/svg"),
+        ]:
+            asset = client.get(f"/dashboard/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind), name
+            again = client.get(f"/dashboard/{name}", headers={"If-None-Match": asset.headers["etag"]})
+            assert again.status_code == 304 and again.content == b""
+        for missing in ["/dashboard/index.html", "/dashboard/..%2Fdashboard.py", "/dashboard/nope.js"]:
+            answer = client.get(missing)
+            assert answer.status_code == 404 and answer.json()["code"] == "NOT_FOUND", missing
