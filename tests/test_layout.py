@@ -41,12 +41,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("docstatus.api", "docstatus.cli"),
 )
 
-#: Private names still imported across modules on this branch, each as (module, name).
-#: stores/redis.py builds its Lua rules from the model's progress table; the
-#: compare-and-set Redis store has no rules in Lua and so no use for it. An entry
-#: that no longer occurs fails the test, so the list can only shrink.
-PRIVATE_IMPORTS_TO_REMOVE = {("docstatus.stores.redis", "_RANGES")}
-
 
 @dataclass(frozen=True)
 class Module:
@@ -189,9 +183,7 @@ def test_nothing_in_worker_or_the_format_base_imports_a_format() -> None:
 
 
 def test_no_module_imports_a_private_name_of_another() -> None:
-    found = _private_imports()
-    assert found - PRIVATE_IMPORTS_TO_REMOVE == set()
-    assert PRIVATE_IMPORTS_TO_REMOVE - found == set(), "no longer imported: remove it from the list"
+    assert _private_imports() == set()
 
 
 def _import_alone(name: str) -> tuple[str, int, str]:
