@@ -9,7 +9,17 @@ import pytest
 from pydantic import ValidationError
 
 from docstatus import ProcessingStatus, Status, progress_for
-from docstatus.models import TRANSITIONS, RateEstimator, can_transition
+from docstatus.models import (
+    FIELD_ROLES,
+    KEYWORD_CHECKS,
+    MANAGED_FIELDS,
+    TRANSITIONS,
+    UPDATE_PARAMETERS,
+    RateEstimator,
+    can_transition,
+    check_count,
+)
+from docstatus.records import new_record, status_json
 
 ALL = [s.value for s in Status]
 
@@ -177,3 +187,40 @@ def test_errors_read_as_their_message() -> None:
         "code": "DOCUMENT_NOT_FOUND",
         "details": {"doc_id": "x"},
     }
+
+
+# -- one declaration per field: what is derived from the model ------------------------------
+
+
+def test_every_field_declares_who_sets_it() -> None:
+    assert list(FIELD_ROLES) == list(ProcessingStatus.model_fields)
+    # DESIGN §2, written out: the fields the manager owns, the arguments, the keywords.
+    owned = {"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"}
+    assert owned == MANAGED_FIELDS
+    assert UPDATE_PARAMETERS == (
+        "status",
+        "progress",
+        "stage",
+        "page",
+        "total_pages",
+        "estimated_remaining",
+        "metadata",
+        "chunk",
+        "total_chunks",
+        "error",
+    )
+    assert set(KEYWORD_CHECKS) == set(UPDATE_PARAMETERS) - {"status", "progress"}
+    assert {n for n, c in KEYWORD_CHECKS.items() if c is check_count} == {
+        "page",
+        "total_pages",
+        "chunk",
+        "total_chunks",
+    }
+
+
+def test_records_and_status_json_have_the_models_fields_in_its_order() -> None:
+    record = new_record("d", "f.pdf", {}, 1_700_000_000.0)
+    fields = list(ProcessingStatus.model_fields)
+    assert list(record) == [*fields, "_track"]
+    assert list(status_json(record)) == [*fields, "timestamp"]
+    assert ProcessingStatus.model_validate(status_json(record)).filename == "f.pdf"
