@@ -285,13 +285,25 @@ class StatusManager:
         now = time.time()
         return [to_model(r, now) for r in records]
 
+    def _bodies(self, records: list[Record]) -> list[dict[str, Any]]:
+        now = time.time()
+        return [status_json(r, now) for r in records]
+
     def list_active(self) -> list[ProcessingStatus]:
         """Documents not yet completed or failed, most recently updated first."""
         return self._models(self._store.active())
 
+    def list_active_json(self) -> list[dict[str, Any]]:
+        """:meth:`list_active` as status JSON (as :meth:`get_status_json` gives it)."""
+        return self._bodies(self._store.active())
+
     def list_all(self, limit: int = 100) -> list[ProcessingStatus]:
         """Up to ``limit`` documents, most recently updated first."""
         return self._models(self._store.recent(_limit(limit)))
+
+    def list_all_json(self, limit: int = 100) -> list[dict[str, Any]]:
+        """:meth:`list_all` as status JSON (as :meth:`get_status_json` gives it)."""
+        return self._bodies(self._store.recent(_limit(limit)))
 
     def count_by_status(self) -> dict[str, int]:
         """Counts per status plus ``active``, ``completed``, ``failed`` and ``total``."""

@@ -1,7 +1,8 @@
 """The stored record of a document, and how each kind of change transforms it.
 
 A record is the plain JSON-compatible dict that a store keeps per document (and
-that the wrapped ``processing_status`` dict holds): the model's field names,
+that the wrapped ``processing_status`` dict holds): the model's field names (in
+the model's order, derived from :class:`~docstatus.models.ProcessingStatus`),
 ISO-8601 strings for times, plus one private key, ``_track``, with the numbers
 the manager needs to compute elapsed time and the ETA without parsing strings.
 
@@ -14,14 +15,18 @@ it was and a store never needs to know the rules.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic_core import PydanticUndefined
+
 from .errors import InvalidTransitionError
 from .models import (
     DEFAULT_STAGE,
+    FIELD_ROLES,
     FINISHED,
     LEGAL_PAIRS,
     ProcessingStatus,
@@ -41,7 +46,6 @@ __all__ = [
     "finished_at",
     "is_finished",
     "new_record",
-    "snapshot_json",
     "status_json",
     "to_model",
 ]
@@ -53,6 +57,32 @@ Record = dict[str, Any]
 _STARTED, _ETA_GIVEN = 0, 5
 
 _TERMINAL = frozenset(s.value for s in FINISHED)
+
+
+def _is_time(annotation: Any) -> bool:
+    return annotation is datetime or datetime in typing.get_args(annotation)
+
+
+def _default(name: str) -> Any:
+    # What a new record holds for a field that queuing does not set: the model's default.
+    value = ProcessingStatus.model_fields[name].get_default(call_default_factory=True)
+    return None if value is PydanticUndefined else value
+
+
+# The model's fields, in order: a record's keys (with _track last) and its status JSON's.
+_FIELDS: tuple[str, ...] = tuple(ProcessingStatus.model_fields)
+_TIME_FIELDS: tuple[str, ...] = tuple(
+    name for name, info in ProcessingStatus.model_fields.items() if _is_time(info.annotation)
+)
+_BLANK: dict[str, Any] = {name: _default(name) for name in _FIELDS}
+_RECORD_KEYS = frozenset({*_FIELDS, "_track"})
+# Keywords that update_status stores as given. metadata is merged and
+# estimated_remaining has a rule of its own (it is dropped once a document ends).
+_KEYWORD_FIELDS = frozenset(name for name, role in FIELD_ROLES.items() if role.set_by == "keyword")
+_PLAIN_FIELDS = _KEYWORD_FIELDS - {"metadata", "estimated_remaining"}
+# Keywords that update_status keeps inside metadata (chunk, total_chunks), in order.
+_METADATA_KEYWORDS: tuple[str, ...] = tuple(name for name, _ in FIELD_ROLES["metadata"].inner)
+_METADATA_KEYWORD_SET = frozenset(_METADATA_KEYWORDS)
 
 
 # (a whole second as a float, the format of its timestamps): one tuple, so that
@@ -104,23 +134,23 @@ def finished_at(record: Mapping[str, Any]) -> float | None:
 
 
 def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float) -> Record:
-    """The record of a document that has just been queued."""
+    """The record of a document that has just been queued at ``now``.
+
+    Its keys are the model's fields in the model's order, then ``_track``;
+    a field that queuing does not set holds the model's default.
+    """
     stamp = iso(now)
     return {
+        **_BLANK,
         "doc_id": doc_id,
         "filename": filename,
         "status": Status.QUEUED.value,
         "progress": 0.0,
         "stage": DEFAULT_STAGE[Status.QUEUED],
-        "page": None,
-        "total_pages": None,
         "started_at": stamp,
         "updated_at": stamp,
-        "completed_at": None,
         "elapsed_time": 0.0,
-        "estimated_remaining": None,
         "metadata": metadata,
-        "error": None,
         "_track": [now, now, 0.0, 0.0, 0, 0],
     }
 
@@ -197,23 +227,29 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
         new["_track"] = [*track[:5], given]
 
 
-# Fields that update_status copies into the record as they are.
-_PLAIN_FIELDS = frozenset({"stage", "page", "total_pages", "error"})
-
-
 def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
+    if _PLAIN_FIELDS.issuperset(fields):
+        new.update(fields)  # the usual update (pages, a stage): one call
+    else:
+        _merge_mixed(new, fields)
+    page, total = new["page"], new["total_pages"]
+    # _check_counts inline for pages: every page update runs it.
+    if isinstance(page, int) and isinstance(total, int) and page > total:
+        _check_counts(new, "page", page, total)
+
+
+def _merge_mixed(new: Record, fields: dict[str, Any]) -> None:
     meta = fields.get("metadata")
-    if meta or "chunk" in fields or "total_chunks" in fields:
+    if meta or not _METADATA_KEYWORD_SET.isdisjoint(fields):
         _merge_metadata(new, meta, fields)
     for name, value in fields.items():
         if name in _PLAIN_FIELDS:
             new[name] = value
-    _check_counts(new, "page", new["page"], new["total_pages"])
 
 
 def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, Any]) -> None:
     merged = {**new["metadata"], **(meta or {})}
-    for name in ("chunk", "total_chunks"):
+    for name in _METADATA_KEYWORDS:
         if name in fields:
             merged[name] = fields[name]
     new["metadata"] = merged
@@ -294,44 +330,48 @@ def _parse_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def _live(record: Mapping[str, Any], now: float) -> tuple[float, float | None]:
-    """Elapsed seconds and the ETA as of ``now``: live while active, frozen once finished."""
-    if record["status"] in _TERMINAL:
-        return float(record["elapsed_time"]), None
+def _fields_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    # A record holds the model's fields and _track (new_record makes it so; a store
+    # may keep private keys of its own beside them): the copy less _track is the
+    # fields, unless there were more keys, and copying is several times cheaper
+    # than picking the fields one by one.
+    values = dict(record)
+    del values["_track"]
+    if len(values) != len(_FIELDS):
+        values = {name: record[name] for name in _FIELDS}
+    return values
+
+
+def _snapshot(record: Mapping[str, Any], now: float | None) -> dict[str, Any]:
+    """The record's fields as of ``now`` (``None``: as of its last change), times still stored strings.
+
+    Elapsed time and the ETA are live while the document is active and frozen
+    once it has finished; metadata is a private copy.
+    """
+    values = _fields_of(record)
+    values["progress"] = float(values["progress"])
+    values["metadata"] = copy_json(values["metadata"])
+    if values["status"] in _TERMINAL:
+        values["elapsed_time"] = float(values["elapsed_time"])
+        values["estimated_remaining"] = None
+        return values
     track = record["_track"]
-    elapsed = max(0.0, now - track[_STARTED])
-    if track[_ETA_GIVEN]:
-        return elapsed, record["estimated_remaining"]
-    return elapsed, RateEstimator.remaining(track, float(record["progress"]), now)
+    if now is None:
+        now = float(track[_STARTED] + values["elapsed_time"])
+    elapsed = now - track[_STARTED]
+    values["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    if not track[_ETA_GIVEN]:
+        values["estimated_remaining"] = RateEstimator.remaining(track, values["progress"], now)
+    return values
 
 
 def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
     """A snapshot of ``record`` as of ``now``: live elapsed time and ETA while active."""
-    elapsed, eta = _live(record, now)
-    return ProcessingStatus.model_construct(
-        doc_id=record["doc_id"],
-        filename=record["filename"],
-        status=Status(record["status"]),
-        progress=float(record["progress"]),
-        stage=record["stage"],
-        page=record["page"],
-        total_pages=record["total_pages"],
-        started_at=_parse_time(record["started_at"]),
-        updated_at=_parse_time(record["updated_at"]),
-        completed_at=_parse_time(record["completed_at"]),
-        elapsed_time=elapsed,
-        estimated_remaining=eta,
-        metadata=copy_json(record["metadata"]),
-        error=record["error"],
-    )
-
-
-def snapshot_json(status: ProcessingStatus) -> dict[str, Any]:
-    """A snapshot as the HTTP API and the event stream report it: the model's JSON plus
-    ``timestamp`` (= ``updated_at``)."""
-    body = status.model_dump(mode="json")
-    body["timestamp"] = body["updated_at"]
-    return body
+    values = _snapshot(record, now)
+    for name in _TIME_FIELDS:
+        values[name] = _parse_time(values[name])
+    values["status"] = Status(values["status"])
+    return ProcessingStatus.model_construct(**values)
 
 
 def changed_at(record: Mapping[str, Any]) -> float:
@@ -351,31 +391,19 @@ def _json_time(value: str | None) -> str | None:
 def status_json(record: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
     """``record``'s status JSON as of ``now``; by default as of its last change.
 
-    The same body as ``snapshot_json(to_model(record, now))`` (a test holds
-    them equal), built straight from the record: every change with a
-    subscriber builds one, and the model round trip was most of its cost.
-    Events use the default ``now``, so an event says what was true when the
-    change happened, and a stream resumed later replays the same bodies.
+    The one record -> JSON function: the body of ``GET /status/{doc_id}``, of
+    every listing and of every event. It is the model's JSON (the same as
+    ``to_model(record, now).model_dump(mode="json")``, a test holds them
+    equal) plus ``timestamp`` (= ``updated_at``), built straight from the
+    record: the model round trip was most of its cost. Events use the default
+    ``now``, so an event says what was true when the change happened, and a
+    stream resumed later replays the same bodies.
     """
-    elapsed, eta = _live(record, changed_at(record) if now is None else now)
-    updated = _json_time(record["updated_at"])
-    return {
-        "doc_id": record["doc_id"],
-        "filename": record["filename"],
-        "status": record["status"],
-        "progress": float(record["progress"]),
-        "stage": record["stage"],
-        "page": record["page"],
-        "total_pages": record["total_pages"],
-        "started_at": _json_time(record["started_at"]),
-        "updated_at": updated,
-        "completed_at": _json_time(record["completed_at"]),
-        "elapsed_time": elapsed,
-        "estimated_remaining": eta,
-        "metadata": copy_json(record["metadata"]),
-        "error": record["error"],
-        "timestamp": updated,
-    }
+    body = _snapshot(record, now)
+    for name in _TIME_FIELDS:
+        body[name] = _json_time(body[name])
+    body["timestamp"] = body["updated_at"]
+    return body
 
 
 def is_valid_record(record: Any) -> bool:
@@ -385,5 +413,6 @@ def is_valid_record(record: Any) -> bool:
         and isinstance(record.get("doc_id"), str)
         and record.get("status") in Status.__members__.values()
         and isinstance(record.get("_track"), list)
+        and record.keys() >= _RECORD_KEYS
         and math.isfinite(float(record.get("progress", math.nan)))
     )
