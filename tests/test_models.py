@@ -16,6 +16,7 @@ from docstatus.models import (
     TRANSITIONS,
     UPDATE_PARAMETERS,
     RateEstimator,
+    Track,
     can_transition,
     check_count,
 )
@@ -142,17 +143,18 @@ def test_status_field_serializes_as_plain_string() -> None:
 
 
 def test_rate_estimator_needs_a_sample_before_it_estimates() -> None:
-    track: list[float] = [0.0, 0.0, 0.0, 0.0, 0, 0]
+    track = Track.start(0.0)
     assert RateEstimator.remaining(track, 0.0, 1.0) is None
-    track = RateEstimator.advance(track, 0.1, 0.001)  # too soon after the last point: pooled
-    assert track[4] == 0
+    assert not RateEstimator.advance(track, 0.1, 0.001)  # too soon after the last point: pooled
+    assert track.samples == 0
 
 
 def test_rate_estimator_converges_on_a_steady_rate() -> None:
-    track: list[float] = [0.0, 0.0, 0.0, 0.0, 0, 0]
+    track = Track.start(0.0)
     for step in range(1, 11):  # 0.05 progress per second
-        track = RateEstimator.advance(track, step * 0.05, float(step))
-    assert track[0] == 0.0  # the start of the attempt is kept
+        assert RateEstimator.advance(track, step * 0.05, float(step))
+    assert track.started == 0.0  # the start of the attempt is kept
+    assert track.samples == 10
     remaining = RateEstimator.remaining(track, 0.5, 10.0)
     assert remaining is not None
     assert remaining == pytest.approx(10.0)  # bias correction: exact on a steady rate
@@ -161,10 +163,20 @@ def test_rate_estimator_converges_on_a_steady_rate() -> None:
 
 
 def test_rate_estimator_ignores_non_progress() -> None:
-    track: list[float] = [0.0, 1.0, 0.2, 0.1, 3, 0]
-    assert RateEstimator.advance(track, 0.2, 5.0) is track
-    assert RateEstimator.advance(track, 0.1, 5.0) is track
+    track = Track(0.0, 1.0, 0.2, 0.1, 3, 0)
+    assert not RateEstimator.advance(track, 0.2, 5.0)
+    assert not RateEstimator.advance(track, 0.1, 5.0)
+    assert track == Track(0.0, 1.0, 0.2, 0.1, 3, 0)
     assert not math.isnan(RateEstimator.remaining(track, 0.2, 5.0) or 0.0)
+
+
+def test_a_track_is_stored_as_the_six_numbers_records_have_always_held() -> None:
+    track = Track(10.0, 12.5, 0.25, 0.01, 4, 1)
+    assert track.stored() == [10.0, 12.5, 0.25, 0.01, 4, 1]
+    assert Track(*track.stored()) == track
+    assert Track(*[10.0, 10.0, 0.0, 0.0, 0, 0]) == Track.start(10.0)
+    assert Track.start(10.0).stored() == [10.0, 10.0, 0.0, 0.0, 0, 0]
+    assert [type(v) for v in Track.start(1.0).stored()] == [float, float, float, float, int, int]
 
 
 @pytest.mark.parametrize(

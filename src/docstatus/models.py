@@ -42,6 +42,7 @@ __all__ = [
     "RateEstimator",
     "Role",
     "Status",
+    "Track",
     "can_transition",
     "check_count",
     "check_metadata",
@@ -373,16 +374,47 @@ UPDATE_PARAMETERS: tuple[str, ...] = (
 # -- the ETA -------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Track:
+    """What the ETA estimate carries from one change of a document to the next.
+
+    Every record keeps one, so that any process can continue the estimate. A
+    record stores it as the list of its six fields, in this order and as
+    plain numbers: ``Track(*stored)`` reads one and :meth:`stored` writes one,
+    and those are the only conversions. (The fields are laid out as stored, the
+    flag included, because reading the track is on every update's path and
+    this is its cheapest form: ``Track(*stored)`` is a single call.) Not
+    frozen: a track read from a record is a private copy that one change
+    updates in place.
+    """
+
+    #: When the attempt started (epoch seconds).
+    started: float
+    #: When progress was last sampled (epoch seconds), and its value then.
+    sampled_at: float
+    progress_then: float
+    #: The smoothed rate (progress per second, before bias correction), and how many samples it holds.
+    rate: float
+    samples: int
+    #: 1 when the caller gave ``estimated_remaining`` itself, 0 when it is left to the estimate.
+    eta_given: int
+
+    @classmethod
+    def start(cls, now: float) -> Track:
+        """The track of an attempt that starts at ``now``: no sample yet."""
+        return cls(now, now, 0.0, 0.0, 0, 0)
+
+    def stored(self) -> list[float]:
+        """The list a record stores: ``[started, sampled_at, progress_then, rate, samples, eta_given]``."""
+        return [self.started, self.sampled_at, self.progress_then, self.rate, self.samples, self.eta_given]
+
+
 class RateEstimator:
     """Smoothed progress rate, as tqdm smooths its iteration rate.
 
     An exponential moving average of the observed rate (progress per second)
     with bias correction, so early samples are not dragged towards zero by the
-    average's initial value. Its state lives in a record's *track*, a list of
-    six numbers that any process can continue:
-    ``[started, at, progress_at, ema, samples, eta_given]`` — when the attempt
-    started, when progress was last sampled and its value then, the average,
-    how many samples it holds, and whether the caller gave the ETA itself.
+    average's initial value. Its state is a record's :class:`Track`.
     """
 
     SMOOTHING = 0.3
@@ -392,29 +424,36 @@ class RateEstimator:
     MIN_INTERVAL = 0.05
 
     @staticmethod
-    def advance(track: list[float], progress: float, now: float) -> list[float]:
-        """The track after progress reached ``progress`` at ``now`` (``track`` itself if no sample)."""
-        dt = now - track[1]
-        gained = progress - track[2]
+    def advance(track: Track, progress: float, now: float) -> bool:
+        """Take "progress reached ``progress`` at ``now``" into ``track``; whether it was a sample.
+
+        No sample (``track`` unchanged) while progress has not grown or less
+        than :attr:`MIN_INTERVAL` has passed since the last one: the next
+        sample then measures from that last sample point.
+        """
+        dt = now - track.sampled_at
+        gained = progress - track.progress_then
         if gained <= 0 or dt < RateEstimator.MIN_INTERVAL:
-            # No signal yet: keep measuring from the last sample point.
-            return track
+            return False
         alpha = RateEstimator.SMOOTHING
-        ema = alpha * (gained / dt) + (1 - alpha) * track[3]
-        return [track[0], now, progress, ema, track[4] + 1, track[5]]
+        track.rate = alpha * (gained / dt) + (1 - alpha) * track.rate
+        track.sampled_at = now
+        track.progress_then = progress
+        track.samples += 1
+        return True
 
     @staticmethod
-    def remaining(track: list[float], progress: float, now: float) -> float | None:
+    def remaining(track: Track, progress: float, now: float) -> float | None:
         """Seconds left at ``now``, or ``None`` while there is no signal."""
-        samples = track[4]
+        samples = track.samples
         if samples < 1:
             return None
-        rate = track[3] / (1.0 - _DECAY**samples)
+        rate = track.rate / (1.0 - _DECAY**samples)
         if not 0.0 < rate < math.inf:  # also false for NaN
             return None
         # max(0.0, x) spelled out: this runs on every update and the calls cost more
         # than the arithmetic. The values (and their order of operations) are unchanged.
-        waited = now - track[1]
+        waited = now - track.sampled_at
         left = (1.0 - progress) / rate - (waited if waited > 0.0 else 0.0)
         return left if left > 0.0 else 0.0
 

@@ -3,8 +3,9 @@
 A record is the plain JSON-compatible dict that a store keeps per document (and
 that the wrapped ``processing_status`` dict holds): the model's field names (in
 the model's order, derived from :class:`~docstatus.models.ProcessingStatus`),
-ISO-8601 strings for times, plus one private key, ``_track``, with the numbers
-the manager needs to compute elapsed time and the ETA without parsing strings.
+ISO-8601 strings for times, plus one private key, ``_track``: the
+:class:`~docstatus.models.Track` the manager needs to compute elapsed time and
+the ETA without parsing strings, stored as a list of six numbers.
 
 Every ``apply_*`` function is pure: it takes the stored record, returns a new
 one, and raises before returning if the change is not allowed. Stores call them
@@ -32,6 +33,7 @@ from .models import (
     ProcessingStatus,
     RateEstimator,
     Status,
+    Track,
     progress_for,
 )
 
@@ -51,10 +53,6 @@ __all__ = [
 ]
 
 Record = dict[str, Any]
-
-# _track layout (see RateEstimator): [started, sampled_at, progress_then, rate_ema, samples,
-# eta_given], times as epoch seconds.
-_STARTED, _ETA_GIVEN = 0, 5
 
 _TERMINAL = frozenset(s.value for s in FINISHED)
 
@@ -151,7 +149,7 @@ def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float)
         "updated_at": stamp,
         "elapsed_time": 0.0,
         "metadata": metadata,
-        "_track": [now, now, 0.0, 0.0, 0, 0],
+        "_track": Track.start(now).stored(),
     }
 
 
@@ -161,24 +159,30 @@ def _refuse_if_final(record: Record, target: str, action: str = "") -> None:
         raise InvalidTransitionError(record["doc_id"], record["status"], target, reason)
 
 
-def _advance(new: Record, progress: float, now: float) -> list[float]:
-    """Stamp a change at ``now`` that brings progress to at least ``progress``; returns the track."""
-    track: list[float] = new["_track"]
+def _advance(new: Record, track: Track, progress: float, now: float) -> bool:
+    """Stamp a change at ``now`` that brings progress to at least ``progress``.
+
+    ``track`` is the record's, updated in place; returns whether it changed.
+    """
+    sampled = False
     if progress > new["progress"]:
         new["progress"] = progress
-        new["_track"] = track = RateEstimator.advance(track, progress, now)
+        sampled = RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
-    elapsed = now - track[_STARTED]
+    elapsed = now - track.started
     # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
     new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
-    return track
+    return sampled
 
 
-def _finish(new: Record, status: str, now: float) -> None:
+def _finish(new: Record, status: str, progress: float, now: float) -> None:
     new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
-    new["_track"] = [*new["_track"][:5], 0]
+    track = Track(*new["_track"])
+    track.eta_given = 0
+    _advance(new, track, progress, now)
+    new["_track"] = track.stored()
 
 
 def apply_update(
@@ -200,8 +204,7 @@ def apply_update(
     if target != current and "stage" not in fields:
         new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
     if target in _TERMINAL:
-        _finish(new, target, now)
-        _advance(new, 1.0 if target == "completed" else new["progress"], now)
+        _finish(new, target, 1.0 if target == "completed" else new["progress"], now)
         return new
     new["status"] = target
     _progressed(new, target, progress, fields, now)
@@ -216,15 +219,18 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
         else:
             meta = new["metadata"]
             progress = progress_for(status, meta.get("chunk"), meta.get("total_chunks"))
-    track = _advance(new, progress, now)
-    if "estimated_remaining" in fields:
+    track = Track(*new["_track"])
+    changed = _advance(new, track, progress, now)
+    given = 1 if "estimated_remaining" in fields else 0
+    if given:
         new["estimated_remaining"] = fields["estimated_remaining"]
-        given = 1
     else:
         new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
-        given = 0
-    if track[_ETA_GIVEN] != given:
-        new["_track"] = [*track[:5], given]
+    if track.eta_given != given:
+        track.eta_given = given
+        changed = True
+    if changed:
+        new["_track"] = track.stored()
 
 
 def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
@@ -268,8 +274,7 @@ def apply_complete(record: Record, extra: dict[str, Any], now: float) -> Record:
     if extra:
         new["metadata"] = {**new["metadata"], **extra}
     new["stage"] = DEFAULT_STAGE[Status.COMPLETED]
-    _finish(new, "completed", now)
-    _advance(new, 1.0, now)
+    _finish(new, "completed", 1.0, now)
     return new
 
 
@@ -279,8 +284,7 @@ def apply_fail(record: Record, error: str, now: float) -> Record:
     new = dict(record)
     new["error"] = error
     new["stage"] = DEFAULT_STAGE[Status.FAILED]
-    _finish(new, "failed", now)
-    _advance(new, new["progress"], now)
+    _finish(new, "failed", new["progress"], now)
     return new
 
 
@@ -355,12 +359,12 @@ def _snapshot(record: Mapping[str, Any], now: float | None) -> dict[str, Any]:
         values["elapsed_time"] = float(values["elapsed_time"])
         values["estimated_remaining"] = None
         return values
-    track = record["_track"]
+    track = Track(*record["_track"])
     if now is None:
-        now = float(track[_STARTED] + values["elapsed_time"])
-    elapsed = now - track[_STARTED]
+        now = float(track.started + values["elapsed_time"])
+    elapsed = now - track.started
     values["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
-    if not track[_ETA_GIVEN]:
+    if not track.eta_given:
         values["estimated_remaining"] = RateEstimator.remaining(track, values["progress"], now)
     return values
 
@@ -376,7 +380,7 @@ def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
 
 def changed_at(record: Mapping[str, Any]) -> float:
     """When the record last changed, as epoch seconds."""
-    return float(record["_track"][_STARTED] + record["elapsed_time"])
+    return float(Track(*record["_track"]).started + record["elapsed_time"])
 
 
 def _json_time(value: str | None) -> str | None:
