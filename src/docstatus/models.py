@@ -26,7 +26,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "ACTIVE",
     "ARGUMENT",
     "DEFAULT_STAGE",
     "FIELD_ROLES",
@@ -71,7 +70,6 @@ class Status(enum.StrEnum):
 
 
 FINISHED: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED})
-ACTIVE: frozenset[Status] = frozenset(Status) - FINISHED
 
 # The contract's valid transitions plus ``queued -> failed`` (DESIGN §2): a
 # document can fail before a worker ever parses it (unreadable upload).
