@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -435,11 +434,6 @@ class SQLiteStore(Store):
     def close(self) -> None:
         """Close every connection this process opened; later calls raise ``StoreUnavailableError``."""
         self._db.close()
-
-    @property
-    def path(self) -> Path:
-        """The database file."""
-        return Path(self.settings.path)
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.url!r}>"
