@@ -7,6 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from docstatus import ProcessingStatus
 from docstatus.records import Mutation, changed_at, new_record, status_json, to_model
 
 # Whole seconds too: a zero fraction is where pydantic's datetime format differs most.
@@ -114,3 +115,16 @@ def test_the_stored_track_keeps_its_six_number_form_and_its_arithmetic() -> None
         assert [type(v) for v in record["_track"][4:]] == [int, int]
         etas.append(record["estimated_remaining"])
     assert etas == [6.750000000000002, 6.034351145038167, 6.0275229357798175, 7.5, 0.8458161872542466, None]
+
+
+def test_snapshots_are_whole_models_that_share_nothing() -> None:
+    record = new_record("d", "f.pdf", {"nested": {"k": [1]}}, 1_700_000_000.0)
+    first, second = to_model(record, 1_700_000_001.0), to_model(record, 1_700_000_001.0)
+    values = {name: getattr(first, name) for name in ProcessingStatus.model_fields}
+    assert first == ProcessingStatus.model_construct(**values)
+    assert first.model_fields_set == set(ProcessingStatus.model_fields)
+    first.metadata["nested"]["k"].append(2)
+    first.stage = "changed"
+    assert second.metadata == {"nested": {"k": [1]}} and second.stage == "queued"
+    assert record["metadata"] == {"nested": {"k": [1]}}
+    assert to_model(record, 1_700_000_001.0) == second
