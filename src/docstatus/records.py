@@ -77,10 +77,11 @@ _RECORD_KEYS = frozenset({*_FIELDS, "_track"})
 # What to_model copies and fills in: a snapshot with every field set (to None).
 _SNAPSHOT_TEMPLATE = ProcessingStatus.model_construct(**dict.fromkeys(_FIELDS))
 _STATUS: dict[str, Status] = {s.value: s for s in Status}
-# Keywords that update_status stores as given. metadata is merged and
-# estimated_remaining has a rule of its own (it is dropped once a document ends).
+# Keywords that update_status stores as given; metadata is merged instead.
+# (estimated_remaining is set again by the rules of every change: the caller's
+# value while active, None once the document has ended.)
 _KEYWORD_FIELDS = frozenset(name for name, role in FIELD_ROLES.items() if role.set_by == "keyword")
-_PLAIN_FIELDS = _KEYWORD_FIELDS - {"metadata", "estimated_remaining"}
+_PLAIN_FIELDS = _KEYWORD_FIELDS - {"metadata"}
 # Keywords that update_status keeps inside metadata (chunk, total_chunks), in order.
 _METADATA_KEYWORDS: tuple[str, ...] = tuple(name for name, _ in FIELD_ROLES["metadata"].inner)
 _METADATA_KEYWORD_SET = frozenset(_METADATA_KEYWORDS)
@@ -162,20 +163,19 @@ def _refuse_if_final(record: Record, target: str, action: str = "") -> None:
         raise InvalidTransitionError(record["doc_id"], record["status"], target, reason)
 
 
-def _advance(new: Record, track: Track, progress: float, now: float) -> bool:
+def _advance(new: Record, track: Track, progress: float, now: float) -> None:
     """Stamp a change at ``now`` that brings progress to at least ``progress``.
 
-    ``track`` is the record's, updated in place; returns whether it changed.
+    ``track`` is the record's, sampled in place. ``_progressed`` does the same
+    steps inline (see there).
     """
-    sampled = False
     if progress > new["progress"]:
         new["progress"] = progress
-        sampled = RateEstimator.advance(track, progress, now)
+        RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
     elapsed = now - track.started
     # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
     new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
-    return sampled
 
 
 def _finish(new: Record, status: str, progress: float, now: float) -> None:
@@ -223,12 +223,21 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
             meta = new["metadata"]
             progress = progress_for(status, meta.get("chunk"), meta.get("total_chunks"))
     track = Track(*new["_track"])
-    changed = _advance(new, track, progress, now)
-    given = 1 if "estimated_remaining" in fields else 0
-    if given:
+    # _advance's steps, inline: this runs on every update, and the call cost
+    # about as much as reading the track does.
+    changed = False
+    if progress > new["progress"]:
+        new["progress"] = progress
+        changed = RateEstimator.advance(track, progress, now)
+    new["updated_at"] = iso(now)
+    elapsed = now - track.started
+    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    if "estimated_remaining" in fields:
         new["estimated_remaining"] = fields["estimated_remaining"]
+        given = 1
     else:
         new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
+        given = 0
     if track.eta_given != given:
         track.eta_given = given
         changed = True
@@ -238,22 +247,18 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
 
 def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
     if _PLAIN_FIELDS.issuperset(fields):
-        new.update(fields)  # the usual update (pages, a stage): one call
+        new.update(fields)  # the usual update (pages, a stage, an ETA): one call
     else:
-        _merge_mixed(new, fields)
+        meta = fields.get("metadata")
+        if meta or not _METADATA_KEYWORD_SET.isdisjoint(fields):
+            _merge_metadata(new, meta, fields)
+        for name, value in fields.items():
+            if name in _PLAIN_FIELDS:
+                new[name] = value
     page, total = new["page"], new["total_pages"]
     # _check_counts inline for pages: every page update runs it.
     if isinstance(page, int) and isinstance(total, int) and page > total:
         _check_counts(new, "page", page, total)
-
-
-def _merge_mixed(new: Record, fields: dict[str, Any]) -> None:
-    meta = fields.get("metadata")
-    if meta or not _METADATA_KEYWORD_SET.isdisjoint(fields):
-        _merge_metadata(new, meta, fields)
-    for name, value in fields.items():
-        if name in _PLAIN_FIELDS:
-            new[name] = value
 
 
 def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, Any]) -> None:
