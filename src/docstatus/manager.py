@@ -10,8 +10,6 @@ lock is released (see :mod:`docstatus.events`).
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,12 +19,26 @@ from typing import Any
 from . import janitor
 from .errors import DocumentNotFoundError
 from .events import Event, EventHub, Subscriber, to_event
-from .models import FINISHED, ProcessingStatus, Status
+from .models import (
+    FINISHED,
+    KEYWORD_CHECKS,
+    MANAGED_FIELDS,
+    MAX_ERROR,
+    MAX_FILENAME,
+    UPDATE_PARAMETERS,
+    ProcessingStatus,
+    Status,
+    check_count,
+    check_metadata,
+    check_seconds,
+    check_text,
+)
 from .records import Mutation, Record, new_record, status_json, to_model
 from .stores import Change, Store, open_store
 from .stores.memory import MemoryStore
 
-__all__ = ["DocRef", "StatusManager", "get_status_manager", "processing_status"]
+# MAX_ERROR is the model's limit, named here too for callers that cut error messages to fit.
+__all__ = ["MAX_ERROR", "MAX_LIMIT", "DocRef", "StatusManager", "get_status_manager", "processing_status"]
 
 #: A document reference: its doc_id, or a snapshot of it.
 DocRef = str | ProcessingStatus
@@ -36,28 +48,12 @@ DocRef = str | ProcessingStatus
 processing_status: dict[str, Any] = {}
 
 MAX_DOC_ID = 256
-MAX_FILENAME = 1024
-MAX_STAGE = 200
-MAX_ERROR = 10_000
-MAX_METADATA_BYTES = 64 * 1024
-#: Deepest nesting of dicts/lists in metadata: records are copied and encoded recursively,
-#: so deeper metadata would be stored and then make every read of it fail.
-MAX_METADATA_DEPTH = 64
 MAX_LIMIT = 100_000
 
-# Keywords update_status accepts beyond status/progress, and the fields the
-# manager owns (a TypeError either way, with different advice).
-ACCEPTED_FIELDS = (
-    "stage",
-    "page",
-    "total_pages",
-    "estimated_remaining",
-    "metadata",
-    "chunk",
-    "total_chunks",
-    "error",
-)
-OWNED_FIELDS = frozenset({"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"})
+# Which keywords update_status accepts and how each is checked come from the
+# model's field roles (docstatus.models). Keywords that check_count checks:
+# page and chunk counters, the bulk of all updates.
+_COUNT_FIELDS = frozenset(name for name, check in KEYWORD_CHECKS.items() if check is check_count)
 # Status name -> the same name as a plain str: the hot path compares and hashes
 # plain strings, which is several times cheaper than going through the enum.
 _STATUS_BY_NAME: dict[str, str] = {s.value: s.value for s in Status}
@@ -85,79 +81,11 @@ def validate_doc_id(doc_id: object) -> str:
     return doc_id
 
 
-def _text(name: str, value: object, limit: int, *, empty_ok: bool = True) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
-    if not value and not empty_ok:
-        raise ValueError(f"{name} must not be empty")
-    if len(value) > limit:
-        raise ValueError(f"{name} is {len(value)} characters long; the limit is {limit}")
-    return value
-
-
-def _metadata(value: object) -> dict[str, Any]:
-    """A private JSON copy of ``value`` (snapshots in), or ``ValueError`` saying why not."""
-    if not isinstance(value, dict):
-        raise TypeError(f"metadata must be a dict, not {type(value).__name__}")
-    try:
-        encoded = json.dumps(value, allow_nan=False)
-    except RecursionError:
-        raise _too_deep() from None
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"metadata must be JSON-serializable: {exc}") from None
-    if len(encoded) > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata is {len(encoded)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
-    copy: dict[str, Any] = json.loads(encoded)
-    # Counting brackets is cheap and bounds the depth: only then is the walk needed.
-    if encoded.count("{") + encoded.count("[") > MAX_METADATA_DEPTH and _depth(copy) > MAX_METADATA_DEPTH:
-        raise _too_deep()
-    return copy
-
-
-def _too_deep() -> ValueError:
-    return ValueError(f"metadata is nested too deeply; the limit is {MAX_METADATA_DEPTH} levels")
-
-
-def _depth(value: Any) -> int:
-    """How deeply dicts and lists nest in ``value`` (a loop: no recursion limit to hit)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in item)
-    return deepest
-
-
 def _progress(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"progress must be a number, not {type(value).__name__}")
     if not 0.0 <= value <= 1.0:  # also false for NaN
         raise ValueError(f"progress must be between 0.0 and 1.0, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value}")
-    return value
-
-
-def _seconds(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
 
 
@@ -172,7 +100,7 @@ def _fields(status: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Checked copies of ``update_status``'s keywords."""
     clean: dict[str, Any] = {}
     for name, value in fields.items():
-        check = _FIELD_CHECKS.get(name)
+        check = KEYWORD_CHECKS.get(name)
         if check is None:
             _unknown_field(name)
         clean[name] = check(name, value)  # type: ignore[misc]
@@ -183,12 +111,8 @@ def _fields(status: str, fields: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-# Keywords checked by _count: page and chunk counters, the bulk of all updates.
-_COUNT_FIELDS = frozenset({"page", "total_pages", "chunk", "total_chunks"})
-
-
 def _only_counts(fields: dict[str, Any]) -> bool:
-    """Whether every keyword is a counter holding a value ``_count`` returns unchanged.
+    """Whether every keyword is a counter holding a value ``check_count`` returns unchanged.
 
     Such keywords need neither a check call each nor a copy (``**fields`` is
     already the call's own dict, and ints are immutable), which is most of
@@ -201,24 +125,11 @@ def _only_counts(fields: dict[str, Any]) -> bool:
 
 
 def _unknown_field(name: str) -> None:
-    if name in OWNED_FIELDS:
+    if name in MANAGED_FIELDS:
         raise TypeError(f"{name} is set by the StatusManager and cannot be passed to update_status")
     raise TypeError(
-        f"update_status() got an unexpected keyword {name!r}; accepted: "
-        f"status, progress, {', '.join(ACCEPTED_FIELDS)}"
+        f"update_status() got an unexpected keyword {name!r}; accepted: {', '.join(UPDATE_PARAMETERS)}"
     )
-
-
-_FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "stage": lambda name, value: _text(name, value, MAX_STAGE),
-    "page": _count,
-    "total_pages": _count,
-    "estimated_remaining": _seconds,
-    "metadata": lambda name, value: _metadata(value),
-    "chunk": _count,
-    "total_chunks": _count,
-    "error": lambda name, value: _text(name, value, MAX_ERROR),
-}
 
 
 class StatusManager:
@@ -259,8 +170,8 @@ class StatusManager:
             self._store = MemoryStore()
         self._hub = EventHub(self._store)
         self._closed = False
-        self.cleanup_max_age_seconds = _seconds("cleanup_max_age_seconds", cleanup_max_age_seconds)
-        interval = _seconds("cleanup_interval_seconds", cleanup_interval_seconds)
+        self.cleanup_max_age_seconds = check_seconds("cleanup_max_age_seconds", cleanup_max_age_seconds)
+        interval = check_seconds("cleanup_interval_seconds", cleanup_interval_seconds)
         if interval is not None:
             if interval <= 0:
                 raise ValueError("cleanup_interval_seconds must be positive, or None to disable")
@@ -292,8 +203,8 @@ class StatusManager:
         non-JSON metadata.
         """
         validate_doc_id(doc_id)
-        _text("filename", filename, MAX_FILENAME, empty_ok=False)
-        meta = _metadata({} if metadata is None else metadata)
+        check_text("filename", filename, MAX_FILENAME, empty_ok=False)
+        meta = check_metadata("metadata", {} if metadata is None else metadata)
         now = time.time()
         record = new_record(doc_id, filename, meta, now)
         change = self._store.create(record)
@@ -327,14 +238,14 @@ class StatusManager:
     def mark_completed(self, doc: DocRef, **metadata: Any) -> None:
         """Complete the document from any non-final status; ``metadata`` is merged in."""
         doc_id = _doc_id_of(doc)
-        extra = _metadata(metadata) if metadata else {}
+        extra = check_metadata("metadata", metadata) if metadata else {}
         now = time.time()
         self._changed(self._store.modify(doc_id, Mutation("complete", now, fields=extra)))
 
     def mark_failed(self, doc: DocRef, error: str) -> None:
         """Fail the document from any non-final status, keeping its progress."""
         doc_id = _doc_id_of(doc)
-        message = _text("error", error, MAX_ERROR, empty_ok=False)
+        message = check_text("error", error, MAX_ERROR, empty_ok=False)
         now = time.time()
         self._changed(self._store.modify(doc_id, Mutation("fail", now, fields={"error": message})))
 
@@ -374,13 +285,25 @@ class StatusManager:
         now = time.time()
         return [to_model(r, now) for r in records]
 
+    def _bodies(self, records: list[Record]) -> list[dict[str, Any]]:
+        now = time.time()
+        return [status_json(r, now) for r in records]
+
     def list_active(self) -> list[ProcessingStatus]:
         """Documents not yet completed or failed, most recently updated first."""
         return self._models(self._store.active())
 
+    def list_active_json(self) -> list[dict[str, Any]]:
+        """:meth:`list_active` as status JSON (as :meth:`get_status_json` gives it)."""
+        return self._bodies(self._store.active())
+
     def list_all(self, limit: int = 100) -> list[ProcessingStatus]:
         """Up to ``limit`` documents, most recently updated first."""
         return self._models(self._store.recent(_limit(limit)))
+
+    def list_all_json(self, limit: int = 100) -> list[dict[str, Any]]:
+        """:meth:`list_all` as status JSON (as :meth:`get_status_json` gives it)."""
+        return self._bodies(self._store.recent(_limit(limit)))
 
     def count_by_status(self) -> dict[str, int]:
         """Counts per status plus ``active``, ``completed``, ``failed`` and ``total``."""
@@ -400,7 +323,7 @@ class StatusManager:
         Returns how many were removed. Works in batches, releasing the store
         between them, so updates keep flowing during a large cleanup.
         """
-        age = _seconds("max_age_seconds", max_age_seconds)
+        age = check_seconds("max_age_seconds", max_age_seconds)
         before = time.time() - (age or 0.0)
         removed = 0
         while True:

@@ -1,29 +1,53 @@
-"""The status model: states, the lifecycle table, the progress formula and the ETA.
+"""The status model: its fields and who sets each, the states, the lifecycle table,
+the progress formula and the ETA.
 
 Everything here is pure: no locks, no storage, no clocks read. The manager and
 the stores build on these definitions; users import ``Status``,
 ``ProcessingStatus`` and ``progress_for`` from :mod:`docstatus`.
+
+A status field is declared once, in :class:`ProcessingStatus`, with a
+:class:`Role` that says who sets it and how a caller's value is checked. What
+``update_status`` accepts, what the manager owns, the stored record's keys and
+the status JSON are all derived from those declarations when this module is
+imported (see :data:`FIELD_ROLES`).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "ACTIVE",
+    "ARGUMENT",
     "DEFAULT_STAGE",
+    "FIELD_ROLES",
     "FINISHED",
+    "KEYWORD_CHECKS",
+    "LEGAL_PAIRS",
+    "MANAGED",
+    "MANAGED_FIELDS",
     "TRANSITIONS",
+    "UPDATE_PARAMETERS",
+    "Check",
     "ProcessingStatus",
     "RateEstimator",
+    "Role",
     "Status",
-    "LEGAL_PAIRS",
+    "Track",
     "can_transition",
+    "check_count",
+    "check_metadata",
+    "check_seconds",
+    "check_text",
+    "keyword",
     "progress_for",
 ]
 
@@ -46,7 +70,6 @@ class Status(enum.StrEnum):
 
 
 FINISHED: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED})
-ACTIVE: frozenset[Status] = frozenset(Status) - FINISHED
 
 # The contract's valid transitions plus ``queued -> failed`` (DESIGN §2): a
 # document can fail before a worker ever parses it (unreadable upload).
@@ -125,6 +148,130 @@ def progress_for(status: str, done: int | None = None, total: int | None = None)
     return (start * total + width * done) / (1000 * total)
 
 
+# -- checks: what a caller may give for a field ----------------------------------------
+
+#: A check of a caller's value for the named field: returns the value to store
+#: (a private copy where the value is mutable), or raises ``TypeError`` or
+#: ``ValueError`` with a message that says why.
+Check = Callable[[str, Any], Any]
+
+MAX_FILENAME = 1024
+MAX_STAGE = 200
+MAX_ERROR = 10_000
+MAX_METADATA_BYTES = 64 * 1024
+#: Deepest nesting of dicts/lists in metadata: records are copied and encoded recursively,
+#: so deeper metadata would be stored and then make every read of it fail.
+MAX_METADATA_DEPTH = 64
+
+
+def check_text(name: str, value: object, limit: int, *, empty_ok: bool = True) -> str:
+    """``value`` if it is a string of at most ``limit`` characters (and not empty, unless ``empty_ok``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    if not value and not empty_ok:
+        raise ValueError(f"{name} must not be empty")
+    if len(value) > limit:
+        raise ValueError(f"{name} is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def check_count(name: str, value: object) -> int | None:
+    """``value`` if it is ``None`` or an integer >= 0 (a bool is not a count)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def check_seconds(name: str, value: object) -> float | None:
+    """``value`` as a float if it is ``None`` or a finite number of seconds >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def check_metadata(name: str, value: object) -> dict[str, Any]:
+    """A private JSON copy of the dict ``value`` (snapshots in), or ``ValueError`` saying why not.
+
+    The copy is at most :data:`MAX_METADATA_BYTES` as JSON and nests at most
+    :data:`MAX_METADATA_DEPTH` levels.
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict, not {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise _too_deep(name) from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON-serializable: {exc}") from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise ValueError(f"{name} is {len(encoded)} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    copy: dict[str, Any] = json.loads(encoded)
+    # Counting brackets is cheap and bounds the depth: only then is the walk needed.
+    if encoded.count("{") + encoded.count("[") > MAX_METADATA_DEPTH and _depth(copy) > MAX_METADATA_DEPTH:
+        raise _too_deep(name)
+    return copy
+
+
+def _too_deep(name: str) -> ValueError:
+    return ValueError(f"{name} is nested too deeply; the limit is {MAX_METADATA_DEPTH} levels")
+
+
+def _depth(value: Any) -> int:
+    """How deeply dicts and lists nest in ``value`` (a loop: no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+# -- roles: who sets each field ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Who sets a field of :class:`ProcessingStatus`, declared beside the field.
+
+    Every field has exactly one: :data:`MANAGED` (only the StatusManager sets
+    it; ``update_status`` refuses it), :data:`ARGUMENT` (a parameter of
+    ``update_status`` of its own) or :func:`keyword` (an ``update_status``
+    keyword, validated by ``check``).
+    """
+
+    set_by: Literal["manager", "argument", "keyword"]
+    #: Validates a caller's value of a keyword field.
+    check: Check | None = None
+    #: More ``update_status`` keywords that are kept inside this (dict) field, with their checks.
+    inner: tuple[tuple[str, Check], ...] = ()
+
+
+MANAGED = Role("manager")
+ARGUMENT = Role("argument")
+
+
+def keyword(check: Check, **inner: Check) -> Role:
+    """The role of a field that ``update_status`` accepts as a keyword, checked by ``check``.
+
+    ``inner`` names more keywords whose values are stored inside this field
+    (``metadata`` keeps ``chunk`` and ``total_chunks``), each with its check.
+    """
+    return Role("keyword", check, tuple(inner.items()))
+
+
 _EXAMPLE: dict[str, Any] = {
     "doc_id": "abc123...",
     "filename": "report.pdf",
@@ -152,22 +299,28 @@ class ProcessingStatus(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"example": _EXAMPLE})
 
-    doc_id: str = Field(..., description="SHA-256 document hash")
-    filename: str = Field(..., description="Original filename")
-    status: Status = Field(..., description="Current status")
-    progress: float = Field(..., ge=0.0, le=1.0, description="Progress 0.0-1.0")
-    stage: str = Field(..., description="Human-readable current stage")
-    page: int | None = Field(None, description="Current page number")
-    total_pages: int | None = Field(None, description="Total pages")
-    started_at: datetime = Field(..., description="Processing start time (UTC)")
-    updated_at: datetime = Field(..., description="Last update time (UTC)")
-    completed_at: datetime | None = Field(None, description="Completion time (UTC)")
-    elapsed_time: float = Field(..., description="Seconds since start")
-    estimated_remaining: float | None = Field(None, description="Estimated seconds remaining")
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Document metadata (format, size, etc.)"
+    doc_id: Annotated[str, MANAGED] = Field(..., description="SHA-256 document hash")
+    filename: Annotated[str, MANAGED] = Field(..., description="Original filename")
+    status: Annotated[Status, ARGUMENT] = Field(..., description="Current status")
+    progress: Annotated[float, ARGUMENT] = Field(..., ge=0.0, le=1.0, description="Progress 0.0-1.0")
+    stage: Annotated[str, keyword(partial(check_text, limit=MAX_STAGE))] = Field(
+        ..., description="Human-readable current stage"
     )
-    error: str | None = Field(None, description="Error message if failed")
+    page: Annotated[int | None, keyword(check_count)] = Field(None, description="Current page number")
+    total_pages: Annotated[int | None, keyword(check_count)] = Field(None, description="Total pages")
+    started_at: Annotated[datetime, MANAGED] = Field(..., description="Processing start time (UTC)")
+    updated_at: Annotated[datetime, MANAGED] = Field(..., description="Last update time (UTC)")
+    completed_at: Annotated[datetime | None, MANAGED] = Field(None, description="Completion time (UTC)")
+    elapsed_time: Annotated[float, MANAGED] = Field(..., description="Seconds since start")
+    estimated_remaining: Annotated[float | None, keyword(check_seconds)] = Field(
+        None, description="Estimated seconds remaining"
+    )
+    metadata: Annotated[
+        dict[str, Any], keyword(check_metadata, chunk=check_count, total_chunks=check_count)
+    ] = Field(default_factory=dict, description="Document metadata (format, size, etc.)")
+    error: Annotated[str | None, keyword(partial(check_text, limit=MAX_ERROR))] = Field(
+        None, description="Error message if failed"
+    )
 
     @field_validator("started_at", "updated_at", "completed_at")
     @classmethod
@@ -184,16 +337,82 @@ class ProcessingStatus(BaseModel):
         return self.status in FINISHED
 
 
+def _roles() -> dict[str, Role]:
+    roles: dict[str, Role] = {}
+    for name, info in ProcessingStatus.model_fields.items():
+        declared = [m for m in info.metadata if isinstance(m, Role)]
+        if len(declared) != 1:
+            raise TypeError(f"ProcessingStatus.{name} must declare exactly one Role, not {len(declared)}")
+        roles[name] = declared[0]
+    return roles
+
+
+#: Every field of the model, in order, with its role.
+FIELD_ROLES: dict[str, Role] = _roles()
+
+#: The fields only the StatusManager sets.
+MANAGED_FIELDS: frozenset[str] = frozenset(n for n, r in FIELD_ROLES.items() if r.set_by == "manager")
+
+#: ``update_status``'s keywords and their checks, in the model's order; keywords
+#: kept inside a field come right after it.
+KEYWORD_CHECKS: dict[str, Check] = {
+    name: check
+    for field, role in FIELD_ROLES.items()
+    if role.set_by == "keyword" and role.check is not None
+    for name, check in ((field, role.check), *role.inner)
+}
+
+#: What ``update_status`` accepts, in order: its own parameters, then its keywords.
+UPDATE_PARAMETERS: tuple[str, ...] = (
+    *(n for n, r in FIELD_ROLES.items() if r.set_by == "argument"),
+    *KEYWORD_CHECKS,
+)
+
+
+# -- the ETA -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Track:
+    """What the ETA estimate carries from one change of a document to the next.
+
+    Every record keeps one, so that any process can continue the estimate. A
+    record stores it as the list of its six fields, in this order and as
+    plain numbers: ``Track(*stored)`` reads one and :meth:`stored` writes one,
+    and those are the only conversions. (The fields are laid out as stored, the
+    flag included, because reading the track is on every update's path and
+    this is its cheapest form: ``Track(*stored)`` is a single call.) Not
+    frozen: a track read from a record is a private copy that one change
+    updates in place.
+    """
+
+    #: When the attempt started (epoch seconds).
+    started: float
+    #: When progress was last sampled (epoch seconds), and its value then.
+    sampled_at: float
+    progress_then: float
+    #: The smoothed rate (progress per second, before bias correction), and how many samples it holds.
+    rate: float
+    samples: int
+    #: 1 when the caller gave ``estimated_remaining`` itself, 0 when it is left to the estimate.
+    eta_given: int
+
+    @classmethod
+    def start(cls, now: float) -> Track:
+        """The track of an attempt that starts at ``now``: no sample yet."""
+        return cls(now, now, 0.0, 0.0, 0, 0)
+
+    def stored(self) -> list[float]:
+        """The list a record stores: ``[started, sampled_at, progress_then, rate, samples, eta_given]``."""
+        return [self.started, self.sampled_at, self.progress_then, self.rate, self.samples, self.eta_given]
+
+
 class RateEstimator:
     """Smoothed progress rate, as tqdm smooths its iteration rate.
 
     An exponential moving average of the observed rate (progress per second)
     with bias correction, so early samples are not dragged towards zero by the
-    average's initial value. Its state lives in a record's *track*, a list of
-    six numbers that any process can continue:
-    ``[started, at, progress_at, ema, samples, eta_given]`` — when the attempt
-    started, when progress was last sampled and its value then, the average,
-    how many samples it holds, and whether the caller gave the ETA itself.
+    average's initial value. Its state is a record's :class:`Track`.
     """
 
     SMOOTHING = 0.3
@@ -203,29 +422,36 @@ class RateEstimator:
     MIN_INTERVAL = 0.05
 
     @staticmethod
-    def advance(track: list[float], progress: float, now: float) -> list[float]:
-        """The track after progress reached ``progress`` at ``now`` (``track`` itself if no sample)."""
-        dt = now - track[1]
-        gained = progress - track[2]
+    def advance(track: Track, progress: float, now: float) -> bool:
+        """Take "progress reached ``progress`` at ``now``" into ``track``; whether it was a sample.
+
+        No sample (``track`` unchanged) while progress has not grown or less
+        than :attr:`MIN_INTERVAL` has passed since the last one: the next
+        sample then measures from that last sample point.
+        """
+        dt = now - track.sampled_at
+        gained = progress - track.progress_then
         if gained <= 0 or dt < RateEstimator.MIN_INTERVAL:
-            # No signal yet: keep measuring from the last sample point.
-            return track
+            return False
         alpha = RateEstimator.SMOOTHING
-        ema = alpha * (gained / dt) + (1 - alpha) * track[3]
-        return [track[0], now, progress, ema, track[4] + 1, track[5]]
+        track.rate = alpha * (gained / dt) + (1 - alpha) * track.rate
+        track.sampled_at = now
+        track.progress_then = progress
+        track.samples += 1
+        return True
 
     @staticmethod
-    def remaining(track: list[float], progress: float, now: float) -> float | None:
+    def remaining(track: Track, progress: float, now: float) -> float | None:
         """Seconds left at ``now``, or ``None`` while there is no signal."""
-        samples = track[4]
+        samples = track.samples
         if samples < 1:
             return None
-        rate = track[3] / (1.0 - _DECAY**samples)
+        rate = track.rate / (1.0 - _DECAY**samples)
         if not 0.0 < rate < math.inf:  # also false for NaN
             return None
         # max(0.0, x) spelled out: this runs on every update and the calls cost more
         # than the arithmetic. The values (and their order of operations) are unchanged.
-        waited = now - track[1]
+        waited = now - track.sampled_at
         left = (1.0 - progress) / rate - (waited if waited > 0.0 else 0.0)
         return left if left > 0.0 else 0.0
 

@@ -1,9 +1,11 @@
 """The stored record of a document, and how each kind of change transforms it.
 
 A record is the plain JSON-compatible dict that a store keeps per document (and
-that the wrapped ``processing_status`` dict holds): the model's field names,
-ISO-8601 strings for times, plus one private key, ``_track``, with the numbers
-the manager needs to compute elapsed time and the ETA without parsing strings.
+that the wrapped ``processing_status`` dict holds): the model's field names (in
+the model's order, derived from :class:`~docstatus.models.ProcessingStatus`),
+ISO-8601 strings for times, plus one private key, ``_track``: the
+:class:`~docstatus.models.Track` the manager needs to compute elapsed time and
+the ETA without parsing strings, stored as a list of six numbers.
 
 Every ``apply_*`` function is pure: it takes the stored record, returns a new
 one, and raises before returning if the change is not allowed. Stores call them
@@ -14,19 +16,24 @@ it was and a store never needs to know the rules.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic_core import PydanticUndefined
+
 from .errors import InvalidTransitionError
 from .models import (
     DEFAULT_STAGE,
+    FIELD_ROLES,
     FINISHED,
     LEGAL_PAIRS,
     ProcessingStatus,
     RateEstimator,
     Status,
+    Track,
     progress_for,
 )
 
@@ -41,18 +48,43 @@ __all__ = [
     "finished_at",
     "is_finished",
     "new_record",
-    "snapshot_json",
     "status_json",
     "to_model",
 ]
 
 Record = dict[str, Any]
 
-# _track layout (see RateEstimator): [started, sampled_at, progress_then, rate_ema, samples,
-# eta_given], times as epoch seconds.
-_STARTED, _ETA_GIVEN = 0, 5
-
 _TERMINAL = frozenset(s.value for s in FINISHED)
+
+
+def _is_time(annotation: Any) -> bool:
+    return annotation is datetime or datetime in typing.get_args(annotation)
+
+
+def _default(name: str) -> Any:
+    # What a new record holds for a field that queuing does not set: the model's default.
+    value = ProcessingStatus.model_fields[name].get_default(call_default_factory=True)
+    return None if value is PydanticUndefined else value
+
+
+# The model's fields, in order: a record's keys (with _track last) and its status JSON's.
+_FIELDS: tuple[str, ...] = tuple(ProcessingStatus.model_fields)
+_TIME_FIELDS: tuple[str, ...] = tuple(
+    name for name, info in ProcessingStatus.model_fields.items() if _is_time(info.annotation)
+)
+_BLANK: dict[str, Any] = {name: _default(name) for name in _FIELDS}
+_RECORD_KEYS = frozenset({*_FIELDS, "_track"})
+# What to_model copies and fills in: a snapshot with every field set (to None).
+_SNAPSHOT_TEMPLATE = ProcessingStatus.model_construct(**dict.fromkeys(_FIELDS))
+_STATUS: dict[str, Status] = {s.value: s for s in Status}
+# Keywords that update_status stores as given; metadata is merged instead.
+# (estimated_remaining is set again by the rules of every change: the caller's
+# value while active, None once the document has ended.)
+_KEYWORD_FIELDS = frozenset(name for name, role in FIELD_ROLES.items() if role.set_by == "keyword")
+_PLAIN_FIELDS = _KEYWORD_FIELDS - {"metadata"}
+# Keywords that update_status keeps inside metadata (chunk, total_chunks), in order.
+_METADATA_KEYWORDS: tuple[str, ...] = tuple(name for name, _ in FIELD_ROLES["metadata"].inner)
+_METADATA_KEYWORD_SET = frozenset(_METADATA_KEYWORDS)
 
 
 # (a whole second as a float, the format of its timestamps): one tuple, so that
@@ -104,24 +136,24 @@ def finished_at(record: Mapping[str, Any]) -> float | None:
 
 
 def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float) -> Record:
-    """The record of a document that has just been queued."""
+    """The record of a document that has just been queued at ``now``.
+
+    Its keys are the model's fields in the model's order, then ``_track``;
+    a field that queuing does not set holds the model's default.
+    """
     stamp = iso(now)
     return {
+        **_BLANK,
         "doc_id": doc_id,
         "filename": filename,
         "status": Status.QUEUED.value,
         "progress": 0.0,
         "stage": DEFAULT_STAGE[Status.QUEUED],
-        "page": None,
-        "total_pages": None,
         "started_at": stamp,
         "updated_at": stamp,
-        "completed_at": None,
         "elapsed_time": 0.0,
-        "estimated_remaining": None,
         "metadata": metadata,
-        "error": None,
-        "_track": [now, now, 0.0, 0.0, 0, 0],
+        "_track": Track.start(now).stored(),
     }
 
 
@@ -131,24 +163,29 @@ def _refuse_if_final(record: Record, target: str, action: str = "") -> None:
         raise InvalidTransitionError(record["doc_id"], record["status"], target, reason)
 
 
-def _advance(new: Record, progress: float, now: float) -> list[float]:
-    """Stamp a change at ``now`` that brings progress to at least ``progress``; returns the track."""
-    track: list[float] = new["_track"]
+def _advance(new: Record, track: Track, progress: float, now: float) -> None:
+    """Stamp a change at ``now`` that brings progress to at least ``progress``.
+
+    ``track`` is the record's, sampled in place. ``_progressed`` does the same
+    steps inline (see there).
+    """
     if progress > new["progress"]:
         new["progress"] = progress
-        new["_track"] = track = RateEstimator.advance(track, progress, now)
+        RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
-    elapsed = now - track[_STARTED]
+    elapsed = now - track.started
     # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
     new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
-    return track
 
 
-def _finish(new: Record, status: str, now: float) -> None:
+def _finish(new: Record, status: str, progress: float, now: float) -> None:
     new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
-    new["_track"] = [*new["_track"][:5], 0]
+    track = Track(*new["_track"])
+    track.eta_given = 0
+    _advance(new, track, progress, now)
+    new["_track"] = track.stored()
 
 
 def apply_update(
@@ -170,8 +207,7 @@ def apply_update(
     if target != current and "stage" not in fields:
         new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
     if target in _TERMINAL:
-        _finish(new, target, now)
-        _advance(new, 1.0 if target == "completed" else new["progress"], now)
+        _finish(new, target, 1.0 if target == "completed" else new["progress"], now)
         return new
     new["status"] = target
     _progressed(new, target, progress, fields, now)
@@ -186,34 +222,48 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
         else:
             meta = new["metadata"]
             progress = progress_for(status, meta.get("chunk"), meta.get("total_chunks"))
-    track = _advance(new, progress, now)
+    track = Track(*new["_track"])
+    # _advance's steps, inline: this runs on every update, and the call cost
+    # about as much as reading the track does.
+    changed = False
+    if progress > new["progress"]:
+        new["progress"] = progress
+        changed = RateEstimator.advance(track, progress, now)
+    new["updated_at"] = iso(now)
+    elapsed = now - track.started
+    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
     if "estimated_remaining" in fields:
         new["estimated_remaining"] = fields["estimated_remaining"]
         given = 1
     else:
         new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
         given = 0
-    if track[_ETA_GIVEN] != given:
-        new["_track"] = [*track[:5], given]
-
-
-# Fields that update_status copies into the record as they are.
-_PLAIN_FIELDS = frozenset({"stage", "page", "total_pages", "error"})
+    if track.eta_given != given:
+        track.eta_given = given
+        changed = True
+    if changed:
+        new["_track"] = track.stored()
 
 
 def _merge_fields(new: Record, fields: dict[str, Any]) -> None:
-    meta = fields.get("metadata")
-    if meta or "chunk" in fields or "total_chunks" in fields:
-        _merge_metadata(new, meta, fields)
-    for name, value in fields.items():
-        if name in _PLAIN_FIELDS:
-            new[name] = value
-    _check_counts(new, "page", new["page"], new["total_pages"])
+    if _PLAIN_FIELDS.issuperset(fields):
+        new.update(fields)  # the usual update (pages, a stage, an ETA): one call
+    else:
+        meta = fields.get("metadata")
+        if meta or not _METADATA_KEYWORD_SET.isdisjoint(fields):
+            _merge_metadata(new, meta, fields)
+        for name, value in fields.items():
+            if name in _PLAIN_FIELDS:
+                new[name] = value
+    page, total = new["page"], new["total_pages"]
+    # _check_counts inline for pages: every page update runs it.
+    if isinstance(page, int) and isinstance(total, int) and page > total:
+        _check_counts(new, "page", page, total)
 
 
 def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, Any]) -> None:
     merged = {**new["metadata"], **(meta or {})}
-    for name in ("chunk", "total_chunks"):
+    for name in _METADATA_KEYWORDS:
         if name in fields:
             merged[name] = fields[name]
     new["metadata"] = merged
@@ -232,8 +282,7 @@ def apply_complete(record: Record, extra: dict[str, Any], now: float) -> Record:
     if extra:
         new["metadata"] = {**new["metadata"], **extra}
     new["stage"] = DEFAULT_STAGE[Status.COMPLETED]
-    _finish(new, "completed", now)
-    _advance(new, 1.0, now)
+    _finish(new, "completed", 1.0, now)
     return new
 
 
@@ -243,8 +292,7 @@ def apply_fail(record: Record, error: str, now: float) -> Record:
     new = dict(record)
     new["error"] = error
     new["stage"] = DEFAULT_STAGE[Status.FAILED]
-    _finish(new, "failed", now)
-    _advance(new, new["progress"], now)
+    _finish(new, "failed", new["progress"], now)
     return new
 
 
@@ -294,49 +342,55 @@ def _parse_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def _live(record: Mapping[str, Any], now: float) -> tuple[float, float | None]:
-    """Elapsed seconds and the ETA as of ``now``: live while active, frozen once finished."""
-    if record["status"] in _TERMINAL:
-        return float(record["elapsed_time"]), None
-    track = record["_track"]
-    elapsed = max(0.0, now - track[_STARTED])
-    if track[_ETA_GIVEN]:
-        return elapsed, record["estimated_remaining"]
-    return elapsed, RateEstimator.remaining(track, float(record["progress"]), now)
+def _fields_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    # A record holds the model's fields and _track (new_record makes it so; a store
+    # may keep private keys of its own beside them): the copy less _track is the
+    # fields, unless there were more keys, and copying is several times cheaper
+    # than picking the fields one by one.
+    values = dict(record)
+    del values["_track"]
+    if len(values) != len(_FIELDS):
+        values = {name: record[name] for name in _FIELDS}
+    return values
+
+
+def _snapshot(record: Mapping[str, Any], now: float | None) -> dict[str, Any]:
+    """The record's fields as of ``now`` (``None``: as of its last change), times still stored strings.
+
+    Elapsed time and the ETA are live while the document is active and frozen
+    once it has finished; metadata is a private copy.
+    """
+    values = _fields_of(record)
+    values["progress"] = float(values["progress"])
+    values["metadata"] = copy_json(values["metadata"])
+    if values["status"] in _TERMINAL:
+        values["elapsed_time"] = float(values["elapsed_time"])
+        values["estimated_remaining"] = None
+        return values
+    track = Track(*record["_track"])
+    if now is None:
+        now = float(track.started + values["elapsed_time"])
+    elapsed = now - track.started
+    values["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    if not track.eta_given:
+        values["estimated_remaining"] = RateEstimator.remaining(track, values["progress"], now)
+    return values
 
 
 def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
     """A snapshot of ``record`` as of ``now``: live elapsed time and ETA while active."""
-    elapsed, eta = _live(record, now)
-    return ProcessingStatus.model_construct(
-        doc_id=record["doc_id"],
-        filename=record["filename"],
-        status=Status(record["status"]),
-        progress=float(record["progress"]),
-        stage=record["stage"],
-        page=record["page"],
-        total_pages=record["total_pages"],
-        started_at=_parse_time(record["started_at"]),
-        updated_at=_parse_time(record["updated_at"]),
-        completed_at=_parse_time(record["completed_at"]),
-        elapsed_time=elapsed,
-        estimated_remaining=eta,
-        metadata=copy_json(record["metadata"]),
-        error=record["error"],
-    )
-
-
-def snapshot_json(status: ProcessingStatus) -> dict[str, Any]:
-    """A snapshot as the HTTP API and the event stream report it: the model's JSON plus
-    ``timestamp`` (= ``updated_at``)."""
-    body = status.model_dump(mode="json")
-    body["timestamp"] = body["updated_at"]
-    return body
+    values = _snapshot(record, now)
+    for name in _TIME_FIELDS:
+        values[name] = _parse_time(values[name])
+    values["status"] = _STATUS[values["status"]]
+    # Every field is replaced, so nothing of the template is shared; copying a model
+    # with trusted values costs half of what model_construct's generic loop does.
+    return _SNAPSHOT_TEMPLATE.model_copy(update=values)
 
 
 def changed_at(record: Mapping[str, Any]) -> float:
     """When the record last changed, as epoch seconds."""
-    return float(record["_track"][_STARTED] + record["elapsed_time"])
+    return float(Track(*record["_track"]).started + record["elapsed_time"])
 
 
 def _json_time(value: str | None) -> str | None:
@@ -351,31 +405,19 @@ def _json_time(value: str | None) -> str | None:
 def status_json(record: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
     """``record``'s status JSON as of ``now``; by default as of its last change.
 
-    The same body as ``snapshot_json(to_model(record, now))`` (a test holds
-    them equal), built straight from the record: every change with a
-    subscriber builds one, and the model round trip was most of its cost.
-    Events use the default ``now``, so an event says what was true when the
-    change happened, and a stream resumed later replays the same bodies.
+    The one record -> JSON function: the body of ``GET /status/{doc_id}``, of
+    every listing and of every event. It is the model's JSON (the same as
+    ``to_model(record, now).model_dump(mode="json")``, a test holds them
+    equal) plus ``timestamp`` (= ``updated_at``), built straight from the
+    record: the model round trip was most of its cost. Events use the default
+    ``now``, so an event says what was true when the change happened, and a
+    stream resumed later replays the same bodies.
     """
-    elapsed, eta = _live(record, changed_at(record) if now is None else now)
-    updated = _json_time(record["updated_at"])
-    return {
-        "doc_id": record["doc_id"],
-        "filename": record["filename"],
-        "status": record["status"],
-        "progress": float(record["progress"]),
-        "stage": record["stage"],
-        "page": record["page"],
-        "total_pages": record["total_pages"],
-        "started_at": _json_time(record["started_at"]),
-        "updated_at": updated,
-        "completed_at": _json_time(record["completed_at"]),
-        "elapsed_time": elapsed,
-        "estimated_remaining": eta,
-        "metadata": copy_json(record["metadata"]),
-        "error": record["error"],
-        "timestamp": updated,
-    }
+    body = _snapshot(record, now)
+    for name in _TIME_FIELDS:
+        body[name] = _json_time(body[name])
+    body["timestamp"] = body["updated_at"]
+    return body
 
 
 def is_valid_record(record: Any) -> bool:
@@ -385,5 +427,6 @@ def is_valid_record(record: Any) -> bool:
         and isinstance(record.get("doc_id"), str)
         and record.get("status") in Status.__members__.values()
         and isinstance(record.get("_track"), list)
+        and record.keys() >= _RECORD_KEYS
         and math.isfinite(float(record.get("progress", math.nan)))
     )

@@ -9,7 +9,18 @@ import pytest
 from pydantic import ValidationError
 
 from docstatus import ProcessingStatus, Status, progress_for
-from docstatus.models import TRANSITIONS, RateEstimator, can_transition
+from docstatus.models import (
+    FIELD_ROLES,
+    KEYWORD_CHECKS,
+    MANAGED_FIELDS,
+    TRANSITIONS,
+    UPDATE_PARAMETERS,
+    RateEstimator,
+    Track,
+    can_transition,
+    check_count,
+)
+from docstatus.records import new_record, status_json
 
 ALL = [s.value for s in Status]
 
@@ -132,17 +143,18 @@ def test_status_field_serializes_as_plain_string() -> None:
 
 
 def test_rate_estimator_needs_a_sample_before_it_estimates() -> None:
-    track: list[float] = [0.0, 0.0, 0.0, 0.0, 0, 0]
+    track = Track.start(0.0)
     assert RateEstimator.remaining(track, 0.0, 1.0) is None
-    track = RateEstimator.advance(track, 0.1, 0.001)  # too soon after the last point: pooled
-    assert track[4] == 0
+    assert not RateEstimator.advance(track, 0.1, 0.001)  # too soon after the last point: pooled
+    assert track.samples == 0
 
 
 def test_rate_estimator_converges_on_a_steady_rate() -> None:
-    track: list[float] = [0.0, 0.0, 0.0, 0.0, 0, 0]
+    track = Track.start(0.0)
     for step in range(1, 11):  # 0.05 progress per second
-        track = RateEstimator.advance(track, step * 0.05, float(step))
-    assert track[0] == 0.0  # the start of the attempt is kept
+        assert RateEstimator.advance(track, step * 0.05, float(step))
+    assert track.started == 0.0  # the start of the attempt is kept
+    assert track.samples == 10
     remaining = RateEstimator.remaining(track, 0.5, 10.0)
     assert remaining is not None
     assert remaining == pytest.approx(10.0)  # bias correction: exact on a steady rate
@@ -151,10 +163,20 @@ def test_rate_estimator_converges_on_a_steady_rate() -> None:
 
 
 def test_rate_estimator_ignores_non_progress() -> None:
-    track: list[float] = [0.0, 1.0, 0.2, 0.1, 3, 0]
-    assert RateEstimator.advance(track, 0.2, 5.0) is track
-    assert RateEstimator.advance(track, 0.1, 5.0) is track
+    track = Track(0.0, 1.0, 0.2, 0.1, 3, 0)
+    assert not RateEstimator.advance(track, 0.2, 5.0)
+    assert not RateEstimator.advance(track, 0.1, 5.0)
+    assert track == Track(0.0, 1.0, 0.2, 0.1, 3, 0)
     assert not math.isnan(RateEstimator.remaining(track, 0.2, 5.0) or 0.0)
+
+
+def test_a_track_is_stored_as_the_six_numbers_records_have_always_held() -> None:
+    track = Track(10.0, 12.5, 0.25, 0.01, 4, 1)
+    assert track.stored() == [10.0, 12.5, 0.25, 0.01, 4, 1]
+    assert Track(*track.stored()) == track
+    assert Track(*[10.0, 10.0, 0.0, 0.0, 0, 0]) == Track.start(10.0)
+    assert Track.start(10.0).stored() == [10.0, 10.0, 0.0, 0.0, 0, 0]
+    assert [type(v) for v in Track.start(1.0).stored()] == [float, float, float, float, int, int]
 
 
 @pytest.mark.parametrize(
@@ -177,3 +199,40 @@ def test_errors_read_as_their_message() -> None:
         "code": "DOCUMENT_NOT_FOUND",
         "details": {"doc_id": "x"},
     }
+
+
+# -- one declaration per field: what is derived from the model ------------------------------
+
+
+def test_every_field_declares_who_sets_it() -> None:
+    assert list(FIELD_ROLES) == list(ProcessingStatus.model_fields)
+    # DESIGN §2, written out: the fields the manager owns, the arguments, the keywords.
+    owned = {"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"}
+    assert owned == MANAGED_FIELDS
+    assert UPDATE_PARAMETERS == (
+        "status",
+        "progress",
+        "stage",
+        "page",
+        "total_pages",
+        "estimated_remaining",
+        "metadata",
+        "chunk",
+        "total_chunks",
+        "error",
+    )
+    assert set(KEYWORD_CHECKS) == set(UPDATE_PARAMETERS) - {"status", "progress"}
+    assert {n for n, c in KEYWORD_CHECKS.items() if c is check_count} == {
+        "page",
+        "total_pages",
+        "chunk",
+        "total_chunks",
+    }
+
+
+def test_records_and_status_json_have_the_models_fields_in_its_order() -> None:
+    record = new_record("d", "f.pdf", {}, 1_700_000_000.0)
+    fields = list(ProcessingStatus.model_fields)
+    assert list(record) == [*fields, "_track"]
+    assert list(status_json(record)) == [*fields, "timestamp"]
+    assert ProcessingStatus.model_validate(status_json(record)).filename == "f.pdf"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docstatus.records import Mutation, changed_at, new_record, snapshot_json, status_json, to_model
+from docstatus import ProcessingStatus
+from docstatus.records import Mutation, changed_at, new_record, status_json, to_model
 
 # Whole seconds too: a zero fraction is where pydantic's datetime format differs most.
 TIMES = st.one_of(st.integers(1_600_000_000, 1_900_000_000).map(float), st.floats(1.6e9, 1.9e9))
@@ -18,6 +21,13 @@ STEPS = st.lists(
     ),
     max_size=12,
 )
+
+
+def _model_json(record: dict[str, object], now: float) -> dict[str, object]:
+    """The status JSON the long way: through the pydantic model and its own serializer."""
+    body = to_model(record, now).model_dump(mode="json")
+    body["timestamp"] = body["updated_at"]
+    return body
 
 
 def _walk(start: float, steps: list[tuple[str, int, float, bool]]) -> list[dict[str, object]]:
@@ -49,6 +59,72 @@ def test_status_json_equals_the_models_json(
     start: float, steps: list[tuple[str, int, float, bool]], later: float
 ) -> None:
     for record in _walk(start, steps):
-        assert status_json(record) == snapshot_json(to_model(record, changed_at(record)))
+        assert status_json(record) == _model_json(record, changed_at(record))
         now = changed_at(record) + later
-        assert status_json(record, now) == snapshot_json(to_model(record, now))
+        assert status_json(record, now) == _model_json(record, now)
+
+
+def test_keys_a_store_keeps_beside_the_fields_are_no_part_of_the_status() -> None:
+    record = Mutation("update", 1_700_000_001.0, "parsing", None, {})(
+        new_record("d", "f.pdf", {}, 1_700_000_000.0)
+    )
+    with_private = {**record, "_version": 7}
+    assert status_json(with_private) == status_json(record)
+    assert "_version" not in status_json(with_private, 1_700_000_002.0)
+    assert to_model(with_private, 1_700_000_002.0) == to_model(record, 1_700_000_002.0)
+
+
+def test_the_stored_track_keeps_its_six_number_form_and_its_arithmetic() -> None:
+    # Expected values as the positional-list implementation computed them: stored
+    # records (SQLite files, Redis data) continue with the same numbers.
+    record = new_record("old", "old.pdf", {"format": "pdf"}, 1_700_000_000.25)
+    assert record["_track"] == [1_700_000_000.25, 1_700_000_000.25, 0.0, 0.0, 0, 0]
+    steps = [
+        (Mutation("update", 1_700_000_001.0, "parsing", None, {}), [1.0, 0.1, 0.04, 1, 0]),
+        (
+            Mutation("update", 1_700_000_002.0, "embedding_visual", None, {"page": 1, "total_pages": 4}),
+            [2.0, 0.225, 0.0655, 2, 0],
+        ),
+        (
+            Mutation("update", 1_700_000_003.5, "embedding_visual", None, {"page": 2, "total_pages": 4}),
+            [3.5, 0.35, 0.07085, 3, 0],
+        ),
+        (
+            Mutation(
+                "update",
+                1_700_000_004.0,
+                "embedding_text",
+                None,
+                {"chunk": 1, "total_chunks": 3, "estimated_remaining": 7.5},
+            ),
+            [4.0, 0.7, 0.25959499999999996, 4, 1],  # the caller's ETA: flagged
+        ),
+        (
+            Mutation("update", 1_700_000_006.0, "embedding_text", None, {"chunk": 2, "total_chunks": 3}),
+            [6.0, 0.8, 0.1967165, 5, 0],
+        ),
+        (
+            Mutation("complete", 1_700_000_009.0, fields={"num_chunks": 3}),
+            [9.0, 1.0, 0.15770154999999997, 6, 0],
+        ),
+    ]
+    etas = []
+    for mutation, (at, progress, rate, samples, eta_given) in steps:
+        record = mutation(json.loads(json.dumps(record)))  # as a store reads it back
+        assert record["_track"] == [1_700_000_000.25, 1_700_000_000 + at, progress, rate, samples, eta_given]
+        assert [type(v) for v in record["_track"][4:]] == [int, int]
+        etas.append(record["estimated_remaining"])
+    assert etas == [6.750000000000002, 6.034351145038167, 6.0275229357798175, 7.5, 0.8458161872542466, None]
+
+
+def test_snapshots_are_whole_models_that_share_nothing() -> None:
+    record = new_record("d", "f.pdf", {"nested": {"k": [1]}}, 1_700_000_000.0)
+    first, second = to_model(record, 1_700_000_001.0), to_model(record, 1_700_000_001.0)
+    values = {name: getattr(first, name) for name in ProcessingStatus.model_fields}
+    assert first == ProcessingStatus.model_construct(**values)
+    assert first.model_fields_set == set(ProcessingStatus.model_fields)
+    first.metadata["nested"]["k"].append(2)
+    first.stage = "changed"
+    assert second.metadata == {"nested": {"k": [1]}} and second.stage == "queued"
+    assert record["metadata"] == {"nested": {"k": [1]}}
+    assert to_model(record, 1_700_000_001.0) == second

@@ -91,3 +91,15 @@ def test_status_dict_and_store_are_exclusive() -> None:
     with pytest.raises(ValueError, match="unknown store URL") as info:
         StatusManager(store="postgres://admin:hunter2@db/status")
     assert "hunter2" not in str(info.value)  # a URL's password never reaches a message
+
+
+def test_an_entry_without_every_field_of_the_model_is_not_taken_for_a_record() -> None:
+    source: dict[str, Any] = {}
+    StatusManager(source).create_status("whole", "a.pdf", {})
+    copied = json.loads(json.dumps(source))
+    partial = dict(copied["whole"], doc_id="partial")
+    del partial["stage"]  # would fail every later read of it
+    copied["partial"] = partial
+    reader = StatusManager(copied)
+    assert [s.doc_id for s in reader.list_all()] == ["whole"]
+    assert reader.get_status("partial") is None

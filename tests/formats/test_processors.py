@@ -13,6 +13,7 @@ import io
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -422,6 +423,31 @@ def test_a_version_1_output_store_is_migrated(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(OutputError, match="schema version 3"):
         OutputStore(path)
+
+
+def test_the_output_store_takes_writers_of_many_threads_and_refuses_use_once_closed(tmp_path: Path) -> None:
+    output = OutputStore(tmp_path / "output.db")
+    vector = output.embedder.embed("text")
+
+    def save(n: int) -> None:
+        for attempt in range(5):  # each save replaces the last, in one transaction
+            output.save(f"doc-{n}", [f"text {n}.{attempt}"], [vector], {"n": n})
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert output.count() == 8
+    stored = output.get("doc-3")
+    assert stored is not None
+    assert [c.text for c in stored.chunks] == ["text 3.4"]
+    output.close()
+    output.close()  # idempotent
+    with pytest.raises(OutputError, match="is closed"):
+        output.get("doc-3")
+    with pytest.raises(OutputError, match="is closed"):
+        output.save("doc-9", [], [])
 
 
 def test_missing_libraries_are_named_with_their_extra() -> None:

@@ -696,3 +696,30 @@ def test_status_json_is_the_snapshots_json(manager: StatusManager) -> None:
     body = manager.get_status_json("j")
     snapshot = manager.require_status("j").model_dump(mode="json")
     assert body == {**snapshot, "timestamp": snapshot["updated_at"]}
+
+
+def test_listings_as_json_are_the_snapshots_json(manager: StatusManager) -> None:
+    _at(manager, "done", "completed")
+    _at(manager, "failed", "failed")
+    _at(manager, "busy", "embedding_text")
+    manager.update_status("busy", "embedding_text", chunk=1, total_chunks=4)
+    live = ("elapsed_time", "estimated_remaining")  # as of each call: compared apart, below
+
+    def settled(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in body.items() if k not in live} for body in bodies]
+
+    def as_json(statuses: list[ProcessingStatus]) -> list[dict[str, Any]]:
+        dumped = [s.model_dump(mode="json") for s in statuses]
+        return settled([{**body, "timestamp": body["updated_at"]} for body in dumped])
+
+    assert settled(manager.list_all_json(2)) == as_json(manager.list_all(2))
+    assert [b["doc_id"] for b in manager.list_all_json()] == ["busy", "failed", "done"]
+    active = manager.list_active_json()
+    assert settled(active) == as_json(manager.list_active())
+    assert [b["doc_id"] for b in active] == ["busy"]
+    assert active[0]["metadata"]["chunk"] == 1 and active[0]["elapsed_time"] >= 0.0
+    finished = {b["doc_id"]: b for b in manager.list_all_json()}
+    for doc_id in ("done", "failed"):  # frozen once finished: equal in full
+        snapshot = manager.require_status(doc_id).model_dump(mode="json")
+        assert finished[doc_id] == {**snapshot, "timestamp": snapshot["updated_at"]}
+    assert manager.list_all_json(0) == []

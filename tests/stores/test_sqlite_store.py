@@ -144,7 +144,7 @@ def test_relative_path_is_relative_to_the_working_directory(
 def test_wal_and_synchronous(db: Path, query: str, level: int) -> None:
     store = SQLiteStore.from_url(f"sqlite:///{db}{query}")
     try:
-        conn = store._connection()
+        conn = store._db.connection()
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
         assert store.shared is True
@@ -159,7 +159,7 @@ def test_listing_queries_use_indexes(manager: StatusManager) -> None:
             manager.mark_completed(f"d{i}")
     store = manager.store
     assert isinstance(store, SQLiteStore)
-    conn = store._connection()
+    conn = store._db.connection()
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
     store.recent(5)
@@ -267,7 +267,7 @@ def test_change_log_is_pruned_to_its_retention(url: str) -> None:
         kept = store.changes_since(0, 10_000)
         assert 50 <= len(kept) < 50 + 10
         assert [c.seq for c in kept] == list(range(kept[0].seq, 502))
-        rows = store._connection().execute("SELECT count(*) FROM changes").fetchone()[0]
+        rows = store._db.connection().execute("SELECT count(*) FROM changes").fetchone()[0]
         assert rows == len(kept)
     finally:
         store.close()
@@ -275,8 +275,8 @@ def test_change_log_is_pruned_to_its_retention(url: str) -> None:
 
 def test_close_closes_every_threads_connection(url: str) -> None:
     store = SQLiteStore.from_url(url)
-    opened: list[sqlite3.Connection] = [store._connection()]
-    thread = threading.Thread(target=lambda: opened.append(store._connection()))
+    opened: list[sqlite3.Connection] = [store._db.connection()]
+    thread = threading.Thread(target=lambda: opened.append(store._db.connection()))
     thread.start()
     thread.join()
     assert opened[0] is not opened[1]
@@ -526,7 +526,7 @@ def test_a_lock_held_too_long_is_unavailable_then_recovers(db: Path, manager: St
 
 
 def _use_inherited_store(store: SQLiteStore, inherited: int, out: Connection) -> None:
-    conn = store._connection()
+    conn = store._db.connection()
     store.modify("forked", Mutation("complete", time.time(), fields={"by": "child"}))
     out.send(id(conn) != inherited and conn.execute("SELECT 1").fetchone() == (1,))
 
@@ -535,7 +535,7 @@ def test_a_store_opened_before_fork_reconnects_in_the_child(url: str, db: Path) 
     store = SQLiteStore.from_url(url)
     try:
         store.create(new_record("forked", "f.pdf", {}, time.time()))
-        parent_conn = store._connection()
+        parent_conn = store._db.connection()
         reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
         child = multiprocessing.get_context("fork").Process(
             target=_use_inherited_store, args=(store, id(parent_conn), writer)
@@ -544,7 +544,7 @@ def test_a_store_opened_before_fork_reconnects_in_the_child(url: str, db: Path) 
         assert reader.recv() is True
         child.join(DEADLINE)
         assert child.exitcode == 0
-        assert store._connection() is parent_conn
+        assert store._db.connection() is parent_conn
         record = store.get("forked")
         assert record is not None
         assert record["metadata"] == {"by": "child"}
@@ -579,7 +579,7 @@ def test_an_older_file_is_migrated_and_keeps_its_data(url: str, db: Path) -> Non
     newer = _NextVersion.from_url(url)
     try:
         assert _user_version(db) == len(MIGRATIONS) + 1
-        columns = [row[1] for row in newer._connection().execute("PRAGMA table_info(docs)")]
+        columns = [row[1] for row in newer._db.connection().execute("PRAGMA table_info(docs)")]
         assert "note" in columns
         with StatusManager(store=newer, cleanup_interval_seconds=None) as m:
             assert m.require_status("kept").metadata == {"k": 1}

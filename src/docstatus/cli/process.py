@@ -214,9 +214,9 @@ class _Runner:
         except StatusError as exc:  # e.g. over the upload size limit
             doc.doc_id = _digest(source)[0]
             doc.status = {"status": "failed", "progress": 0.0, "error": failure_message(exc)}
-        current = self.manager.get_status(doc.doc_id) if doc.doc_id else None
-        watch.track(doc, current.model_dump(mode="json") if current is not None else {})
-        if current is not None and current.status.value == "queued":
+        current = self.manager.get_status_json(doc.doc_id) if doc.doc_id else None
+        watch.track(doc, current if current is not None else {})
+        if current is not None and current["status"] == "queued":
             self.pool.enqueue(doc.doc_id)
 
     def give_up(self, doc: _Doc) -> None:

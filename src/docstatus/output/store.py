@@ -11,7 +11,10 @@ attempts.
 The file's schema version is SQLite's ``user_version``: 2 now. A version-1
 file (chunks only, written before pages existed) is migrated in place when
 opened; a file from a newer docstatus is refused with an
-:class:`~docstatus.errors.OutputError` and left untouched.
+:class:`~docstatus.errors.OutputError` and left untouched. Connections,
+retries, transactions and migrations are :mod:`docstatus.stores.sqlitedb`'s,
+as for the SQLite status store: every thread has its own connection, and
+writers of several processes wait for each other.
 """
 
 from __future__ import annotations
@@ -19,20 +22,20 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import threading
 import time
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import OutputError
+from ..stores.sqlitedb import Connection, Database
 from .embedding import Embedder, HashingEmbedder
 
 __all__ = [
+    "MIGRATIONS",
     "SCHEMA_VERSION",
     "OutputStore",
     "PageRecord",
@@ -42,10 +45,11 @@ __all__ = [
     "StoredPage",
 ]
 
-#: The schema version this module writes (SQLite ``user_version``).
-SCHEMA_VERSION = 2
+T = TypeVar("T")
 
-# Version 1: documents and chunks (issue 4). Unversioned files (user_version 0) with these tables are v1.
+# Version 1: documents and chunks. The first files were written without a
+# version (user_version 0) but with these tables: IF NOT EXISTS lets this
+# migration pass over them, so they go on to version 2 like a new file.
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id     TEXT PRIMARY KEY,
@@ -80,6 +84,13 @@ CREATE TABLE IF NOT EXISTS pages (
     PRIMARY KEY (doc_id, number)
 );
 """
+
+#: Schema migrations: ``MIGRATIONS[v]`` takes a file from version ``v`` to
+#: ``v + 1``. Append only; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _MIGRATE_V2)
+
+#: The schema version this module writes (SQLite ``user_version``).
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +179,7 @@ class OutputStore:
     """Chunks and vectors of processed documents in one SQLite file. Thread-safe.
 
     ``embedder`` turns a text query into a vector for :meth:`search` (default:
-    a 256-dimension :class:`~docstatus.pipeline.embedding.HashingEmbedder`,
+    a 256-dimension :class:`~docstatus.output.embedding.HashingEmbedder`,
     the text processor's default).
     """
 
@@ -176,25 +187,33 @@ class OutputStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.embedder: Embedder = embedder or HashingEmbedder()
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None
+        self._db = Database(self.path, MIGRATIONS, newer=self._newer_schema)
+        # Open (and migrate) now: a file that cannot be used is reported by the constructor.
+        self._read(lambda db: None)
+
+    def _newer_schema(self, found: int, supported: int) -> OutputError:
+        return OutputError(
+            f"the output store {self.path} has schema version {found}, but this docstatus supports up to "
+            f"{supported}: upgrade docstatus to use it"
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+
+    def _read(self, op: Callable[[Connection], T], *, snapshot: bool = False) -> T:
         try:
-            _migrate(self._db, self.path)
-        except BaseException:
-            self._db.close()
+            return self._db.read(op, snapshot=snapshot)
+        except sqlite3.ProgrammingError:
+            self._refuse_if_closed()
             raise
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                raise OutputError(f"the output store {self.path} is closed")
-            yield self._db
+    def _write(self, op: Callable[[Connection], T]) -> T:
+        try:
+            return self._db.write(op)
+        except sqlite3.ProgrammingError:
+            self._refuse_if_closed()
+            raise
+
+    def _refuse_if_closed(self) -> None:
+        if self._db.closed:
+            raise OutputError(f"the output store {self.path} is closed") from None
 
     def save(
         self,
@@ -234,29 +253,27 @@ class OutputStore:
             len(page_rows),
             visual_dimension,
         )
-        with self._connection() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-                db.execute(
-                    "INSERT INTO documents (doc_id, metadata, dimension, num_chunks, stored_at, num_pages,"
-                    " visual_dimension) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    document,
-                )
-                db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", rows)
-                db.executemany(
-                    "INSERT INTO pages (doc_id, number, width, height, info, media_type, thumbnail, vector)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    page_rows,
-                )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+
+        def replace(db: Connection) -> None:
+            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            db.execute(
+                "INSERT INTO documents (doc_id, metadata, dimension, num_chunks, stored_at, num_pages,"
+                " visual_dimension) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                document,
+            )
+            db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO pages (doc_id, number, width, height, info, media_type, thumbnail, vector)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                page_rows,
+            )
+
+        self._write(replace)
 
     def get(self, doc_id: str, *, pages: bool = True) -> StoredDocument | None:
         """The stored document (with its pages unless ``pages=False``), or ``None`` if nothing is stored."""
-        with self._connection() as db:
+
+        def fetch(db: Connection) -> tuple[Any, list[Any], list[Any]]:
             head = db.execute(
                 "SELECT metadata, dimension, stored_at, visual_dimension FROM documents WHERE doc_id = ?",
                 (doc_id,),
@@ -273,6 +290,10 @@ class OutputStore:
                 if pages
                 else []
             )
+            return head, rows, page_rows
+
+        # One snapshot: a save of the same document meanwhile is seen whole or not at all.
+        head, rows, page_rows = self._read(fetch, snapshot=True)
         if head is None:
             return None
         chunks = [
@@ -286,26 +307,30 @@ class OutputStore:
 
     def thumbnail(self, doc_id: str, page: int) -> tuple[bytes, str] | None:
         """The thumbnail of page ``page`` (from 1) of ``doc_id`` and its media type, or ``None``."""
-        with self._connection() as db:
-            row = db.execute(
+        row = self._read(
+            lambda db: db.execute(
                 "SELECT thumbnail, media_type FROM pages WHERE doc_id = ? AND number = ?", (doc_id, page)
             ).fetchone()
+        )
         return None if row is None else (bytes(row[0]), str(row[1]))
 
     def has(self, doc_id: str) -> bool:
         """Whether output is stored for ``doc_id``."""
-        with self._connection() as db:
-            return db.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
+        row = self._read(
+            lambda db: db.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        )
+        return row is not None
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document's output; whether there was any."""
-        with self._connection() as db:
-            return db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount > 0
+        deleted: int = self._write(
+            lambda db: db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount
+        )
+        return deleted > 0
 
     def count(self) -> int:
         """How many documents are stored."""
-        with self._connection() as db:
-            row = db.execute("SELECT COUNT(*) FROM documents").fetchone()
+        row = self._read(lambda db: db.execute("SELECT COUNT(*) FROM documents").fetchone())
         return int(row[0])
 
     def search(self, query: str | Sequence[float], limit: int = 10) -> list[SearchHit]:
@@ -320,12 +345,13 @@ class OutputStore:
             raise OutputError(f"limit must be a non-negative integer, got {limit!r}")
         vector = list(self.embedder.embed(query) if isinstance(query, str) else query)
         norm = math.sqrt(math.fsum(x * x for x in vector))
-        with self._connection() as db:
-            rows = db.execute(
+        rows = self._read(
+            lambda db: db.execute(
                 "SELECT c.doc_id, c.idx, c.text, c.info, c.vector FROM chunks c"
                 " JOIN documents d ON d.doc_id = c.doc_id WHERE d.dimension = ?",
                 (len(vector),),
             ).fetchall()
+        )
         scored = [(_cosine(vector, _unpack(blob), norm), row) for (*row, blob) in rows]
         scored.sort(key=lambda pair: pair[0], reverse=True)
         return [
@@ -334,10 +360,7 @@ class OutputStore:
 
     def close(self) -> None:
         """Close the file. Idempotent; the store is unusable afterwards."""
-        with self._lock:
-            db, self._db = self._db, None
-        if db is not None:
-            db.close()
+        self._db.close()
 
     def __enter__(self) -> OutputStore:
         return self
@@ -367,36 +390,6 @@ def _page_rows(doc_id: str, pages: Sequence[PageRecord]) -> tuple[int, list[tupl
         for p in pages
     ]
     return dimension, rows
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the file to :data:`SCHEMA_VERSION` (one transaction), or refuse a newer one."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise OutputError(
-                f"the output store {path} has schema version {version}, but this docstatus supports up to "
-                f"{SCHEMA_VERSION}: upgrade docstatus to use it"
-            )
-        if version < 2:
-            for statement in (_SCHEMA_V1 + _MIGRATE_V2).split(";"):
-                if statement.strip() and not _already_done(db, statement):
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _already_done(db: sqlite3.Connection, statement: str) -> bool:
-    # ADD COLUMN has no IF NOT EXISTS; a column that is there already needs nothing.
-    words = statement.split()
-    if words[:2] != ["ALTER", "TABLE"]:
-        return False
-    columns = {row[1] for row in db.execute(f"PRAGMA table_info({words[2]})")}
-    return words[5] in columns
 
 
 def _json(value: Mapping[str, Any]) -> str:

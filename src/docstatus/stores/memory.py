@@ -56,6 +56,8 @@ class MemoryStore(Store):
         # Finished ids in the order they finished, with when.
         self._finished: OrderedDict[str, float] = OrderedDict()
         self._counts: dict[str, int] = {}
+        # Entries of the wrapped dict that were there before it was wrapped and are not records.
+        self._foreign: frozenset[str] = frozenset()
         self._index_existing()
 
     @classmethod
@@ -78,11 +80,14 @@ class MemoryStore(Store):
 
     def _index_existing(self) -> None:
         records = []
+        foreign = []
         for doc_id, record in self._data.items():
             if is_valid_record(record) and record["doc_id"] == doc_id:
                 records.append(record)
             else:
+                foreign.append(doc_id)
                 log.warning("ignoring entry %r of the wrapped dict: not a docstatus record", doc_id)
+        self._foreign = frozenset(foreign)
         records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
         for record in records:
             self._index(record["doc_id"], record)
@@ -174,7 +179,7 @@ class MemoryStore(Store):
         record = self._data.get(doc_id)
         # Entries that were in the dict before it was wrapped and are not
         # records are not documents docstatus knows.
-        if record is None or "_track" not in record:
+        if record is None or "_track" not in record or doc_id in self._foreign:
             return None
         return record  # type: ignore[no-any-return]
 

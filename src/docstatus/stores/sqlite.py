@@ -20,22 +20,18 @@ Layout (schema version 1, kept in ``PRAGMA user_version``):
 Every change is one transaction (``BEGIN IMMEDIATE``, so the read-modify-write
 cannot interleave with another writer) in WAL mode: once a call returns, its
 change is in the WAL and survives the process being killed; ``synchronous=full``
-also survives power loss.
+also survives power loss. Connections, retries, transactions and migrations
+are :mod:`docstatus.stores.sqlitedb`'s, shared with the output store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import random
 import sqlite3
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -49,6 +45,7 @@ from ..errors import (
 )
 from ..records import Record, finished_at
 from .base import Change, ChangeType, Store
+from .sqlitedb import Connection, Database
 
 __all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
 
@@ -80,10 +77,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 _SYNCHRONOUS = ("normal", "full")
 _DEFAULT_TIMEOUT = 10.0
-
-# SQLite result codes (the low byte of an extended code) that mean "another
-# connection holds the lock": worth waiting for, unlike every other error.
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 _json_encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -179,67 +172,6 @@ def _timeout(url: str, options: dict[str, str]) -> float:
     return value
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced (the base class cannot).
-
-    ``guard`` is held while the connection is in use: closing a connection
-    that another thread is using crashes the interpreter, so ``close()``
-    waits for it.
-    """
-
-    guard: threading.Lock
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    """The schema version recorded in the database file."""
-    row = conn.execute("PRAGMA user_version").fetchone()
-    return int(row[0])
-
-
-def migrate(conn: sqlite3.Connection, migrations: Sequence[str], url: str) -> None:
-    """Bring the file to ``len(migrations)``, in one transaction; a newer file is refused.
-
-    Safe when several processes open the file at once: the version is read
-    again under the write lock, so each migration runs exactly once.
-    """
-    target = len(migrations)
-    if schema_version(conn) == target:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        found = schema_version(conn)
-        if found > target:
-            raise StoreSchemaError(url, found, target)
-        for script in migrations[found:]:
-            for statement in _statements(script):
-                conn.execute(statement)
-        # PRAGMA takes no parameters; target is an int we computed.
-        conn.execute(f"PRAGMA user_version = {int(target)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        _rollback(conn)
-        raise
-
-
-def _statements(script: str) -> list[str]:
-    # executescript() would commit the open transaction first; split instead.
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        # The error that brought us here is the one worth reporting.
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
 def _first_duplicate(conn: sqlite3.Connection, doc_ids: list[str], first_new_seq: int) -> str:
     seen: set[str] = set()
     for doc_id in doc_ids:
@@ -274,16 +206,21 @@ class SQLiteStore(Store):
     #: Records kept decoded, so that a process updating its own documents
     #: skips decoding the stored JSON.
     CACHED_RECORDS = 4096
-    #: Bytes of WAL kept on disk after a checkpoint.
-    WAL_SIZE_LIMIT = 64 * 1024 * 1024
     #: The schema this class writes (overridable to test migrations).
     MIGRATIONS: tuple[str, ...] = MIGRATIONS
 
     def __init__(self, settings: SQLiteSettings, url: str | None = None) -> None:
         self.settings = settings
         self.url = url or f"sqlite:///{settings.path}"
-        self._closed = False
-        self._reset_process_state()
+        self._db = Database(
+            settings.path,
+            self.MIGRATIONS,
+            newer=self._newer_schema,
+            synchronous=settings.synchronous,
+            timeout=settings.timeout,
+            after_fork=self._reset_cache,
+        )
+        self._reset_cache()
         # Fail fast: a store that cannot be opened is reported by the constructor.
         self._run(lambda conn: None)
 
@@ -292,105 +229,29 @@ class SQLiteStore(Store):
         """The store for a ``sqlite://`` URL (see the module docstring)."""
         return cls(SQLiteSettings.from_url(url), url)
 
-    # -- connections -----------------------------------------------------------
+    def _newer_schema(self, found: int, supported: int) -> StoreSchemaError:
+        return StoreSchemaError(self.url, found, supported)
 
-    def _reset_process_state(self) -> None:
-        # Connections, thread-locals and locks inherited through fork() belong to
-        # the parent; the child leaves them alone and starts afresh.
-        self._pid = os.getpid()
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._connections_lock = threading.Lock()
-        # doc_id -> (JSON text, record) of records this process wrote lately.
+    def _reset_cache(self) -> None:
+        # doc_id -> (JSON text, record) of records this process wrote lately. Reset
+        # in a forked child too: the parent's lock may have been held at the fork.
         self._latest: dict[str, tuple[str, Record]] = {}
         self._latest_lock = threading.Lock()
 
-    def _connection(self) -> _Connection:
-        if self._closed:
-            raise StoreUnavailableError(self.url, RuntimeError("the store has been closed"))
-        if self._pid != os.getpid():
-            self._reset_process_state()
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-        return conn
-
-    def _open(self) -> _Connection:
-        conn = sqlite3.connect(
-            self.settings.path,
-            timeout=0,  # waiting is done by _run, with shorter sleeps than SQLite's
-            isolation_level=None,  # transactions are explicit
-            check_same_thread=False,  # close() may run on another thread
-            factory=_Connection,
-        )
-        conn.guard = threading.Lock()
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                # Another connection kept the file from switching: retried like a lock.
-                raise sqlite3.OperationalError(f"database is locked: journal mode stays {mode!r}, not WAL")
-            conn.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
-            # After a large transaction (a bulk import) the WAL shrinks back at
-            # the next checkpoint instead of keeping its peak size on disk.
-            conn.execute(f"PRAGMA journal_size_limit = {self.WAL_SIZE_LIMIT}")
-            migrate(conn, self.MIGRATIONS, self.url)
-        except BaseException:
-            conn.close()
-            raise
-        with self._connections_lock:
-            self._connections.add(conn)
-        return conn
-
-    def _discard(self) -> None:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with conn.guard, contextlib.suppress(sqlite3.Error):
-                conn.close()
-
-    def _run(self, op: Callable[[_Connection], T], *, write: bool = False) -> T:
-        """Run ``op`` on this thread's connection, waiting out other writers.
+    def _run(self, op: Callable[[Connection], T], *, write: bool = False) -> T:
+        """Run ``op`` on this thread's connection (in a write transaction if ``write``).
 
         Errors of the database become ``StoreUnavailableError``; anything
         ``op`` raises for its own reasons passes through unchanged.
         """
-        deadline = time.monotonic() + self.settings.timeout
-        pause = 0.0002
-        while True:
-            try:
-                conn = self._connection()
-                with conn.guard:
-                    return self._transaction(conn, op, deadline) if write else op(conn)
-            except sqlite3.Error as exc:
-                if not (_is_busy(exc) and time.monotonic() < deadline):
-                    self._discard()
-                    raise StoreUnavailableError(self.url, exc) from exc
-            # Jittered backoff: writers of several processes must not retry in lockstep.
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 2, 0.01)
-
-    def _transaction(self, conn: _Connection, op: Callable[[_Connection], T], deadline: float) -> T:
-        if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise StoreUnavailableError(
-                self.url, TimeoutError("timed out waiting for another thread's change")
-            )
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = op(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-            return result
-        finally:
-            self._write_lock.release()
+            return self._db.write(op) if write else self._db.read(op)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(self.url, exc) from exc
 
     # -- changes ---------------------------------------------------------------
 
-    def _log(self, conn: _Connection, kind: ChangeType, doc_id: str, text: str | None) -> int:
+    def _log(self, conn: Connection, kind: ChangeType, doc_id: str, text: str | None) -> int:
         cursor = conn.execute(
             "INSERT INTO changes (type, doc_id, record) VALUES (?, ?, ?)", (kind, doc_id, text)
         )
@@ -407,7 +268,7 @@ class SQLiteStore(Store):
             raise ValueError(f"doc_id {doc_id!r} is not valid Unicode text")
         text = _encode(record)
 
-        def insert(conn: _Connection) -> Change:
+        def insert(conn: Connection) -> Change:
             if conn.execute("SELECT 1 FROM docs WHERE doc_id = ?", (doc_id,)).fetchone():
                 raise DuplicateDocumentError(doc_id)
             seq = self._log(conn, "created", doc_id, text)
@@ -425,7 +286,7 @@ class SQLiteStore(Store):
         if _key(doc_id) is None:
             raise DocumentNotFoundError(doc_id)
 
-        def rewrite(conn: _Connection) -> tuple[Change, str]:
+        def rewrite(conn: Connection) -> tuple[Change, str]:
             row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise DocumentNotFoundError(doc_id)
@@ -469,7 +330,7 @@ class SQLiteStore(Store):
                 del latest[next(iter(latest))]
 
     def expire(self, before: float, limit: int) -> list[Change]:
-        def remove(conn: _Connection) -> list[Change]:
+        def remove(conn: Connection) -> list[Change]:
             rows = conn.execute(
                 "SELECT doc_id FROM docs WHERE finished_at IS NOT NULL AND finished_at < ? "
                 "ORDER BY finished_at LIMIT ?",
@@ -497,7 +358,7 @@ class SQLiteStore(Store):
         """
         texts = [(r["doc_id"], r["status"], finished_at(r), _encode(r)) for r in records]
 
-        def insert(conn: _Connection) -> int:
+        def insert(conn: Connection) -> int:
             first = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]) + 1
             seqs = range(first, first + len(texts))
             conn.executemany(
@@ -562,7 +423,7 @@ class SQLiteStore(Store):
     def wait_for_change(self, after_seq: int, timeout: float) -> None:
         """Poll the file every :attr:`POLL_INTERVAL` seconds (SQLite has no notifications)."""
         deadline = time.monotonic() + timeout
-        while not self._closed and self.last_seq() <= after_seq:
+        while not self._db.closed and self.last_seq() <= after_seq:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -572,20 +433,7 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         """Close every connection this process opened; later calls raise ``StoreUnavailableError``."""
-        self._closed = True
-        if self._pid != os.getpid():
-            return  # the parent's connections are not ours to close
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            with conn.guard, contextlib.suppress(sqlite3.Error):
-                conn.close()
-
-    @property
-    def path(self) -> Path:
-        """The database file."""
-        return Path(self.settings.path)
+        self._db.close()
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.url!r}>"

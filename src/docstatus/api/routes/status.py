@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ...errors import DocumentNotFoundError
 from ...manager import MAX_LIMIT, StatusManager
-from ...models import ProcessingStatus, Status
-from ...records import snapshot_json as status_json
+from ...models import Status
+from ...records import status_json
 from ..auth import token_dependencies
 from ..errors import error_responses
 from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
@@ -24,21 +24,21 @@ Limit = Annotated[int, Query(ge=0, le=MAX_LIMIT, description="At most this many 
 DocId = Annotated[str, Path(description="The document's id (the SHA-256 of an upload's content)")]
 
 
-def _listing(statuses: list[ProcessingStatus]) -> dict[str, Any]:
-    return {"documents": [status_json(s) for s in statuses], "count": len(statuses)}
+def _listing(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"documents": bodies, "count": len(bodies)}
 
 
 def _queue(manager: StatusManager, status: Status | None, limit: int) -> dict[str, Any]:
     if status is None:
-        docs = manager.list_all(limit)
+        docs = manager.list_all_json(limit)
     elif status.is_finished:
         # No per-status index for finished documents: scan, most recent first.
-        docs = [d for d in manager.list_all(MAX_LIMIT) if d.status is status][:limit]
+        docs = [d for d in manager.list_all_json(MAX_LIMIT) if d["status"] == status][:limit]
     else:
-        docs = [d for d in manager.list_active() if d.status is status][:limit]
+        docs = [d for d in manager.list_active_json() if d["status"] == status][:limit]
     counts = manager.count_by_status()
     return {
-        "queue": [status_json(d) for d in docs],
+        "queue": docs,
         "total": counts["total"],
         "active": counts["active"],
         "completed": counts["completed"],
@@ -78,7 +78,7 @@ def _add_listings(router: APIRouter, manager: StatusManager) -> None:
     @router.get("", response_model=DocumentList, summary="Recent documents", responses=error_responses(400))
     async def list_documents(limit: Limit = 100) -> JSONResponse:
         """Up to ``limit`` documents, most recently updated first."""
-        return JSONResponse(_listing(await run_in_threadpool(manager.list_all, limit)))
+        return JSONResponse(_listing(await run_in_threadpool(manager.list_all_json, limit)))
 
     @router.get("/queue", response_model=QueueBody, summary="The queue", responses=error_responses(400))
     async def queue(
@@ -91,7 +91,7 @@ def _add_listings(router: APIRouter, manager: StatusManager) -> None:
     @router.get("/active", response_model=DocumentList, summary="Documents in progress")
     async def active() -> JSONResponse:
         """Documents not yet completed or failed, most recently updated first."""
-        return JSONResponse(_listing(await run_in_threadpool(manager.list_active)))
+        return JSONResponse(_listing(await run_in_threadpool(manager.list_active_json)))
 
 
 #: Stores whose single-document read is local and bounded (tens of microseconds, never
@@ -158,14 +158,16 @@ def _add_changes(
     )
     async def requeue(doc_id: DocId) -> JSONResponse:
         """Start a new attempt of a failed document; 409 ``INVALID_TRANSITION`` if it has not failed."""
-        status = await run_in_threadpool(_requeue, manager, doc_id, on_requeued)
-        return JSONResponse(status_json(status))
+        return JSONResponse(await run_in_threadpool(_requeue, manager, doc_id, on_requeued))
 
 
 def _requeue(
     manager: StatusManager, doc_id: str, on_requeued: Callable[[str], None] | None
-) -> ProcessingStatus:
+) -> dict[str, Any]:
     manager.requeue(doc_id)
     if on_requeued is not None:
         on_requeued(doc_id)
-    return manager.require_status(doc_id)
+    body = manager.get_status_json(doc_id)
+    if body is None:  # removed meanwhile
+        raise DocumentNotFoundError(doc_id)
+    return body
