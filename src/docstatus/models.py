@@ -112,8 +112,7 @@ def can_transition(current: str, target: str) -> bool:
 # (start, width) of each status's share of the progress bar (the contract's table).
 # In thousandths, so that progress is computed in exact integer arithmetic with
 # one final division: 0.6 + 2/2 * 0.3 in floats is 0.8999999999999999, while
-# (600*2 + 300*2) / 2000 is exactly the double nearest 0.9. The Redis store's
-# Lua does the same operations and so gets the same bits.
+# (600*2 + 300*2) / 2000 is exactly the double nearest 0.9.
 _RANGES: dict[str, tuple[int, int]] = {
     "queued": (0, 0),
     "parsing": (100, 0),
@@ -456,6 +455,5 @@ class RateEstimator:
         return left if left > 0.0 else 0.0
 
 
-# The bias correction's base, computed once (SMOOTHING is a constant: the Redis
-# script is built with it too) as ``remaining`` computed it on every call.
+# The bias correction's base, computed once: SMOOTHING is a constant.
 _DECAY = 1 - RateEstimator.SMOOTHING

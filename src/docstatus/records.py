@@ -312,11 +312,9 @@ def apply_requeue(record: Record, now: float) -> Record:
 class Mutation:
     """A change to one record, as data: the manager builds one, the store applies it.
 
-    Calling it applies the rules in Python (what the memory and SQLite stores
-    do inside their atomic section). Its fields are plain data so that a store
-    that checks the rules on a server (Redis, in a Lua script) can send them
-    there instead; such a store must give the same result as ``__call__``, and
-    the conformance suite checks that it does.
+    Calling it applies the rules: every store calls it inside its atomic
+    section (a lock, a transaction, or a compare-and-set loop that may call it
+    again on a newer record). It is pure, so calling it again is safe.
     """
 
     kind: Literal["update", "complete", "fail", "requeue"]

@@ -79,9 +79,10 @@ class Store(ABC):
         between the read and the write (the read-modify-write is atomic).
         Raises ``DocumentNotFoundError`` when there is no such record.
 
-        The manager always passes a :class:`~docstatus.records.Mutation`; a
-        store may run an equivalent of it elsewhere (a server-side script)
-        instead of calling it, as long as the result is the same.
+        The manager passes a :class:`~docstatus.records.Mutation`; every store
+        calls it, in this process, and never re-implements what it does. A
+        store that shares data with other processes makes the call atomic by
+        a compare-and-set on the record's version (see the Redis store).
         """
 
     @abstractmethod
