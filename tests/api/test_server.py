@@ -423,3 +423,18 @@ def test_invalid_serve_options_are_one_line_and_exit_2(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "error" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_clients_that_drop_their_stream_leave_no_traceback_in_the_log(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server().start(log_level="info")
+    for _ in range(20):
+        with httpx.Client(timeout=10) as client, client.stream("GET", f"{server.url}/status/stream") as reply:
+            assert reply.status_code == 200
+            next(reply.iter_lines())  # the opening id: frame: the stream is live, then the client goes
+    # The server is still serving, and its streams to new clients still work.
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+    assert server.stop(timeout=15) in GRACEFUL
+    log = server.log()
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]

@@ -65,21 +65,25 @@ async def event_frames(
     yield ServerSentEvent(id=str(since), retry=RETRY_MS)
     events = cast(AsyncGenerator[Event, None], manager.events(since))
     stopping = asyncio.ensure_future(stop.wait())
+    step: asyncio.Future[Event] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(events))
             await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                step.cancel()
-                # Let the cancelled step unwind the generator before it is closed.
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await step
                 return
             event = step.result()
             if doc_id is None or event["doc_id"] == doc_id:
                 yield event_frame(event)
     finally:
+        # Reached on shutdown, and when the response cancels this generator because the client
+        # went away: then a step may still be running the manager's stream. It must be cancelled
+        # and unwound before the stream is closed (closing a running generator is an error).
         stopping.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
         await events.aclose()
 
 
