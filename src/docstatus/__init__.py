@@ -6,6 +6,7 @@ from .errors import (
     DocumentNotFoundError,
     DuplicateDocumentError,
     InvalidTransitionError,
+    LeaseLostError,
     StatusError,
     StoreUnavailableError,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "DuplicateDocumentError",
     "Event",
     "InvalidTransitionError",
+    "LeaseLostError",
     "ProcessingStatus",
     "Status",
     "StatusError",

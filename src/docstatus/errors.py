@@ -21,6 +21,7 @@ __all__ = [
     "DuplicateDocumentError",
     "InvalidRequestError",
     "InvalidTransitionError",
+    "LeaseLostError",
     "MissingDependencyError",
     "DocumentLimitError",
     "OutputError",
@@ -96,6 +97,26 @@ class InvalidTransitionError(StatusError, ValueError):
         self.doc_id = doc_id
         self.current = current
         self.target = target
+
+
+class LeaseLostError(StatusError):
+    """A worker's write carried a lease epoch that no longer holds the document.
+
+    The lease expired and passed on, or the document was finished by someone
+    else (a cancel): the write was refused and nothing changed. ``doc_id`` and
+    ``epoch`` say which document and which lease.
+    """
+
+    code = "LEASE_LOST"
+
+    def __init__(self, doc_id: str, epoch: int) -> None:
+        super().__init__(
+            f"The lease {epoch} on document {doc_id!r} is no longer held: the write was refused",
+            doc_id=doc_id,
+            epoch=epoch,
+        )
+        self.doc_id = doc_id
+        self.epoch = epoch
 
 
 class StoreUnavailableError(StatusError):

@@ -10,14 +10,17 @@ lock is released (see :mod:`docstatus.events`).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from . import janitor
-from .errors import DocumentNotFoundError
+from .errors import DocumentNotFoundError, InvalidTransitionError, LeaseLostError
 from .events import Event, EventHub, Subscriber, to_event
 from .models import (
     FINISHED,
@@ -35,10 +38,19 @@ from .models import (
 )
 from .records import Mutation, Record, new_record, status_json, to_model
 from .stores import Change, Store, open_store
+from .stores.base import LeaseEntry
 from .stores.memory import MemoryStore
 
 # MAX_ERROR is the model's limit, named here too for callers that cut error messages to fit.
-__all__ = ["MAX_ERROR", "MAX_LIMIT", "DocRef", "StatusManager", "get_status_manager", "processing_status"]
+__all__ = [
+    "MAX_ERROR",
+    "MAX_LIMIT",
+    "DocRef",
+    "Lease",
+    "StatusManager",
+    "get_status_manager",
+    "processing_status",
+]
 
 #: A document reference: its doc_id, or a snapshot of it.
 DocRef = str | ProcessingStatus
@@ -259,6 +271,61 @@ class StatusManager:
         now = time.time()
         self._changed(self._store.modify(doc_id, Mutation("requeue", now)))
 
+    # -- leases ----------------------------------------------------------------
+
+    def claim(self, doc: DocRef, *, worker: str | None = None, seconds: float = 30.0) -> Lease | None:
+        """Claim a queued document for ``worker``: atomically ``parsing``, held by a new lease.
+
+        ``worker`` defaults to ``"<hostname>:<pid>"`` and is ``metadata["worker"]``
+        while the lease is held. Returns ``None`` when the document is not
+        queued (another worker holds it, or it has finished); of any number of
+        concurrent claims from any process, exactly one gets the lease. Raises
+        ``DocumentNotFoundError`` when there is no such document.
+        """
+        doc_id = _doc_id_of(doc)
+        holder = worker if worker is not None else f"{socket.gethostname()}:{os.getpid()}"
+        if not seconds > 0:
+            raise ValueError(f"a lease lasts a positive number of seconds, not {seconds!r}")
+        mutation = Mutation("claim", time.time(), fields={"worker": holder, "seconds": float(seconds)})
+        try:
+            change = self._store.modify(doc_id, mutation)
+        except InvalidTransitionError:
+            return None
+        self._changed(change)
+        epoch = int(change.record["_lease"]["epoch"]) if change.record else 0
+        return Lease(doc_id, epoch, holder, float(seconds), self)
+
+    def expire_leases(self, *, max_attempts: int = 3, limit: int = 100) -> list[str]:
+        """Recover the documents whose lease expired: requeue them, or fail them after ``max_attempts``.
+
+        A document is requeued as attempt + 1 with ``metadata["recovery"]``
+        saying which worker was lost; once its attempt reaches
+        ``max_attempts`` it fails with an error that says so. A lease renewed
+        or released meanwhile is left alone. Returns the doc_ids handled.
+        """
+        handled = []
+        for doc_id, epoch in self._store.expired_leases(limit):
+            mutation = Mutation("lease_lost", time.time(), fields={"max_attempts": max_attempts}, epoch=epoch)
+            try:
+                change = self._store.expire_lease(doc_id, epoch, mutation)
+            except (LeaseLostError, DocumentNotFoundError):
+                continue  # released or passed on since it was listed
+            if change is not None:
+                self._changed(change)
+                handled.append(doc_id)
+        return handled
+
+    def leases(self) -> list[LeaseEntry]:
+        """Every lease held now: doc_id, epoch, worker and expiry (store clock), soonest first."""
+        return self._store.leases()
+
+    def _fenced(self, doc_id: str, mutation: Mutation) -> None:
+        self._changed(self._store.modify(doc_id, mutation))
+
+    def _renew(self, lease: Lease) -> None:
+        if not self._store.renew_lease(lease.doc_id, lease.epoch, lease.seconds):
+            raise LeaseLostError(lease.doc_id, lease.epoch)
+
     # -- reads -----------------------------------------------------------------
 
     def get_status(self, doc: DocRef) -> ProcessingStatus | None:
@@ -453,3 +520,44 @@ def get_status_manager() -> StatusManager:
         if _singleton is None:
             _singleton = StatusManager(processing_status)
         return _singleton
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on one document, from :meth:`StatusManager.claim`.
+
+    Each write carries ``epoch``, the fencing token: once the lease has
+    expired and passed on, or the document was finished by someone else (a
+    cancel), every write and :meth:`renew` raises ``LeaseLostError`` and
+    changes nothing. Completing or failing the document releases the lease.
+    """
+
+    doc_id: str
+    epoch: int
+    worker: str
+    seconds: float
+    manager: StatusManager
+
+    def update_status(self, status: str, progress: float | None = None, **fields: Any) -> None:
+        """:meth:`StatusManager.update_status`, fenced by this lease."""
+        target = _status(status)
+        if progress is not None:
+            progress = _progress(progress)
+        clean = _fields(target, fields)
+        mutation = Mutation("update", time.time(), target, progress, clean, epoch=self.epoch)
+        self.manager._fenced(self.doc_id, mutation)
+
+    def mark_completed(self, **metadata: Any) -> None:
+        """:meth:`StatusManager.mark_completed`, fenced by this lease; releases it."""
+        extra = check_metadata("metadata", metadata) if metadata else {}
+        self.manager._fenced(self.doc_id, Mutation("complete", time.time(), fields=extra, epoch=self.epoch))
+
+    def mark_failed(self, error: str) -> None:
+        """:meth:`StatusManager.mark_failed`, fenced by this lease; releases it."""
+        message = check_text("error", error, MAX_ERROR, empty_ok=False)
+        mutation = Mutation("fail", time.time(), fields={"error": message}, epoch=self.epoch)
+        self.manager._fenced(self.doc_id, mutation)
+
+    def renew(self) -> None:
+        """Extend the lease by ``seconds`` from now (store clock); ``LeaseLostError`` if it is gone."""
+        self.manager._renew(self)

@@ -3,9 +3,12 @@
 A record is the plain JSON-compatible dict that a store keeps per document (and
 that the wrapped ``processing_status`` dict holds): the model's field names (in
 the model's order, derived from :class:`~docstatus.models.ProcessingStatus`),
-ISO-8601 strings for times, plus one private key, ``_track``: the
+ISO-8601 strings for times, plus private keys: ``_track``, the
 :class:`~docstatus.models.Track` the manager needs to compute elapsed time and
-the ETA without parsing strings, stored as a list of six numbers.
+the ETA without parsing strings, stored as a list of six numbers; and
+``_lease``, absent until a worker first claims the document, then
+``{"epoch": int, "worker": str | None, "seconds": float}`` (``worker`` None:
+not held; the epoch only grows). Neither is ever part of the status JSON.
 
 Every ``apply_*`` function is pure: it takes the stored record, returns a new
 one, and raises before returning if the change is not allowed. Stores call them
@@ -24,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic_core import PydanticUndefined
 
-from .errors import InvalidTransitionError
+from .errors import InvalidTransitionError, LeaseLostError
 from .models import (
     DEFAULT_STAGE,
     FIELD_ROLES,
@@ -40,13 +43,17 @@ from .models import (
 __all__ = [
     "Mutation",
     "Record",
+    "apply_claim",
     "apply_complete",
     "apply_fail",
+    "apply_lease_lost",
     "apply_requeue",
     "apply_update",
+    "check_lease",
     "copy_json",
     "finished_at",
     "is_finished",
+    "lease_of",
     "new_record",
     "status_json",
     "to_model",
@@ -179,6 +186,7 @@ def _advance(new: Record, track: Track, progress: float, now: float) -> None:
 
 
 def _finish(new: Record, status: str, progress: float, now: float) -> None:
+    _release(new)
     new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
@@ -304,6 +312,78 @@ def apply_requeue(record: Record, now: float) -> Record:
         )
     fresh = new_record(record["doc_id"], record["filename"], dict(record["metadata"]), now)
     fresh["metadata"]["attempt"] = int(record["metadata"].get("attempt", 1)) + 1
+    if "_lease" in record:
+        fresh["_lease"] = {**record["_lease"], "worker": None}
+    return fresh
+
+
+def lease_of(record: Mapping[str, Any]) -> tuple[int, str, float] | None:
+    """``(epoch, worker, seconds)`` of the lease that holds the document, or ``None``.
+
+    What a store's lease index follows: it compares this before and after a change.
+    """
+    lease = record.get("_lease")
+    if lease is None or lease["worker"] is None:
+        return None
+    return int(lease["epoch"]), str(lease["worker"]), float(lease["seconds"])
+
+
+def _release(new: Record) -> None:
+    lease = new.get("_lease")
+    if lease is not None and lease["worker"] is not None:
+        new["_lease"] = {**lease, "worker": None}
+
+
+def check_lease(record: Mapping[str, Any], epoch: int) -> None:
+    """Raise ``LeaseLostError`` unless the record's lease is held with ``epoch``."""
+    held = lease_of(record)
+    if held is None or held[0] != epoch:
+        raise LeaseLostError(record["doc_id"], epoch)
+
+
+def apply_claim(record: Record, worker: str, seconds: float, now: float) -> Record:
+    """A worker claims a queued document: ``parsing``, a new lease epoch held by ``worker``.
+
+    Only a ``queued`` document can be claimed (else ``InvalidTransitionError``);
+    the status change is the one ``update_status("parsing")`` makes, and
+    ``metadata["worker"]`` names the holder.
+    """
+    if record["status"] != Status.QUEUED.value:
+        raise InvalidTransitionError(
+            record["doc_id"], record["status"], Status.PARSING.value, "only a queued document can be claimed"
+        )
+    new = apply_update(record, Status.PARSING.value, None, {}, now)
+    new["metadata"] = {**new["metadata"], "worker": worker}
+    epoch = int(record["_lease"]["epoch"]) + 1 if "_lease" in record else 1
+    new["_lease"] = {"epoch": epoch, "worker": worker, "seconds": float(seconds)}
+    return new
+
+
+def apply_lease_lost(record: Record, epoch: int, max_attempts: int, note: str, now: float) -> Record:
+    """The holder of lease ``epoch`` was lost: a new attempt, or ``failed`` after ``max_attempts``.
+
+    Raises ``LeaseLostError`` unless the lease is still held with ``epoch``.
+    The requeued record says in ``metadata["recovery"]`` which worker was lost,
+    in which stage, and which attempt starts; ``note`` (may be empty) is added.
+    """
+    check_lease(record, epoch)
+    worker, stage = record["_lease"]["worker"], record["stage"] or record["status"]
+    attempt = int(record["metadata"].get("attempt", 1))
+    if attempt >= max_attempts:
+        error = (
+            f"The worker {worker} was lost while processing this document ({stage}); "
+            f"gave up after {attempt} attempts"
+        )
+        return apply_fail(record, error, now)
+    failed = apply_fail(record, "lost", now)
+    fresh = apply_requeue(failed, now)
+    meta = fresh["metadata"]
+    meta.pop("worker", None)
+    sentence = (
+        f"The worker {worker} was lost while processing this document ({stage}); "
+        f"attempt {attempt + 1} started."
+    )
+    meta["recovery"] = f"{sentence} {note}" if note else sentence
     return fresh
 
 
@@ -317,14 +397,23 @@ class Mutation:
     again on a newer record). It is pure, so calling it again is safe.
     """
 
-    kind: Literal["update", "complete", "fail", "requeue"]
+    kind: Literal["update", "complete", "fail", "requeue", "claim", "lease_lost"]
     now: float
     #: The status to move to, as its plain string value.
     target: str | None = None
     progress: float | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    #: The fencing token: the lease epoch the writer holds. When set, the change
+    #: is refused (``LeaseLostError``, nothing changes) unless that lease holds
+    #: the document. ``None``: no check (library users, a cancel).
+    epoch: int | None = None
 
     def __call__(self, record: Record) -> Record:
+        if self.epoch is not None and self.kind != "lease_lost":
+            check_lease(record, self.epoch)
+        return self._apply(record)
+
+    def _apply(self, record: Record) -> Record:
         if self.kind == "update":
             if self.target is None:
                 raise TypeError("an update Mutation needs a target status")
@@ -333,6 +422,17 @@ class Mutation:
             return apply_complete(record, self.fields, self.now)
         if self.kind == "fail":
             return apply_fail(record, self.fields["error"], self.now)
+        if self.kind == "claim":
+            # fields: worker, seconds.
+            return apply_claim(record, self.fields["worker"], self.fields["seconds"], self.now)
+        if self.kind == "lease_lost":
+            # fields: max_attempts, note; the epoch is the lease that was lost.
+            if self.epoch is None:
+                raise TypeError("a lease_lost Mutation needs the epoch of the lost lease")
+            fields = self.fields
+            return apply_lease_lost(
+                record, self.epoch, fields["max_attempts"], fields.get("note", ""), self.now
+            )
         return apply_requeue(record, self.now)
 
 

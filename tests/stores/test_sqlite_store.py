@@ -593,7 +593,8 @@ def test_an_older_file_is_migrated_and_keeps_its_data(url: str, db: Path) -> Non
 
 def test_a_newer_unknown_version_is_refused_clearly(url: str, db: Path) -> None:
     _NextVersion.from_url(url).close()
-    with pytest.raises(StoreSchemaError, match=r"schema version 2, but .* supports up to 1") as info:
+    refused = rf"schema version {len(MIGRATIONS) + 1}, but .* supports up to {len(MIGRATIONS)}"
+    with pytest.raises(StoreSchemaError, match=refused) as info:
         _open(url)
     assert isinstance(info.value, StoreUnavailableError)
     assert (info.value.found, info.value.supported) == (len(MIGRATIONS) + 1, len(MIGRATIONS))
@@ -611,3 +612,18 @@ def test_a_failing_migration_changes_nothing(url: str, db: Path) -> None:
     assert _user_version(db) == len(MIGRATIONS)
     columns = [row[1] for row in _raw(db).execute("PRAGMA table_info(docs)")]
     assert "x" not in columns
+
+
+class _FirstVersion(SQLiteStore):
+    MIGRATIONS = MIGRATIONS[:1]
+
+
+def test_a_file_from_before_leases_gets_the_leases_table(url: str, db: Path) -> None:
+    _FirstVersion.from_url(url).close()
+    assert _user_version(db) == 1
+    with _open(url) as m:
+        assert _user_version(db) == len(MIGRATIONS)
+        m.create_status("doc", "doc.pdf")
+        lease = m.claim("doc", worker="host:1")
+        assert lease is not None
+        assert [(e.doc_id, e.epoch) for e in m.leases()] == [("doc", 1)]

@@ -25,7 +25,7 @@ from typing import Literal
 
 from ..records import Record
 
-__all__ = ["Change", "ChangeType", "Store"]
+__all__ = ["Change", "ChangeType", "LeaseEntry", "Store"]
 
 ChangeType = Literal["created", "updated", "removed"]
 
@@ -43,6 +43,16 @@ class Change:
     type: ChangeType
     doc_id: str
     record: Record | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEntry:
+    """One entry of a store's lease index: who holds ``doc_id`` and until when (store clock)."""
+
+    doc_id: str
+    epoch: int
+    worker: str
+    expires: float
 
 
 class Store(ABC):
@@ -127,6 +137,43 @@ class Store(ABC):
     @abstractmethod
     def last_seq(self) -> int:
         """The sequence number of the most recent change (0 for none)."""
+
+    # -- leases ----------------------------------------------------------------
+    # The lease index follows the records: after every create and modify (and
+    # expire_lease) the store compares records.lease_of(old) with lease_of(new),
+    # atomically with the record write. Newly held, or a new epoch: an entry
+    # (epoch, worker, expires = now() + seconds). No longer held: no entry.
+
+    def now(self) -> float:
+        """The store's clock, in epoch seconds: the only clock lease times use."""
+        return time.time()
+
+    @abstractmethod
+    def renew_lease(self, doc_id: str, epoch: int, seconds: float) -> bool:
+        """If the index entry of ``doc_id`` has ``epoch``: expires = now() + ``seconds``, True.
+
+        Otherwise False. Changes no record, logs no change, takes no ``seq``.
+        """
+
+    @abstractmethod
+    def expired_leases(self, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` ``(doc_id, epoch)`` whose lease expired (expires < now()), oldest first.
+
+        Must cost O(expired), not O(leases).
+        """
+
+    @abstractmethod
+    def leases(self) -> list[LeaseEntry]:
+        """Every entry of the lease index, soonest to expire first."""
+
+    @abstractmethod
+    def expire_lease(self, doc_id: str, epoch: int, change: Callable[[Record], Record]) -> Change | None:
+        """Apply ``change`` as :meth:`modify` does, if lease ``epoch`` of ``doc_id`` has expired.
+
+        Atomic: only when the index entry still has ``epoch`` and has expired at
+        the moment of the write; otherwise (renewed, released, passed on, or the
+        record is gone) nothing changes and the result is ``None``.
+        """
 
     def wait_for_change(self, after_seq: int, timeout: float) -> None:
         """Block until ``last_seq() > after_seq`` or ``timeout`` seconds pass.

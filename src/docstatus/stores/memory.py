@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from functools import partial
 from typing import Any
 
 from ..errors import DocumentNotFoundError, DuplicateDocumentError
-from ..records import Record, finished_at, is_finished, is_valid_record
-from .base import Change, Store
+from ..records import Record, finished_at, is_finished, is_valid_record, lease_of
+from .base import Change, LeaseEntry, Store
 
 __all__ = ["MemoryStore"]
 
@@ -56,6 +57,8 @@ class MemoryStore(Store):
         # Finished ids in the order they finished, with when.
         self._finished: OrderedDict[str, float] = OrderedDict()
         self._counts: dict[str, int] = {}
+        # The lease index: doc_id -> [epoch, worker, expires].
+        self._leases: dict[str, tuple[int, str, float]] = {}
         # Entries of the wrapped dict that were there before it was wrapped and are not records.
         self._foreign: frozenset[str] = frozenset()
         self._index_existing()
@@ -91,6 +94,16 @@ class MemoryStore(Store):
         records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
         for record in records:
             self._index(record["doc_id"], record)
+            self._move_lease(record["doc_id"], None, record)
+
+    def _move_lease(self, doc_id: str, old: Record | None, new: Record) -> None:
+        # With the lock held: the lease index follows the record (see Store).
+        before, after = None if old is None else lease_of(old), lease_of(new)
+        if after is None:
+            if before is not None:
+                self._leases.pop(doc_id, None)
+        elif before is None or before[0] != after[0]:
+            self._leases[doc_id] = (after[0], after[1], self.now() + after[2])
 
     def _index(self, doc_id: str, record: Record, old: Record | None = None) -> None:
         # Called with the lock held (or before the store is shared); modify handles
@@ -124,6 +137,8 @@ class MemoryStore(Store):
             if doc_id in self._data:
                 raise DuplicateDocumentError(doc_id)
             self._data[doc_id] = record
+            if "_lease" in record:
+                self._move_lease(doc_id, None, record)
             if active:
                 # A new id is in no index yet (they only hold ids that are in _data).
                 counts[status] = counts[status] + 1 if status in counts else 1
@@ -152,10 +167,15 @@ class MemoryStore(Store):
                 continue  # seen while another change moved it in the index: look again
             new = change(old)
             logged = Change(0, "updated", doc_id, new)  # numbered when written
+            # The lease index moves only when the lease object was replaced (a plain
+            # update copies the reference): no call under the lock otherwise.
+            lease_moved = "_lease" in new and ("_lease" not in old or new["_lease"] is not old["_lease"])
             with self._lock:
                 if doc_id not in data or data[doc_id] is not old:
                     continue
                 data[doc_id] = new
+                if lease_moved:
+                    self._move_lease(doc_id, old, new)
                 if new["status"] == old["status"] and doc_id in self._active:
                     # A progress update moves only the recency order.
                     del self._order[doc_id]
@@ -167,6 +187,50 @@ class MemoryStore(Store):
                 self._seq = logged.seq = self._seq + 1
                 self._log[logged.seq % self.LOG_SIZE] = logged
                 return logged
+
+    def renew_lease(self, doc_id: str, epoch: int, seconds: float) -> bool:
+        with self._lock:
+            entry = self._leases.get(doc_id)
+            if entry is None or entry[0] != epoch:
+                return False
+            self._leases[doc_id] = (epoch, entry[1], self.now() + seconds)
+            return True
+
+    def expired_leases(self, limit: int) -> list[tuple[str, int]]:
+        # O(leases): a memory store's leases are its own process's workers, a handful.
+        now = self.now()
+        with self._lock:
+            expired = sorted((e[2], doc_id, e[0]) for doc_id, e in self._leases.items() if e[2] < now)
+        return [(doc_id, epoch) for _, doc_id, epoch in expired[:limit]]
+
+    def leases(self) -> list[LeaseEntry]:
+        with self._lock:
+            entries = [LeaseEntry(doc_id, *entry) for doc_id, entry in self._leases.items()]
+        return sorted(entries, key=lambda e: (e.expires, e.doc_id))
+
+    def expire_lease(self, doc_id: str, epoch: int, change: Callable[[Record], Record]) -> Change | None:
+        while True:
+            old = self._data.get(doc_id)
+            if old is None or not self._lease_expired(doc_id, epoch):
+                return None
+            new = change(old)
+            with self._lock:
+                if self._data.get(doc_id) is not old:
+                    continue
+                if not self._lease_expired(doc_id, epoch):
+                    return None
+                self._data[doc_id] = new
+                self._move_lease(doc_id, old, new)
+                self._index(doc_id, new, old)
+                return self._logged("updated", doc_id, new)
+
+    def _lease_expired(self, doc_id: str, epoch: int) -> bool:
+        entry = self._leases.get(doc_id)
+        return entry is not None and entry[0] == epoch and entry[2] < self.now()
+
+    def now(self) -> float:
+        """``time.time()``: the host's clock."""
+        return time.time()
 
     def _missing(self, doc_id: str) -> bool:
         # The unlocked check in modify can catch the recency index mid-move (a status change

@@ -11,12 +11,47 @@ local LOG_SIZE = __LOG_SIZE__
 
 -- The key prefix and the keys of the store being called (every call names its prefix).
 local P, K_DOC, K_SEQ, K_RECENT, K_ACTIVE, K_FINISHED, K_COUNTS, K_LOG, CHANNEL
+local K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS
 
 local function use_prefix(prefix)
   if prefix == P then return end
   P, K_DOC = prefix, prefix .. 'doc:'
   K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
   K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
+  K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS = P .. 'leases', P .. 'lease_epochs', P .. 'lease_workers'
+end
+
+-- The server's clock, in epoch seconds: the only clock lease times use.
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- A lease's expiry: the server's clock plus the lease's seconds (the client's number, as text).
+local function expiry(seconds)
+  return now() + tonumber(seconds)
+end
+
+-- The lease index move of a change, A[j .. j + 3] as the client computed them: 'set' (with
+-- the epoch, the worker and the lease's seconds), 'del', or '' for none.
+local function move_lease(doc_id, A, j)
+  local op = A[j]
+  if op == 'set' then
+    redis.call('ZADD', K_LEASES, expiry(A[j + 3]), doc_id)
+    redis.call('HSET', K_LEASE_EPOCHS, doc_id, A[j + 1])
+    redis.call('HSET', K_LEASE_WORKERS, doc_id, A[j + 2])
+  elseif op == 'del' then
+    redis.call('ZREM', K_LEASES, doc_id)
+    redis.call('HDEL', K_LEASE_EPOCHS, doc_id)
+    redis.call('HDEL', K_LEASE_WORKERS, doc_id)
+  end
+end
+
+-- Whether the lease index entry of doc_id has the given epoch and has expired.
+local function lease_expired(doc_id, epoch)
+  if redis.call('HGET', K_LEASE_EPOCHS, doc_id) ~= epoch then return false end
+  local expires = redis.call('ZSCORE', K_LEASES, doc_id)
+  return expires ~= false and tonumber(expires) < now()
 end
 
 -- A change's sequence number, index writes, log entry and notification. A[i .. i + 4],
@@ -49,27 +84,34 @@ end
 
 local function op_cas(A)
   -- Compare-and-set. A[3]: the version the client's change was computed from; A[4 .. 8]:
-  -- see commit. The reply: {'ok', seq}, {'missing'}, or {'conflict', version, text}
-  -- with the current record, so that the client can retry at once.
+  -- see commit; A[9 .. 12]: see move_lease; A[13]: '' or a lease epoch that must have
+  -- expired (else the reply is {'unexpired'} and nothing is written). The reply:
+  -- {'ok', seq}, {'missing'}, or {'conflict', version, text} with the current record,
+  -- so that the client can retry at once.
   local doc_id = A[2]
   local key = K_DOC .. doc_id
   local version = redis.call('ZSCORE', K_RECENT, doc_id)
   if not version then return {'missing'} end
+  local expired_epoch = A[13] or ''
+  if expired_epoch ~= '' and not lease_expired(doc_id, expired_epoch) then return {'unexpired'} end
   if version ~= A[3] then return {'conflict', version, redis.call('HGET', key, 'r')} end
   if A[5] == '' then
     redis.call('HSET', key, 'r', A[8])
   else
     redis.call('HSET', key, 'r', A[8], 'c', A[5])
   end
+  move_lease(doc_id, A, 9)
   return {'ok', commit('updated', doc_id, A, 4)}
 end
 
 local function op_create(A)
-  -- Insert if absent. A[3 .. 7]: see commit. The reply: {'ok', seq} or {'duplicate'}.
+  -- Insert if absent. A[3 .. 7]: see commit; A[8 .. 11]: see move_lease. The reply:
+  -- {'ok', seq} or {'duplicate'}.
   local doc_id = A[2]
   local key = K_DOC .. doc_id
   if redis.call('EXISTS', key) == 1 then return {'duplicate'} end
   redis.call('HSET', key, 'r', A[7], 'c', A[4])
+  move_lease(doc_id, A, 8)
   return {'ok', commit('created', doc_id, A, 3)}
 end
 
@@ -133,8 +175,47 @@ local function op_expire(A)
   return out
 end
 
+local function op_renew(A)
+  -- A[3]: the epoch, A[4]: seconds. 1 if the lease index entry had that epoch (its expiry
+  -- is then now + seconds), else 0.
+  local doc_id = A[2]
+  if redis.call('HGET', K_LEASE_EPOCHS, doc_id) ~= A[3] then return 0 end
+  redis.call('ZADD', K_LEASES, 'XX', expiry(A[4]), doc_id)
+  return 1
+end
+
+local function op_expired(A)
+  -- A[2]: limit. {doc_id, epoch, ...} of the expired leases, oldest first.
+  local out = {}
+  for _, doc_id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', '(' .. now(), 'LIMIT', 0, A[2])) do
+    out[#out + 1] = doc_id
+    out[#out + 1] = redis.call('HGET', K_LEASE_EPOCHS, doc_id) or '0'
+  end
+  return out
+end
+
+local function op_leases(A)
+  -- {doc_id, epoch, worker, expires, ...} of every lease, soonest to expire first.
+  local out = {}
+  local entries = redis.call('ZRANGE', K_LEASES, 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    local doc_id = entries[i]
+    out[#out + 1] = doc_id
+    out[#out + 1] = redis.call('HGET', K_LEASE_EPOCHS, doc_id) or '0'
+    out[#out + 1] = redis.call('HGET', K_LEASE_WORKERS, doc_id) or ''
+    out[#out + 1] = entries[i + 1]
+  end
+  return out
+end
+
+local function op_now(A)
+  -- The server's clock as text (a Lua number reply would lose the fraction).
+  return string.format('%.6f', now())
+end
+
 local OPS = {
   cas = op_cas, create = op_create, read = op_read, recent = op_recent, active = op_active,
-  log = op_log, expire = op_expire,
+  log = op_log, expire = op_expire, renew = op_renew, expired = op_expired, leases = op_leases,
+  now = op_now,
 }
 __ENTRY__

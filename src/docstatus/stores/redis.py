@@ -81,8 +81,8 @@ from ..errors import (
     MissingDependencyError,
     StoreUnavailableError,
 )
-from ..records import Record, finished_at, is_finished
-from .base import Change, ChangeType, Store
+from ..records import Record, finished_at, is_finished, lease_of
+from .base import Change, ChangeType, LeaseEntry, Store
 
 try:
     import redis
@@ -127,8 +127,20 @@ _COUNTED = "status"
 # -- the server-side code ------------------------------------------------------------
 
 #: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
-_READ_ONLY = frozenset({"read", "recent", "active", "log"})
-_OPERATIONS = ("cas", "create", "read", "recent", "active", "log", "expire")
+_READ_ONLY = frozenset({"read", "recent", "active", "log", "expired", "leases", "now"})
+_OPERATIONS = (
+    "cas",
+    "create",
+    "read",
+    "recent",
+    "active",
+    "log",
+    "expire",
+    "renew",
+    "expired",
+    "leases",
+    "now",
+)
 
 # How the code ends as a Functions library: every operation registered under a name that
 # carries the code's digest, so processes running different versions of docstatus on one
@@ -225,7 +237,22 @@ def _commit_args(old: Record | None, new: Record) -> list[bytes | str]:
     count = new[_COUNTED]
     before = "" if old is None else old[_COUNTED]
     counts = _STAY if before == count else (before, count)
-    return [*counts, *_move(old, new), _encode(new)]
+    return [*counts, *_move(old, new), _encode(new), *_lease_move(old, new)]
+
+
+_NO_LEASE_MOVE = ("", "", "", "")
+
+
+def _lease_move(old: Record | None, new: Record) -> tuple[str, str, str, str]:
+    """The lease index move of a change (see ``move_lease`` in redis.lua)."""
+    if "_lease" not in new:
+        return _NO_LEASE_MOVE
+    before, after = None if old is None else lease_of(old), lease_of(new)
+    if after is None:
+        return _NO_LEASE_MOVE if before is None else ("del", "", "", "")
+    if before is not None and before[0] == after[0]:
+        return _NO_LEASE_MOVE
+    return "set", str(after[0]), after[1], repr(after[2])
 
 
 class _Cache:
@@ -455,6 +482,8 @@ class RedisStore(Store):
             landed = self._compare_and_set(doc_id, known, new)
             if isinstance(landed, Change):
                 return landed
+            if landed is None:  # cannot happen without a lease precondition
+                raise RuntimeError("the store refused a change it had no precondition for")
             known, fresh = landed, True
 
     def _read(self, doc_id: str) -> _Known:
@@ -467,11 +496,16 @@ class RedisStore(Store):
         self._cache.put(doc_id, known)
         return known
 
-    def _compare_and_set(self, doc_id: str, known: _Known, new: Record) -> Change | _Known:
-        """Write ``new`` if the record is still at ``known``'s version; else the current one."""
+    def _compare_and_set(
+        self, doc_id: str, known: _Known, new: Record, expired_epoch: str = ""
+    ) -> Change | _Known | None:
+        """Write ``new`` if the record is still at ``known``'s version; else the current one.
+
+        With ``expired_epoch``: only if that lease has expired, else ``None``.
+        """
         args = _commit_args(known.record, new)
         try:
-            reply = self._call("cas", doc_id, known.version, *args)
+            reply = self._call("cas", doc_id, known.version, *args, expired_epoch)
         except StoreUnavailableError:
             self._cache.drop(doc_id)  # the change may or may not have been made
             raise
@@ -480,12 +514,51 @@ class RedisStore(Store):
             seq: int = reply[1]
             self._cache.put(doc_id, _Known(seq, new))
             return Change(seq, "updated", doc_id, new)
+        if outcome == b"unexpired":
+            return None
         if outcome == b"missing" or not reply[2]:
             self._cache.drop(doc_id)
             raise DocumentNotFoundError(doc_id)
         current = _Known(int(reply[1]), _decode(reply[2]))
         self._cache.put(doc_id, current)
         return current
+
+    # -- leases (the server's clock: see redis.lua) --------------------------------
+
+    def now(self) -> float:
+        """The Redis server's ``TIME``."""
+        return float(self._call("now"))
+
+    def renew_lease(self, doc_id: str, epoch: int, seconds: float) -> bool:
+        if not _encodable(doc_id):
+            return False
+        return bool(self._call("renew", doc_id, str(epoch), repr(float(seconds))))
+
+    def expired_leases(self, limit: int) -> list[tuple[str, int]]:
+        if limit <= 0:
+            return []
+        reply = self._call("expired", str(limit))
+        return [(reply[i].decode(), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    def leases(self) -> list[LeaseEntry]:
+        reply = self._call("leases")
+        return [
+            LeaseEntry(reply[i].decode(), int(reply[i + 1]), reply[i + 2].decode(), float(reply[i + 3]))
+            for i in range(0, len(reply), 4)
+        ]
+
+    def expire_lease(self, doc_id: str, epoch: int, change: Callable[[Record], Record]) -> Change | None:
+        if not _encodable(doc_id):
+            return None
+        try:
+            known = self._read(doc_id)
+        except DocumentNotFoundError:
+            return None
+        while True:
+            landed = self._compare_and_set(doc_id, known, change(known.record), str(epoch))
+            if landed is None or isinstance(landed, Change):
+                return landed
+            known = landed
 
     def get(self, doc_id: str) -> Record | None:
         if not _encodable(doc_id):

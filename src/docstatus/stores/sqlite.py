@@ -43,8 +43,8 @@ from ..errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
-from ..records import Record, finished_at
-from .base import Change, ChangeType, Store
+from ..records import Record, finished_at, lease_of
+from .base import Change, ChangeType, LeaseEntry, Store
 from .sqlitedb import Connection, Database
 
 __all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
@@ -72,6 +72,15 @@ MIGRATIONS: tuple[str, ...] = (
         doc_id TEXT NOT NULL,
         record TEXT
     );
+    """,
+    """
+    CREATE TABLE leases (
+        doc_id TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        worker TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX leases_by_expiry ON leases (expires);
     """,
 )
 
@@ -276,6 +285,8 @@ class SQLiteStore(Store):
                 "INSERT INTO docs (doc_id, status, seq, finished_at, record) VALUES (?, ?, ?, ?, ?)",
                 (doc_id, record["status"], seq, finished_at(record), text),
             )
+            if "_lease" in record:
+                self._move_lease(conn, doc_id, None, record)
             return Change(seq, "created", doc_id, record)
 
         done = self._run(insert, write=True)
@@ -290,24 +301,92 @@ class SQLiteStore(Store):
             row = conn.execute("SELECT record FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
             if row is None:
                 raise DocumentNotFoundError(doc_id)
-            old = self._decoded(doc_id, row[0])
-            new = change(old)
-            text = _encode(new)
-            seq = self._log(conn, "updated", doc_id, text)
-            if new["status"] == old["status"]:
-                # The usual progress update: leave the status and active
-                # indexes alone (SQLite skips indexes on columns not assigned).
-                conn.execute("UPDATE docs SET seq = ?, record = ? WHERE doc_id = ?", (seq, text, doc_id))
-            else:
-                conn.execute(
-                    "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
-                    (new["status"], seq, finished_at(new), text, doc_id),
-                )
-            return Change(seq, "updated", doc_id, new), text
+            return self._rewrite(conn, doc_id, self._decoded(doc_id, row[0]), change)
 
         done, text = self._run(rewrite, write=True)
         self._remember(doc_id, text, new=done.record)
         return done
+
+    def _rewrite(
+        self, conn: Connection, doc_id: str, old: Record, change: Callable[[Record], Record]
+    ) -> tuple[Change, str]:
+        new = change(old)
+        text = _encode(new)
+        seq = self._log(conn, "updated", doc_id, text)
+        if new["status"] == old["status"]:
+            # The usual progress update: leave the status and active
+            # indexes alone (SQLite skips indexes on columns not assigned).
+            conn.execute("UPDATE docs SET seq = ?, record = ? WHERE doc_id = ?", (seq, text, doc_id))
+        else:
+            conn.execute(
+                "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
+                (new["status"], seq, finished_at(new), text, doc_id),
+            )
+        if "_lease" in new:
+            self._move_lease(conn, doc_id, old, new)
+        return Change(seq, "updated", doc_id, new), text
+
+    def _move_lease(self, conn: Connection, doc_id: str, old: Record | None, new: Record) -> None:
+        # In the record's transaction: the lease index follows the record (see Store).
+        before, after = None if old is None else lease_of(old), lease_of(new)
+        if after is None:
+            if before is not None:
+                conn.execute("DELETE FROM leases WHERE doc_id = ?", (doc_id,))
+        elif before is None or before[0] != after[0]:
+            conn.execute(
+                "INSERT OR REPLACE INTO leases (doc_id, epoch, worker, expires) VALUES (?, ?, ?, ?)",
+                (doc_id, after[0], after[1], self.now() + after[2]),
+            )
+
+    # -- leases ----------------------------------------------------------------
+
+    def now(self) -> float:
+        """``time.time()``: the host's clock (every process of one file is on one host)."""
+        return time.time()
+
+    def renew_lease(self, doc_id: str, epoch: int, seconds: float) -> bool:
+        def renew(conn: Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE leases SET expires = ? WHERE doc_id = ? AND epoch = ?",
+                (self.now() + seconds, doc_id, epoch),
+            )
+            return cursor.rowcount > 0
+
+        return self._run(renew, write=True)
+
+    def expired_leases(self, limit: int) -> list[tuple[str, int]]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT doc_id, epoch FROM leases WHERE expires < ? ORDER BY expires LIMIT ?",
+                (self.now(), limit),
+            ).fetchall()
+        )
+        return [(str(doc_id), int(epoch)) for doc_id, epoch in rows]
+
+    def leases(self) -> list[LeaseEntry]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT doc_id, epoch, worker, expires FROM leases ORDER BY expires, doc_id"
+            ).fetchall()
+        )
+        return [LeaseEntry(str(d), int(e), str(w), float(x)) for d, e, w, x in rows]
+
+    def expire_lease(self, doc_id: str, epoch: int, change: Callable[[Record], Record]) -> Change | None:
+        def expire(conn: Connection) -> tuple[Change, str] | None:
+            row = conn.execute(
+                "SELECT d.record FROM docs d JOIN leases l ON l.doc_id = d.doc_id "
+                "WHERE d.doc_id = ? AND l.epoch = ? AND l.expires < ?",
+                (doc_id, epoch, self.now()),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._rewrite(conn, doc_id, self._decoded(doc_id, row[0]), change)
+
+        done = self._run(expire, write=True)
+        if done is None:
+            return None
+        self._remember(doc_id, done[1], new=done[0].record)
+        return done[0]
 
     def _decoded(self, doc_id: str, text: str) -> Record:
         # A record this process wrote with exactly this text needs no decoding
