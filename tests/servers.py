@@ -111,61 +111,20 @@ class Server:
         return code
 
 
-# The service with its real processors, where a text document (.txt, .md) can be held part-way:
-# while ``<TEST_GATES>/<filename>.hold`` exists, the document stops once its text embedding
-# passes the fraction written in that file (e.g. "0.5"), and goes on when the file is removed.
-# That shows documents mid-way for as long as a test needs, without timing anything.
-# TEST_CHUNK_SECONDS (default 0) makes each text chunk of a held document take that long, as a
-# real embedding model would, so the service has a progress rate to estimate the ETA from.
-# A held document for which ``<TEST_GATES>/<filename>.fail`` exists fails when released.
-GATED = """
-import os
-import threading
-from pathlib import Path
+# The service with its real processors, where a text document (.txt, .md) can be held part-way
+# (see ``_processors.Held``). The processors live in a module, so the service's child processes
+# can load them.
+GATED = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
 
 import uvicorn
+from _processors import held_processors
 from docstatus.api import create_app
-from docstatus.formats import default_processors
 from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
-GATES = Path(os.environ["TEST_GATES"])
-CHUNK_SECONDS = float(os.environ.get("TEST_CHUNK_SECONDS", "0"))
-
-
-class HeldReporter:
-    def __init__(self, inner, hold):
-        self.inner = inner
-        self.hold = hold
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def text_chunk(self, chunk, total):
-        self.inner.text_chunk(chunk, total)
-        if not self.hold.exists():
-            return
-        threading.Event().wait(CHUNK_SECONDS)
-        if chunk >= total * float(self.hold.read_text() or 0.5):
-            while self.hold.exists():
-                self.inner.check()
-                threading.Event().wait(0.02)
-            if self.hold.with_suffix(".fail").exists():
-                raise RuntimeError("told to fail by the test")
-
-
-class Held:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def process(self, job, reporter):
-        return self.inner.process(job, HeldReporter(reporter, GATES / (job.filename + ".hold")))
-
-
 settings = ServiceSettings.from_env()
-processors = default_processors()
-for name in ("txt", "md"):
-    processors[name] = Held(processors[name])
-app = create_app(service=Service(settings, processors=processors))
+app = create_app(service=Service(settings, processors=held_processors()))
 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 """

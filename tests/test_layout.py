@@ -36,7 +36,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("docstatus.worker", "docstatus.worker.job", "docstatus.output"),
     ("docstatus.formats",),
-    ("docstatus.worker.pool", "docstatus.ingest"),
+    (
+        "docstatus.worker.pool",
+        "docstatus.worker.child",
+        "docstatus.worker.run",
+        "docstatus.worker.leases",
+        "docstatus.ingest",
+    ),
     ("docstatus.service",),
     ("docstatus.api", "docstatus.cli"),
 )

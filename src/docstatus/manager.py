@@ -305,7 +305,8 @@ class StatusManager:
         """
         handled = []
         for doc_id, epoch in self._store.expired_leases(limit):
-            mutation = Mutation("lease_lost", time.time(), fields={"max_attempts": max_attempts}, epoch=epoch)
+            fields = {"max_attempts": _max_attempts(max_attempts)}
+            mutation = Mutation("lease_lost", time.time(), fields=fields, epoch=epoch)
             try:
                 change = self._store.expire_lease(doc_id, epoch, mutation)
             except (LeaseLostError, DocumentNotFoundError):
@@ -501,6 +502,12 @@ class StatusManager:
         return f"<StatusManager store={self._store.url!r}>"
 
 
+def _max_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_attempts must be an integer >= 1, not {value!r}")
+    return value
+
+
 def _limit(limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise TypeError(f"limit must be an integer, not {type(limit).__name__}")
@@ -561,3 +568,17 @@ class Lease:
     def renew(self) -> None:
         """Extend the lease by ``seconds`` from now (store clock); ``LeaseLostError`` if it is gone."""
         self.manager._renew(self)
+
+    def abandon(self, note: str = "", *, max_attempts: int = 3) -> None:
+        """Give the document up at once, as an expired lease would be: a new attempt, or failed.
+
+        For a holder that knows its work was lost (its process died, it was
+        stopped): the document is requeued as attempt + 1 with
+        ``metadata["recovery"]`` (``note`` added), or failed once its attempt
+        reached ``max_attempts``, without waiting for the lease to expire.
+        """
+        text = check_text("note", note, MAX_ERROR, empty_ok=True)
+        fields = {"max_attempts": _max_attempts(max_attempts), "note": text}
+        self.manager._fenced(
+            self.doc_id, Mutation("lease_lost", time.time(), fields=fields, epoch=self.epoch)
+        )

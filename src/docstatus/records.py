@@ -33,6 +33,7 @@ from .models import (
     FIELD_ROLES,
     FINISHED,
     LEGAL_PAIRS,
+    MAX_ERROR,
     ProcessingStatus,
     RateEstimator,
     Status,
@@ -374,6 +375,8 @@ def apply_lease_lost(record: Record, epoch: int, max_attempts: int, note: str, n
             f"The worker {worker} was lost while processing this document ({stage}); "
             f"gave up after {attempt} attempts"
         )
+        if note:
+            error = f"{error}. {note}"[:MAX_ERROR]
         return apply_fail(record, error, now)
     failed = apply_fail(record, "lost", now)
     fresh = apply_requeue(failed, now)

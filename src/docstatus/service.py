@@ -23,7 +23,7 @@ from .manager import StatusManager
 from .output.store import OutputStore
 from .settings import ServiceSettings
 from .worker.job import Processor
-from .worker.pool import OUTPUT_FILE, WorkerPool
+from .worker.pool import OUTPUT_FILE, Engine, WorkerPool
 
 __all__ = ["Service", "open_manager", "open_output"]
 
@@ -74,14 +74,16 @@ class Service:
     thumbnails, and what the ``/documents`` and ``/search`` endpoints read; a
     given one is not closed by :meth:`close`. Each document may take
     ``settings.document_timeout`` seconds before it fails.
+    ``engine`` is where documents run: ``"process"`` (child processes, the
+    default: the service process never parses a document) or ``"thread"``
+    (this process's threads, for processors that cannot be pickled).
     Building one opens the store and creates the uploads and data folders
     (a folder that cannot be created is a :class:`~docstatus.errors.ConfigError`).
-    :meth:`start` recovers interrupted work and starts the workers;
-    :meth:`stop` stops them gracefully (waiting up to
-    ``settings.shutdown_timeout``) and can be followed by another
-    :meth:`start`; :meth:`close` also closes the store. All three are
-    idempotent and thread-safe. One service process per store is assumed
-    (see :mod:`docstatus.worker.pool`).
+    :meth:`start` starts the workers; :meth:`stop` stops them gracefully
+    (waiting up to ``settings.shutdown_timeout``) and can be followed by
+    another :meth:`start`; :meth:`close` also closes the store. All three are
+    idempotent and thread-safe. Any number of services may share one store:
+    each claims documents under a lease (see :mod:`docstatus.worker.pool`).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Service:
         *,
         processors: Mapping[str, Processor] | None = None,
         output: OutputStore | None = None,
+        engine: Engine = "process",
     ) -> None:
         self.settings = settings if settings is not None else ServiceSettings()
         _make_dir("uploads", self.settings.uploads)
@@ -109,6 +112,10 @@ class Service:
             data_dir=self.settings.data_dir,
             document_timeout=self.settings.document_timeout,
             output=self.output,
+            engine=engine,
+            store_url=self.settings.store,
+            lease_seconds=self.settings.lease_seconds,
+            max_attempts=self.settings.max_attempts,
         )
         self.intake = Intake(
             self.manager,
@@ -125,7 +132,7 @@ class Service:
         return self.pool.running
 
     def start(self) -> None:
-        """Recover interrupted documents and start processing. Idempotent; not after :meth:`close`."""
+        """Start processing. Idempotent; not after :meth:`close`."""
         with self._lock:
             if self._closed:
                 raise ConfigError("service", "closed", "a closed service cannot be started again")
@@ -137,8 +144,8 @@ class Service:
     def stop(self) -> None:
         """Stop taking work; running documents get ``shutdown_timeout`` seconds. Idempotent.
 
-        Queued documents stay queued for the next start; documents still
-        running when the timeout passes are recovered at the next start.
+        Queued documents stay queued for any worker; documents still running
+        when the timeout passes are requeued as a new attempt.
         The store stays open (status reads keep working until :meth:`close`).
         """
         with self._lock:

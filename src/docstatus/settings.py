@@ -25,6 +25,14 @@ ENV_PREFIX = "DOCSTATUS_"
 MAX_WORKERS = 256
 
 
+def _cpu_count() -> int:
+    # The CPUs this process may run on (a container's or taskset's limit), not the machine's.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _env_name(field_name: str) -> str:
     return ENV_PREFIX + _ENV_SUFFIX.get(field_name, field_name.upper())
 
@@ -79,6 +87,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "cors_origins": _parse_origins,
     "shutdown_timeout": _parse_float,
     "document_timeout": _parse_float,
+    "lease_seconds": _parse_float,
+    "max_attempts": _parse_int,
 }
 
 
@@ -122,10 +132,10 @@ def _check_timeout(value: object, name: str = "shutdown_timeout") -> float:
     return float(value)
 
 
-def _check_document_timeout(value: object) -> float:
-    seconds = _check_timeout(value, "document_timeout")
+def _check_positive_seconds(value: object, name: str) -> float:
+    seconds = _check_timeout(value, name)
     if seconds <= 0:
-        raise ConfigError("document_timeout", value, "must be more than 0 seconds")
+        raise ConfigError(name, value, "must be more than 0 seconds")
     return seconds
 
 
@@ -161,13 +171,15 @@ class ServiceSettings:
     store: str = "sqlite:///docstatus-data/status.db"
     uploads: Path = Path("docstatus-data/uploads")
     data_dir: Path = Path("docstatus-data")
-    workers: int = 2
+    workers: int = field(default_factory=_cpu_count)
     max_upload_bytes: int = 100 * 1024 * 1024
     max_body_bytes: int = 1 * 1024 * 1024
     api_token: str | None = field(default=None, repr=False)
     cors_origins: tuple[str, ...] = ()
     shutdown_timeout: float = 30.0
     document_timeout: float = 600.0
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
 
     def __post_init__(self) -> None:
         checked = {
@@ -182,7 +194,9 @@ class ServiceSettings:
             "api_token": _check_token(self.api_token),
             "cors_origins": _check_origins(self.cors_origins),
             "shutdown_timeout": _check_timeout(self.shutdown_timeout),
-            "document_timeout": _check_document_timeout(self.document_timeout),
+            "document_timeout": _check_positive_seconds(self.document_timeout, "document_timeout"),
+            "lease_seconds": _check_positive_seconds(self.lease_seconds, "lease_seconds"),
+            "max_attempts": _check_int("max_attempts", self.max_attempts, 1, 100),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -194,8 +208,12 @@ class ServiceSettings:
         Variables: ``DOCSTATUS_HOST``, ``_PORT``, ``_STORE``, ``_UPLOADS``,
         ``_DATA``, ``_WORKERS``, ``_MAX_UPLOAD_BYTES``, ``_MAX_BODY_BYTES``,
         ``_API_TOKEN``, ``_CORS_ORIGINS`` (comma-separated),
-        ``_SHUTDOWN_TIMEOUT`` and ``_DOCUMENT_TIMEOUT`` (seconds: how long one
-        document may take to process before it fails). An override of ``None`` counts as not
+        ``_SHUTDOWN_TIMEOUT``, ``_DOCUMENT_TIMEOUT`` (seconds: how long one
+        document may take to process before it fails), ``_LEASE_SECONDS``
+        (how long a worker's claim lasts without a renewal; a lost worker's
+        document is retried after it) and ``_MAX_ATTEMPTS`` (attempts of a
+        document whose worker was lost, before it fails). ``_WORKERS``
+        defaults to the number of CPUs this process may use. An override of ``None`` counts as not
         given (convenient for optional command-line flags); an unknown override
         name is a ``ConfigError``. When ``data_dir`` is set but ``store`` or
         ``uploads`` are not, those default to ``<data_dir>/status.db`` and

@@ -33,23 +33,18 @@ pytestmark = pytest.mark.timeout(120)
 
 # A service whose .txt processor reports "parsing" and then never finishes: the
 # state a restart must recover from. Settings come from DOCSTATUS_* variables.
-STALLING = """
-import threading
+STALLING = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+
 import uvicorn
+from _processors import stalling_processors
 from docstatus.api import create_app
-from docstatus.formats import default_processors
 from docstatus.service import Service
 from docstatus.settings import ServiceSettings
 
-class Stalling:
-    def process(self, job, reporter):
-        reporter.parsing()
-        threading.Event().wait()
-
 settings = ServiceSettings.from_env()
-processors = default_processors()
-processors["txt"] = Stalling()
-app = create_app(service=Service(settings, processors=processors))
+app = create_app(service=Service(settings, processors=stalling_processors()))
 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 """
 

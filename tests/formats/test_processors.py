@@ -206,19 +206,25 @@ def test_undecodable_text_is_counted_not_fatal(pipeline: Pipeline) -> None:
     assert final["metadata"]["undecodable_bytes"] == 3
 
 
+class Letters:
+    """A text embedder: how often each letter occurs (module level, so child processes can load it)."""
+
+    dimension = 26
+
+    def embed(self, text: str) -> list[float]:
+        return [float(text.lower().count(chr(97 + i))) for i in range(26)]
+
+
+class Brightness:
+    """A visual embedder: the page's mean brightness."""
+
+    dimension = 1
+
+    def embed_image(self, image: Image.Image) -> list[float]:
+        return [sum(image.convert("L").resize((4, 4)).tobytes()) / 16 / 255]
+
+
 def test_plugged_in_embedders_are_used(make_pipeline: Callable[..., Pipeline]) -> None:
-    class Letters:
-        dimension = 26
-
-        def embed(self, text: str) -> list[float]:
-            return [float(text.lower().count(chr(97 + i))) for i in range(26)]
-
-    class Brightness:
-        dimension = 1
-
-        def embed_image(self, image: Image.Image) -> list[float]:
-            return [sum(image.convert("L").resize((4, 4)).tobytes()) / 16 / 255]
-
     pipeline = make_pipeline(processors=default_processors(embedder=Letters(), visual_embedder=Brightness()))
     final = pipeline.run("r.pdf", pdf_bytes(numbered_pages(2)))
     text = pipeline.run("q.docx", docx_bytes())

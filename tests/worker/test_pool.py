@@ -47,6 +47,8 @@ def make_pool(uploads: Path, tmp_path: Path) -> Iterator[Callable[..., WorkerPoo
     def make(manager: StatusManager, **kwargs: Any) -> WorkerPool:
         kwargs.setdefault("data_dir", tmp_path / "data")
         kwargs.setdefault("processors", default_processors())
+        # In-process, so the tests' processors can share state (events, lists) with the test.
+        kwargs.setdefault("engine", "thread")
         pool = WorkerPool(manager, uploads, **kwargs)
         pools.append(pool)
         return pool
@@ -294,7 +296,7 @@ def test_stop_lets_the_running_document_finish_and_leaves_the_rest_queued(
         assert watcher.wait(doc_id, "completed", "failed")["status"] == "completed"
 
 
-def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
+def test_a_document_still_running_at_the_stop_timeout_is_given_back_at_once(
     manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
     gated = Gated()
@@ -306,9 +308,13 @@ def test_a_document_still_running_at_the_timeout_is_left_to_recovery(
     assert gated.entered.wait(DEADLINE)
     pool.stop(timeout=0.01)
     assert not pool.running
+    # Requeued as a new attempt without waiting for the lease to expire.
+    status = manager.require_status(doc_id)
+    assert status.status == "queued" and status.metadata["attempt"] == 2
+    assert "stopped before it finished" in status.metadata["recovery"]
     gated.gate.set()
     assert gated.resumed.wait(DEADLINE)  # its next report was refused
-    assert manager.require_status(doc_id).status == "parsing"
+    assert manager.require_status(doc_id).status == "queued"
 
     recovered = make_pool(manager)
     recovered.start()
@@ -350,7 +356,7 @@ def test_start_while_stop_waits_for_running_work_does_not_recover_it(
     assert gated.runs == 1
 
 
-# -- restart recovery --------------------------------------------------------------------------
+# -- a service's process stops: leases, not start-up recovery --------------------------------
 
 
 @pytest.fixture
@@ -361,46 +367,56 @@ def settings(tmp_path: Path) -> ServiceSettings:
         data_dir=tmp_path / "data",
         workers=2,
         shutdown_timeout=5,
+        lease_seconds=0.6,
     )
 
 
-def _interrupted(settings: ServiceSettings, data: bytes) -> str:
-    """A document a 'previous process' left in parsing: queued through intake, moved, closed."""
+def _claimed(settings: ServiceSettings, data: bytes, seconds: float) -> str:
+    """A document a process claimed for ``seconds`` and then left (as if it died mid-way)."""
     service = Service(settings)
     doc_id = submit(service.intake, "interrupted.md", data)
-    service.manager.update_status(doc_id, "parsing")
+    assert service.manager.claim(doc_id, worker="gone-host:1", seconds=seconds) is not None
     service.close()
     return doc_id
 
 
-def test_restart_requeues_an_interrupted_document_whose_file_is_there(settings: ServiceSettings) -> None:
-    doc_id = _interrupted(settings, MARKDOWN)
+def test_a_document_whose_worker_died_is_requeued_when_its_lease_expires(settings: ServiceSettings) -> None:
+    doc_id = _claimed(settings, MARKDOWN, seconds=0.5)
     with Service(settings) as service:
-        assert service.pool.wait_idle(DEADLINE)
+        wait_until(lambda: service.manager.require_status(doc_id).is_finished, DEADLINE)
         status = service.manager.require_status(doc_id)
-        assert status.status == "completed"
+        assert status.status == "completed", status.error
         assert status.metadata["attempt"] == 2
-        assert "stopped while processing" in status.metadata["recovery"]
+        assert "gone-host:1 was lost" in status.metadata["recovery"]
         assert status.error is None
 
 
-def test_restart_fails_an_interrupted_document_whose_file_is_gone(settings: ServiceSettings) -> None:
-    doc_id = _interrupted(settings, MARKDOWN)
+def test_a_retried_document_whose_file_is_gone_fails_with_a_clear_error(settings: ServiceSettings) -> None:
+    doc_id = _claimed(settings, MARKDOWN, seconds=0.5)
     (settings.uploads / f"{doc_id}.md").unlink()
     with Service(settings) as service:
+        wait_until(lambda: service.manager.require_status(doc_id).is_finished, DEADLINE)
         status = service.manager.require_status(doc_id)
         assert status.status == "failed"
-        assert status.error is not None
-        assert "stopped while processing" in status.error
-        assert "gone" in status.error
+        assert status.error is not None and f"{doc_id}.md" in status.error
+        assert status.metadata["attempt"] == 2
 
 
-def test_restart_leaves_documents_of_other_code_alone(settings: ServiceSettings) -> None:
+def test_starting_a_service_leaves_live_leases_and_other_code_alone(settings: ServiceSettings) -> None:
     settings.data_dir.mkdir()
     with StatusManager(store=settings.store, cleanup_interval_seconds=None) as other:
         other.create_status("theirs", "theirs.pdf")
         other.update_status("theirs", "parsing")
+    live = _claimed(settings, MARKDOWN, seconds=60.0)
+    dead = _claimed(settings, b"# Another\n\nthe marker: its lease expires at once", seconds=0.3)
     with Service(settings) as service:
+        # Once the dead worker's document is done, expiry has run after its lease ended...
+        wait_until(lambda: service.manager.require_status(dead).is_finished, DEADLINE)
+        assert service.manager.require_status(dead).metadata["attempt"] == 2
+        # ...and it left the live lease and the documents of other code as they were.
+        status = service.manager.require_status(live)
+        assert status.status == "parsing" and status.metadata["attempt"] == 1
+        assert status.metadata["worker"] == "gone-host:1"
         assert service.manager.require_status("theirs").status == "parsing"
 
 

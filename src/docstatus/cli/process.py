@@ -1,8 +1,9 @@
 """``docstatus process FILE...``: run the pipeline on local files, without a server, with progress bars.
 
 Each file is copied into the uploads folder (as an upload would be, named by
-its content's SHA-256) and processed by an in-process
-:class:`~docstatus.worker.pool.WorkerPool` over the given status store;
+its content's SHA-256) and processed by a
+:class:`~docstatus.worker.pool.WorkerPool` (each document in a child process,
+as ``docstatus serve`` runs them) over the given status store;
 output goes to ``<data_dir>/output.db``, so a ``docstatus serve`` on the same
 data folder shows the documents afterwards. The pool only processes the
 files given here (``adopt_existing=False``): running this beside a service
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import math
 import threading
 import time
@@ -203,6 +205,9 @@ class _Runner:
             document_timeout=settings.document_timeout,
             output=self.output,
             adopt_existing=False,
+            store_url=settings.store,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
         )
 
     def submit(self, source: Path, doc: _Doc, watch: _Watch) -> None:
@@ -276,14 +281,15 @@ def process_files(
     paths: Sequence[str | Path],
     *,
     settings: ServiceSettings | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     limits: Limits | None = None,
     console: Any = None,
 ) -> LocalRun:
     """Process ``paths`` with progress bars (see the module docstring); returns every final status.
 
     ``settings`` gives the store, the data and uploads folders and the
-    document timeout (default: :meth:`ServiceSettings.from_env`). Unusable
+    document timeout (default: :meth:`ServiceSettings.from_env`); ``workers``
+    documents run at once (default: the settings', the CPU count). Unusable
     paths raise nothing: the result's ``exit_code`` is 2 and nothing is
     processed. ``console`` is a ``rich.console.Console`` (default: stderr).
     """
@@ -294,7 +300,8 @@ def process_files(
         for problem in problems:
             console.print(f"[red]docstatus process: error:[/] {problem}", highlight=False)
         return LocalRun([], EXIT_USAGE)
-    runner = _Runner(settings or ServiceSettings.from_env(), workers, limits)
+    settings = settings or ServiceSettings.from_env()
+    runner = _Runner(settings, workers or settings.workers, limits)
     docs = [_Doc(Path(p).name) for p in paths]
     try:
         with _progress(console) as progress:
@@ -336,7 +343,11 @@ def add_parser(commands: Any) -> None:
     process.add_argument("files", nargs="+", metavar="FILE", help="documents to process")
     process.add_argument("--store", help="status store URL (default sqlite:///docstatus-data/status.db)")
     process.add_argument("--data-dir", help="data folder for uploads and output (default docstatus-data)")
-    process.add_argument("--workers", type=_positive_int, default=1, help="documents at a time (default 1)")
+    process.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="documents at a time, each in its own process (default: CPU count)",
+    )
     process.add_argument(
         "--timeout", type=_positive_float, help="seconds one document may take (default 600)"
     )
@@ -347,6 +358,8 @@ def add_parser(commands: Any) -> None:
 
 
 def _process(args: argparse.Namespace) -> int:
+    # Each failure is in the summary table; the workers' log lines would only repeat it.
+    logging.getLogger("docstatus").addHandler(logging.NullHandler())
     try:
         settings = ServiceSettings.from_env(
             store=args.store, data_dir=args.data_dir, document_timeout=args.timeout

@@ -18,11 +18,13 @@ def add_parser(commands: Any) -> None:
         "serve",
         help="run the HTTP API and the processing workers",
         description=(
-            "Run the HTTP API, the dashboard and the processing workers in one process. "
+            "Run the HTTP API, the dashboard and the processing workers (each document in a child "
+            "process; any number of serve processes may share one store). "
             "Every option can also be set with an environment variable (DOCSTATUS_HOST, "
             "DOCSTATUS_PORT, DOCSTATUS_STORE, DOCSTATUS_UPLOADS, DOCSTATUS_DATA, DOCSTATUS_WORKERS, "
             "DOCSTATUS_MAX_UPLOAD_BYTES, DOCSTATUS_MAX_BODY_BYTES, DOCSTATUS_API_TOKEN, "
-            "DOCSTATUS_CORS_ORIGINS, DOCSTATUS_SHUTDOWN_TIMEOUT); options win over the environment."
+            "DOCSTATUS_CORS_ORIGINS, DOCSTATUS_SHUTDOWN_TIMEOUT, DOCSTATUS_DOCUMENT_TIMEOUT, "
+            "DOCSTATUS_LEASE_SECONDS, DOCSTATUS_MAX_ATTEMPTS); options win over the environment."
         ),
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -30,7 +32,11 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--store", help="store URL (default sqlite:///docstatus-data/status.db)")
     serve.add_argument("--uploads", help="uploads folder (default docstatus-data/uploads)")
     serve.add_argument("--data-dir", help="data folder for pipeline output (default docstatus-data)")
-    serve.add_argument("--workers", type=int, help="processing worker threads (default 2)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="documents processed at once, each in its own process (default: CPU count)",
+    )
     serve.add_argument("--max-upload-bytes", type=int, help="largest accepted upload (default 100 MiB)")
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]

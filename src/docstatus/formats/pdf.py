@@ -1,10 +1,12 @@
 """PDF documents with pypdfium2: text per page and page rendering.
 
-PDFium is not thread-safe, so every call into it holds :data:`PDFIUM_LOCK`
-(one page at a time across the whole process; documents on several workers
-interleave page by page). Everything PDFium allocates is closed explicitly
-while the lock is held, never left to the garbage collector on another
-thread.
+PDFium is not thread-safe, so every call into it holds :data:`PDFIUM_LOCK`.
+The lock is per process: the local engine runs each document in its own child
+process, so documents render in parallel on every core and the lock is never
+contended there; it only serialises threads of one process (the ``"thread"``
+engine, or a library user's own threads). Everything PDFium allocates is
+closed explicitly while the lock is held, never left to the garbage collector
+on another thread.
 
 Readable failures: an encrypted PDF (a user password is needed), a damaged or
 truncated one, one with no pages, more pages than :attr:`Limits.max_pages`,
@@ -26,7 +28,7 @@ from .limits import Limits, render_scale, require
 
 __all__ = ["PDFIUM_LOCK", "PdfProcessor", "PdfSource"]
 
-#: Serialises every PDFium call in this process (PDFium is not thread-safe).
+#: Serialises the PDFium calls of this process's threads (PDFium is not thread-safe).
 PDFIUM_LOCK = threading.RLock()
 
 # PDFium's load error codes (FPDF_ERR_*), in words a person understands.

@@ -23,7 +23,17 @@ from ..manager import MAX_ERROR, StatusManager
 from ..models import Status
 from ..output.store import OutputStore
 
-__all__ = ["Job", "Processor", "Reporter", "failure_message"]
+__all__ = ["Job", "Processor", "Reporter", "StatusWriter", "failure_message"]
+
+
+class StatusWriter(Protocol):
+    """Where a reporter's changes go: a :class:`~docstatus.manager.Lease`, or a link to the parent process.
+
+    Raises ``LeaseLostError`` once the document is no longer this worker's;
+    the processor then stops (the error propagates out of the report).
+    """
+
+    def update_status(self, status: str, progress: float | None = None, **fields: Any) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +60,33 @@ class Reporter:
     """
 
     def __init__(
-        self, manager: StatusManager, doc_id: str, *, checkpoint: Callable[[], None] | None = None
+        self,
+        manager: StatusManager | None,
+        doc_id: str,
+        *,
+        checkpoint: Callable[[], None] | None = None,
+        writer: StatusWriter | None = None,
+        claimed: bool = False,
     ) -> None:
+        if writer is None and manager is None:
+            raise TypeError("a Reporter needs a manager or a writer")
         self.manager = manager
         self.doc_id = doc_id
         # Called before every report: raises to stop a document the pool gave up on.
         self._checkpoint = checkpoint
+        # A worker's writes go through its lease (fenced); library use writes to the manager.
+        self._writer = writer
+        # A claimed document is already parsing: a bare parsing() then has nothing to write.
+        self._parsing = claimed
 
     def _update(self, status: Status, **fields: Any) -> None:
         self.check()
-        self.manager.update_status(self.doc_id, status, None, **fields)
+        self._parsing = False
+        if self._writer is not None:
+            self._writer.update_status(status, None, **fields)
+        else:
+            assert self.manager is not None
+            self.manager.update_status(self.doc_id, status, None, **fields)
 
     def check(self) -> None:
         """Raise if the pool gave up on this document (its time limit passed, or the pool stopped).
@@ -74,6 +101,8 @@ class Reporter:
         """The file is being read; ``metadata`` (e.g. the detected encoding) is merged into the status."""
         if metadata:
             self._update(Status.PARSING, metadata=dict(metadata))
+        elif self._parsing:
+            self.check()
         else:
             self._update(Status.PARSING)
 
