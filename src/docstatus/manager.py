@@ -261,6 +261,18 @@ class StatusManager:
         now = time.time()
         self._changed(self._store.modify(doc_id, Mutation("fail", now, fields={"error": message})))
 
+    def cancel(self, doc: DocRef) -> None:
+        """Stop an active document: it fails with the error ``"cancelled"``, keeping its progress.
+
+        Works from ``queued`` and from every active stage. A lease on the
+        document is released, so its worker's next fenced write (or renewal)
+        raises ``LeaseLostError`` and the worker stops. A finished document
+        raises ``InvalidTransitionError`` (it has already finished) and
+        nothing changes; an unknown one ``DocumentNotFoundError``.
+        """
+        doc_id = _doc_id_of(doc)
+        self._changed(self._store.modify(doc_id, Mutation("cancel", time.time())))
+
     def requeue(self, doc: DocRef) -> None:
         """Start a new attempt of a *failed* document: queued, progress 0, error cleared.
 
