@@ -208,6 +208,40 @@ def test_requeue_retries_a_failed_document_only(env: Env) -> None:
     assert_error(env.client.post("/status/missing/requeue"), 404, "DOCUMENT_NOT_FOUND")
 
 
+def test_cancel_fails_an_active_document_and_refuses_a_finished_one(env: Env) -> None:
+    env.manager.create_status("q", "q.txt")
+    env.manager.create_status("d", "d.txt")
+    lease = env.manager.claim("d", worker="host:9", seconds=30)
+    assert lease is not None
+    lease.update_status("embedding_text", chunk=1, total_chunks=4)
+    for doc_id in ("q", "d"):
+        response = env.client.post(f"/status/{doc_id}/cancel")
+        assert response.status_code == 200, response.text
+        assert response.json() == env.client.get(f"/status/{doc_id}").json()
+        assert response.json()["status"] == "failed" and response.json()["error"] == "cancelled"
+    assert env.manager.leases() == []
+    body = assert_error(env.client.post("/status/d/cancel"), 409, "INVALID_TRANSITION")
+    assert body["details"]["current"] == "failed" and "already finished" in body["error"]
+    env.manager.create_status("c", "c.txt")
+    env.manager.mark_completed("c")
+    assert assert_error(env.client.post("/status/c/cancel"), 409, "INVALID_TRANSITION")["details"] == {
+        "doc_id": "c",
+        "current": "completed",
+        "target": "failed",
+    }
+    assert_error(env.client.post("/status/missing/cancel"), 404, "DOCUMENT_NOT_FOUND")
+    assert env.requeued == []
+
+
+def test_cancel_needs_the_token_when_one_is_set(locked: Env) -> None:
+    locked.manager.create_status("d", "d.txt")
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert_error(locked.client.post("/status/d/cancel", headers=headers), 401, "UNAUTHORIZED")
+    assert locked.manager.require_status("d").status == "queued"
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert locked.client.post("/status/d/cancel", headers=good).json()["error"] == "cancelled"
+
+
 # -- errors -----------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Terminal views of a running service: ``docstatus status | list | cleanup | watch``.
+"""Terminal views of a running service: ``docstatus status | list | cleanup | watch | cancel``.
 
 Each ``run_*`` function talks to the service through a
 :class:`~docstatus.cli.client.Client`, prints to a rich ``Console`` (or, with
@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "format_duration",
+    "run_cancel",
     "run_cleanup",
     "run_list",
     "run_status",
@@ -246,6 +247,17 @@ def run_cleanup(client: Client, max_age: float, console: Console, *, as_json: bo
     removed = int(reply.body.get("removed", 0))
     noun = "document" if removed == 1 else "documents"
     console.print(f"Removed {removed} finished {noun} older than {format_duration(max_age)}.")
+    return EXIT_OK
+
+
+def run_cancel(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus cancel DOC_ID``: 0 once the document has failed as cancelled."""
+    reply = client.cancel(doc_id)
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    name = str(reply.body.get("filename", ""))
+    console.print(Text(f"Cancelled {name} ({doc_id}) at {_percent(reply.body)}%."))
     return EXIT_OK
 
 
