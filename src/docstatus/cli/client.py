@@ -127,6 +127,10 @@ class Client:
         """``POST /status/cleanup``: remove documents finished over ``max_age_seconds`` ago."""
         return self._request("POST", "/status/cleanup", params={"max_age_seconds": max_age_seconds})
 
+    def workers(self) -> Reply:
+        """``GET /workers``: the live worker processes and the documents each holds."""
+        return self._request("GET", "/workers")
+
     def cancel(self, doc_id: str) -> Reply:
         """``POST /status/{doc_id}/cancel``: fail an active document with the error ``cancelled``.
 

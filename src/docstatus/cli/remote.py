@@ -78,6 +78,11 @@ def add_parsers(commands: Any) -> None:
     listing.add_argument(
         "--limit", type=_bounded_int(0, 100_000), default=100, help="at most this many (default 100)"
     )
+    listing.add_argument(
+        "--workers",
+        action="store_true",
+        help="list the live worker processes instead (GET /workers; --json prints its answer)",
+    )
     listing.set_defaults(handler=_remote, run="list")
 
     cleanup = _remote_parser(
@@ -126,6 +131,8 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
     with Client(url, token=token) as client:
         if args.run == "status":
             return views.run_status(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
+        if args.run == "list" and args.workers:
+            return views.run_workers(client, console, as_json=args.json, out=sys.stdout)
         if args.run == "list":
             return views.run_list(client, args.status, args.limit, console, as_json=args.json, out=sys.stdout)
         if args.run == "cleanup":
