@@ -160,6 +160,20 @@ def test_documents_run_in_child_processes_and_report_progress(
         assert "worker" in final["metadata"]
 
 
+def test_the_pool_is_in_the_worker_registry_with_its_children(
+    manager: StatusManager, make_engine: Callable[..., Engine]
+) -> None:
+    engine = make_engine(manager, workers=2)
+    _, pid = engine.held("seen.txt")
+    [entry] = manager.workers()
+    assert entry.worker_id == engine.pool.worker_id
+    assert entry.info["engine"] == "local" and entry.info["processes"] == 2
+    assert any(child.endswith(f":{pid}") for child in entry.info["children"])
+    engine.release("seen.txt")
+    engine.pool.stop(timeout=5)
+    assert manager.workers() == []  # a clean stop leaves the registry at once
+
+
 def test_a_sigkilled_child_retries_its_document_and_the_pool_goes_on(
     manager: StatusManager, make_engine: Callable[..., Engine]
 ) -> None:
@@ -211,7 +225,7 @@ def test_a_lost_lease_stops_the_child_and_keeps_nothing_it_writes(
     engine = make_engine(manager, workers=1, lease_seconds=0.6)
     doc_id, _ = engine.held("cancelled.txt")
     wait_until(lambda: manager.require_status(doc_id).status == "embedding_visual", DEADLINE)
-    manager.mark_failed(doc_id, "cancelled")  # what a cancel does: the lease is released
+    manager.cancel(doc_id)  # the lease is released
     # Its hold file is still there: the processor stopped because its next report was refused.
     assert engine.pool.wait_idle(DEADLINE)
     status = manager.require_status(doc_id)

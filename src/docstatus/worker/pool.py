@@ -43,6 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +133,9 @@ class _Run:
         self.stopping = False
         self.threads: list[threading.Thread] = []
         self.tasks: set[_Task] = set()
+        #: The pid of each slot's child process (for the worker registry).
+        self.children: dict[int, int] = {}
+        self.started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         self.output = output
         self.owns_output = owns_output
 
@@ -384,11 +388,18 @@ class WorkerPool:
             children = self._start_children(run)
             for i in range(self.workers):
                 thread = threading.Thread(
-                    target=self._slot, args=(run, children[i]), name=f"docstatus-worker-{i + 1}", daemon=True
+                    target=self._slot,
+                    args=(run, i, children[i]),
+                    name=f"docstatus-worker-{i + 1}",
+                    daemon=True,
                 )
                 run.threads.append(thread)
                 thread.start()
             keeper.start()
+            try:
+                self._heartbeat(run)
+            except Exception as exc:  # the store is unreachable: the chore beats again soon
+                log.warning("could not register this worker: %s", exc)
 
     def _start_children(self, run: _Run) -> list[_Child | None]:
         # Started together and awaited before any work, so processors that a child cannot
@@ -439,6 +450,8 @@ class WorkerPool:
                     thread.join(5.0)
             if keeper is not None:
                 keeper.stop()
+            with contextlib.suppress(Exception):  # an unreachable store forgets it when it expires
+                self.manager.forget_worker(self.worker_id)
             if run.owns_output and not any(t.is_alive() for t in run.threads):
                 run.output.close()
 
@@ -474,8 +487,30 @@ class WorkerPool:
 
     # -- the periodic chore ------------------------------------------------------
 
+    @property
+    def worker_id(self) -> str:
+        """This pool's entry in the store's worker registry: ``"<hostname>:<pid>"``."""
+        return f"{self._host}:{os.getpid()}"
+
+    def _heartbeat(self, run: _Run) -> None:
+        with run.cond:
+            children = [f"{self._host}:{pid}" for pid in run.children.values()]
+        info = {
+            "host": self._host,
+            "pid": os.getpid(),
+            "engine": "local",
+            "processes": self.workers,
+            "started_at": run.started_at,
+            "children": children,
+        }
+        # Lives two renewal rounds past the last beat, as a lease does.
+        self.manager.heartbeat(self.worker_id, info, self.lease_seconds)
+
     def _chore(self, run: _Run) -> None:
-        if not self.adopt_existing or run.stopping:
+        if run.stopping:
+            return
+        self._heartbeat(run)
+        if not self.adopt_existing:
             return
         for doc_id in self.manager.expire_leases(max_attempts=self.max_attempts):
             log.warning("the worker of %s was lost: its lease expired", doc_id)
@@ -490,12 +525,16 @@ class WorkerPool:
 
     # -- the slots ---------------------------------------------------------------
 
-    def _slot(self, run: _Run, child: _Child | None) -> None:
+    def _slot(self, run: _Run, slot: int, child: _Child | None) -> None:
+        if child is not None:
+            run.children[slot] = child.pid
         try:
             while (doc_id := run.take()) is not None:
                 again = False
                 try:
                     child, again = self._process(run, doc_id, child)
+                    if child is not None:
+                        run.children[slot] = child.pid
                 except Exception as exc:
                     # The store itself failed: the lease (if any) expires and the document is retried.
                     log.warning("processing %s failed outside its processor: %s", doc_id, exc)
