@@ -313,8 +313,11 @@ def test_dashboard_cancels_an_active_document_and_shows_the_workers(
     expect(finished.get_by_role("button", name="Cancel done.md")).to_be_hidden()
     cancel = active.get_by_role("button", name="Cancel long-report.txt")
     expect(cancel).to_be_visible()
-    expect(page.locator("#worker-count")).to_have_text("0")
-    expect(page.locator("#workers-empty")).to_be_visible()
+    # The service's own worker pool is in the panel, holding the active document.
+    expect(page.locator("#worker-count")).to_have_text("1")
+    own = page.locator("#worker-rows tr")
+    expect(own.locator(".worker-engine")).to_have_text("local")
+    expect(own.locator(".worker-docs")).to_have_text("1")
 
     # Dismissing the confirmation changes nothing.
     page.once("dialog", lambda dialog: dialog.dismiss())
@@ -347,13 +350,13 @@ def test_dashboard_cancels_an_active_document_and_shows_the_workers(
     info = {"host": "node-a", "pid": 4242, "engine": "rq", "processes": 3}
     with StatusManager(store=f"sqlite:///{tmp_path / 'status.db'}", cleanup_interval_seconds=None) as store:
         store.heartbeat("node-a:4242", info, 60)
-        expect(page.locator("#worker-count")).to_have_text("1")
-        worker = page.locator("#worker-rows tr")
-        expect(worker).to_have_count(1)
+        expect(page.locator("#worker-count")).to_have_text("2")
+        expect(page.locator("#worker-rows tr")).to_have_count(2)
+        worker = page.locator("#worker-rows tr", has_text="node-a:4242")
         expect(worker.locator(".worker-id")).to_have_text("node-a:4242")
         expect(worker.locator(".worker-engine")).to_have_text("rq")
         expect(worker.locator(".worker-processes")).to_have_text("3")
         expect(worker.locator(".worker-docs")).to_have_text("0")
         expect(worker.locator(".worker-seen")).to_contain_text("ago")
         store.forget_worker("node-a:4242")
-        expect(page.locator("#worker-count")).to_have_text("0")
+        expect(page.locator("#worker-count")).to_have_text("1")

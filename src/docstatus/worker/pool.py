@@ -55,7 +55,7 @@ from ..output.store import OutputStore
 from .child import ChildConfig, Task, child_main
 from .job import Processor, Reporter, failure_message
 from .leases import LeaseKeeper
-from .run import build_job, run_processor
+from .run import Outcome, build_job, finish, run_processor
 
 __all__ = ["OUTPUT_FILE", "Engine", "WorkerPool"]
 
@@ -99,16 +99,6 @@ def _positive(name: str, value: object) -> float:
 
 class _Stopped(StatusError):
     """Raised into a thread-engine processor the pool gave up on; never escapes the pool."""
-
-
-# -- what came of running one document -----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    kind: Literal["done", "failed", "timeout", "lost", "crashed"]
-    #: done: the metadata; failed: the error; crashed: how the process died.
-    value: Any = None
 
 
 @dataclass(eq=False)
@@ -260,7 +250,7 @@ class _Child:
         self.conn.close()
         self._lifeline.close()
 
-    def run(self, task: _Task, relay: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> _Outcome:
+    def run(self, task: _Task, relay: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> Outcome:
         """Send ``task`` and serve the child until it answers, dies, or the task must stop."""
         lease, status = task.lease, task.status
         meta = dict(status.metadata)
@@ -273,17 +263,17 @@ class _Child:
                 ready = wait([self.conn, self.process.sentinel], timeout)
                 if not ready:
                     self._killed()
-                    return _Outcome("timeout")
+                    return Outcome("timeout")
                 message = self.conn.recv() if self.conn in ready or self.conn.poll() else None
                 if message is None:
                     break
                 if message[0] != "write":
-                    return _Outcome(message[0], message[1] if len(message) > 1 else None)
+                    return Outcome(message[0], message[1] if len(message) > 1 else None)
                 self.conn.send(relay(message))
         except (EOFError, OSError):
             pass  # the child is gone
         self._killed()
-        return _Outcome("lost" if task.lost.is_set() else "crashed", _death(self.process.exitcode))
+        return Outcome("lost" if task.lost.is_set() else "crashed", _death(self.process.exitcode))
 
 
 # -- the pool ----------------------------------------------------------------------
@@ -606,7 +596,7 @@ class WorkerPool:
             return ("error", failure_message(exc))
         return ("ok",)
 
-    def _in_thread(self, run: _Run, task: _Task) -> _Outcome:
+    def _in_thread(self, run: _Run, task: _Task) -> Outcome:
         lease = task.lease
 
         def check() -> None:
@@ -625,52 +615,24 @@ class WorkerPool:
                 run.output,
             )
             reporter = Reporter(self.manager, lease.doc_id, checkpoint=check, writer=lease, claimed=True)
-            return _Outcome("done", run_processor(self.processors, job, reporter))
+            return Outcome("done", run_processor(self.processors, job, reporter))
         except (LeaseLostError, _Stopped):
-            return _Outcome("lost")
+            return Outcome("lost")
         except DocumentTimeoutError as exc:
-            return _Outcome("failed", failure_message(exc))
+            return Outcome("failed", failure_message(exc))
         except Exception as exc:
             if task.lost.is_set():
-                return _Outcome("lost")
+                return Outcome("lost")
             log.debug("processor of %s raised", lease.doc_id, exc_info=exc)
-            return _Outcome("failed", failure_message(exc))
+            return Outcome("failed", failure_message(exc))
 
     # -- finishing ---------------------------------------------------------------
 
-    def _finish(self, run: _Run, task: _Task, outcome: _Outcome) -> bool:
+    def _finish(self, run: _Run, task: _Task, outcome: Outcome) -> bool:
         """Write the outcome through the lease; whether the document was requeued for another attempt."""
-        lease, filename = task.lease, task.status.filename
-        try:
-            if outcome.kind == "done":
-                lease.mark_completed(**outcome.value)
-            elif outcome.kind in ("failed", "timeout"):
-                error = outcome.value
-                if outcome.kind == "timeout":
-                    error = failure_message(DocumentTimeoutError(lease.doc_id, self.document_timeout or 0.0))
-                log.warning("document %s (%s) failed: %s", lease.doc_id, filename, error)
-                lease.mark_failed(error)
-            elif outcome.kind == "crashed":
-                note = f"{outcome.value[0].upper()}{outcome.value[1:]} while processing this document."
-                log.warning(
-                    "document %s (%s): %s; giving it another attempt", lease.doc_id, filename, outcome.value
-                )
-                lease.abandon(note, max_attempts=self.max_attempts)
-                again = self.manager.get_status(lease.doc_id)
-                return again is not None and again.status is Status.QUEUED
-            else:
-                self._discard_if_cancelled(run, lease.doc_id)
-        except LeaseLostError:
-            log.info("document %s was taken from this worker before it finished", lease.doc_id)
-            self._discard_if_cancelled(run, lease.doc_id)
-        return False
-
-    def _discard_if_cancelled(self, run: _Run, doc_id: str) -> None:
-        # A document failed by someone else (a cancel) keeps no output from this attempt;
-        # one requeued or taken by another worker keeps whatever that worker stores.
-        status = self.manager.get_status(doc_id)
-        if status is not None and status.status is Status.FAILED:
-            run.output.delete(doc_id)
+        return finish(
+            task.lease, task.status.filename, outcome, run.output, self.max_attempts, self.document_timeout
+        )
 
 
 def _is_ours(status: ProcessingStatus) -> bool:

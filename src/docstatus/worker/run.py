@@ -1,25 +1,40 @@
-"""Running one claimed document's processor: the part every engine shares.
+"""Running one claimed document: the part every engine shares.
 
 The local engine's threads and child processes and the RQ engine's work
 horses all do the same: build the :class:`~docstatus.worker.job.Job` from the
 document's metadata (its file checked to be inside the uploads folder), look
-up the processor of its format, run it, and check that the metadata it
-returns can be stored.
+up the processor of its format, run it, check that the metadata it returns
+can be stored, and :func:`finish` the document through its lease from the
+:class:`Outcome`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import UnsupportedFormatError
+from ..errors import DocumentTimeoutError, LeaseLostError, UnsupportedFormatError
 from ..ingest.paths import stored_path
-from ..models import check_metadata
+from ..manager import Lease
+from ..models import Status, check_metadata
 from ..output.store import OutputStore
-from .job import Job, Processor, Reporter
+from .job import Job, Processor, Reporter, failure_message
 
-__all__ = ["build_job", "run_processor"]
+__all__ = ["Outcome", "build_job", "finish", "run_processor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What came of running one document's processor."""
+
+    kind: Literal["done", "failed", "timeout", "lost", "crashed"]
+    #: done: the metadata; failed: the error; crashed: how its process died (a phrase).
+    value: Any = None
 
 
 def build_job(
@@ -55,3 +70,54 @@ def run_processor(processors: Mapping[str, Processor], job: Job, reporter: Repor
         raise UnsupportedFormatError(job.filename, f"no processor for format {job.format!r}")
     result = processor.process(job, reporter)
     return check_metadata("metadata", dict(result)) if result else {}
+
+
+def finish(
+    lease: Lease,
+    filename: str,
+    outcome: Outcome,
+    output: OutputStore,
+    max_attempts: int,
+    timeout: float | None,
+) -> bool:
+    """Write ``outcome`` through ``lease``; whether the document was requeued for another attempt.
+
+    done: completed with the metadata. failed/timeout: failed with the error,
+    and one WARNING line in the log. crashed: given up as an expired lease is
+    (requeued as attempt + 1, or failed after ``max_attempts``). lost, or a
+    lease lost meanwhile: nothing is written; the output of a document that
+    someone else failed (a cancel) is discarded.
+    """
+    try:
+        if outcome.kind == "done":
+            lease.mark_completed(**outcome.value)
+        elif outcome.kind in ("failed", "timeout"):
+            error = outcome.value
+            if outcome.kind == "timeout":
+                error = failure_message(DocumentTimeoutError(lease.doc_id, timeout or 0.0))
+            log.warning("document %s (%s) failed: %s", lease.doc_id, filename, error)
+            lease.mark_failed(error)
+        elif outcome.kind == "crashed":
+            log.warning(
+                "document %s (%s): %s; giving it another attempt", lease.doc_id, filename, outcome.value
+            )
+            lease.abandon(
+                f"{outcome.value[0].upper()}{outcome.value[1:]} while processing this document.",
+                max_attempts=max_attempts,
+            )
+            again = lease.manager.get_status(lease.doc_id)
+            return again is not None and again.status is Status.QUEUED
+        else:
+            _discard_if_cancelled(lease, output)
+    except LeaseLostError:
+        log.info("document %s was taken from this worker before it finished", lease.doc_id)
+        _discard_if_cancelled(lease, output)
+    return False
+
+
+def _discard_if_cancelled(lease: Lease, output: OutputStore) -> None:
+    # A document failed by someone else (a cancel) keeps no output from this attempt;
+    # one requeued or taken by another worker keeps whatever that worker stores.
+    status = lease.manager.get_status(lease.doc_id)
+    if status is not None and status.status is Status.FAILED:
+        output.delete(lease.doc_id)
