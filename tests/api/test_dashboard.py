@@ -283,3 +283,55 @@ def test_dashboard_files_are_served_with_a_strict_policy() -> None:
         for missing in ["/dashboard/index.html", "/dashboard/..%2Fdashboard.py", "/dashboard/nope.js"]:
             answer = client.get(missing)
             assert answer.status_code == 404 and answer.json()["code"] == "NOT_FOUND", missing
+
+
+LONG_NAME = "annual-financial-statements-and-management-discussion-for-the-year.txt"
+
+
+def _in_view(page: Page, locator: Locator) -> bool:
+    """Whether ``locator`` is shown and lies within the viewport's width (not scrolled out sideways)."""
+    box = locator.bounding_box()
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    return box is not None and box["width"] > 0 and box["x"] >= 0 and box["x"] + box["width"] <= width
+
+
+@pytest.mark.parametrize("width", [390, 768, 1280])
+def test_dashboard_fits_a_phone_and_a_desktop(
+    servers: list[Server], page: Page, tmp_path: Path, width: int
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    server = Server(tmp_path, env={"TEST_GATES": str(gates), "TEST_CHUNK_SECONDS": "0.1"}).start(GATED)
+    servers.append(server)
+    hold(gates, LONG_NAME, 0.5)
+    held = httpx.post(f"{server.url}/uploads", files={"file": (LONG_NAME, paragraphs("Annual", 12))}).json()
+    broken = ("damaged-scan-of-the-signed-contract-with-appendices.pdf", pdf_bytes(numbered_pages(3))[:700])
+    httpx.post(f"{server.url}/uploads", files={"file": broken})
+    wait_held(server, LONG_NAME, 0.5)
+
+    page.set_viewport_size({"width": width, "height": 844})
+    page.goto(server.url)
+    page.locator("#token-box summary").click()  # the token field open too: the widest form on the page
+    page.locator("#file-input").set_input_files(
+        [{"name": "refused-" + LONG_NAME.replace(".txt", ".exe"), "mimeType": "x", "buffer": b"MZ\x90"}]
+    )
+    expect(upload_item(page, "refused-")).to_contain_text("Refused")
+    held_row = row(page, LONG_NAME)
+    expect(held_row).to_have_attribute("data-status", "embedding_text")
+    expect(held_row.locator(".cell-eta")).to_have_text(re.compile(r"^\d+(\.\d)?s$"))
+    expect(row(page, broken[0]).locator(".error-text")).to_contain_text("damaged or truncated")
+    page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"), full_page=True, animations="disabled")
+
+    overflow = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert overflow[0] <= overflow[1], f"the page is {overflow[0]} px wide in a {overflow[1]} px window"
+    for part in (".cell-progress .progress", ".percent", ".cell-eta", ".cell-elapsed", ".badge", ".filename"):
+        assert _in_view(page, held_row.locator(part)), part
+    assert _in_view(page, row(page, broken[0]).locator(".retry"))
+    if width >= 1280:  # the desktop keeps its table: one line per document under the column headers
+        expect(page.locator(".doc-table thead")).to_be_visible()
+        boxes = [held_row.locator(p).bounding_box() for p in (".filename", ".percent", ".cell-eta")]
+        assert all(b is not None for b in boxes)
+        tops = {round(b["y"] + b["height"] / 2) for b in boxes if b is not None}
+        assert max(tops) - min(tops) <= 12, tops
+    (gates / f"{LONG_NAME}.hold").unlink()
+    server.wait_status(held["doc_id"], "completed", "failed")

@@ -147,6 +147,7 @@ function renderRow(row, data) {
   const { tr } = row;
   tr.dataset.docId = data.doc_id;
   tr.dataset.status = data.status;
+  tr.dataset.paged = String(Boolean(data.total_pages));
   row.filename.textContent = data.filename;
   row.filename.title = data.filename;
   row.docId.textContent = data.doc_id.slice(0, 12);
