@@ -335,3 +335,46 @@ def test_dashboard_fits_a_phone_and_a_desktop(
         assert max(tops) - min(tops) <= 12, tops
     (gates / f"{LONG_NAME}.hold").unlink()
     server.wait_status(held["doc_id"], "completed", "failed")
+
+
+def test_uploads_follow_their_documents_and_fold_when_finished(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    server = Server(tmp_path, env={"TEST_GATES": str(gates), "TEST_CHUNK_SECONDS": "0.1"}).start(GATED)
+    servers.append(server)
+    files = tmp_path / "files"
+    files.mkdir()
+    slow, quick, broken = files / "slow-report.txt", files / "quick-note.txt", files / "cut-short.pdf"
+    slow.write_bytes(paragraphs("The slow report", 12))
+    quick.write_bytes(b"A short note.")
+    broken.write_bytes(pdf_bytes(numbered_pages(3))[:700])
+    hold(gates, slow.name, 0.5)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(server.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+    page.locator("#file-input").set_input_files([slow, quick, broken])
+    # Not "Queued" for ever: each upload says where its document is, live.
+    expect(upload_item(page, slow.name).locator(".upload-state")).to_have_text(
+        re.compile(r"^Embedding text · \d+%$")
+    )
+    expect(upload_item(page, broken.name).locator(".upload-state")).to_contain_text(
+        "Failed: UnreadableDocumentError"
+    )
+    expect(upload_item(page, broken.name)).to_have_attribute("data-status", "failed")
+    # Finished ones fold into one line a few seconds later; the active one stays.
+    expect(page.locator("#uploads li")).to_have_count(1)
+    expect(page.locator("#uploads-folded")).to_have_text("2 finished uploads, shown in Documents below")
+    expect(upload_item(page, slow.name)).to_have_attribute("data-status", "embedding_text")
+    box = page.locator("#documents").bounding_box()
+    assert box is not None and box["y"] < 720, box  # the table starts above the fold
+
+    (gates / f"{slow.name}.hold").unlink()
+    expect(upload_item(page, slow.name).locator(".upload-state")).to_have_text("Completed")
+    expect(page.locator("#uploads li")).to_have_count(0)
+    expect(page.locator("#uploads-folded")).to_have_text("3 finished uploads, shown in Documents below")
+    page.get_by_role("button", name="Clear finished uploads").click()
+    expect(page.locator("#uploads-box")).to_be_hidden()
+    expect(row(page, quick.name)).to_have_attribute("data-status", "completed")
