@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Error, Locator, Page, Playwright, expect, sync_playwright
 
 from _documents import numbered_pages, pdf_bytes
+from docstatus import StatusManager
 from docstatus.api import dashboard_router, install_error_handlers
 from docstatus.api.routes.dashboard import CONTENT_SECURITY_POLICY
 from servers import GATED, Server
@@ -378,3 +379,76 @@ def test_uploads_follow_their_documents_and_fold_when_finished(
     page.get_by_role("button", name="Clear finished uploads").click()
     expect(page.locator("#uploads-box")).to_be_hidden()
     expect(row(page, quick.name)).to_have_attribute("data-status", "completed")
+
+
+def test_dashboard_cancels_an_active_document_and_shows_the_workers(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    # One worker: a document uploaded after the cancel is processed only once the cancelled
+    # one's processor has given up, which shows that its later reports changed nothing.
+    env = {"DOCSTATUS_API_TOKEN": TOKEN, "DOCSTATUS_WORKERS": "1", "TEST_GATES": str(gates)}
+    server = Server(tmp_path, env=env).start(GATED)
+    servers.append(server)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    done = httpx.post(f"{server.url}/uploads", files={"file": ("done.md", b"# Done\n\nShort.")}, headers=auth)
+    server.wait_status(done.json()["doc_id"], "completed")
+    gate = hold(gates, "long-report.txt", 0.5)
+    upload = httpx.post(
+        f"{server.url}/uploads", files={"file": ("long-report.txt", paragraphs("Long", 8))}, headers=auth
+    )
+    doc_id = upload.json()["doc_id"]
+    wait_held(server, "long-report.txt", 0.5)
+
+    page.goto(server.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    active, finished = row(page, "long-report.txt"), row(page, "done.md")
+    expect(active).to_have_attribute("data-status", "embedding_text")
+    expect(finished.get_by_role("button", name="Cancel done.md")).to_be_hidden()
+    cancel = active.get_by_role("button", name="Cancel long-report.txt")
+    expect(cancel).to_be_visible()
+    expect(page.locator("#worker-count")).to_have_text("0")
+    expect(page.locator("#workers-empty")).to_be_visible()
+
+    # Dismissing the confirmation changes nothing.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    cancel.click()
+    expect(cancel).to_be_enabled()
+    assert httpx.get(f"{server.url}/status/{doc_id}").json()["status"] == "embedding_text"
+
+    # Without the token the server refuses, and the page says why and asks for it.
+    page.once("dialog", lambda dialog: dialog.accept())
+    cancel.click()
+    expect(active.locator(".error-text")).to_contain_text("Cancel refused")
+    expect(page.locator("#token-box")).to_have_attribute("open", "")
+    page.get_by_label("Bearer token").fill(TOKEN)
+    page.once("dialog", lambda dialog: dialog.accept())
+    cancel.click()
+    expect(active).to_have_attribute("data-status", "failed")
+    expect(active.locator(".error-text")).to_have_text("cancelled")
+    expect(cancel).to_be_hidden()
+    expect(active.get_by_role("button", name="Retry long-report.txt")).to_be_visible()
+    gate.unlink()  # the worker's next report is refused: the document stays cancelled
+    after = httpx.post(
+        f"{server.url}/uploads", files={"file": ("after.md", b"# After\n\nText.")}, headers=auth
+    )
+    server.wait_status(after.json()["doc_id"], "completed")
+    body = httpx.get(f"{server.url}/status/{doc_id}").json()
+    assert (body["status"], body["error"]) == ("failed", "cancelled")
+    expect(row(page, "after.md")).to_have_attribute("data-status", "completed")
+
+    # A worker process on the same store appears in the panel at the next poll.
+    info = {"host": "node-a", "pid": 4242, "engine": "rq", "processes": 3}
+    with StatusManager(store=f"sqlite:///{tmp_path / 'status.db'}", cleanup_interval_seconds=None) as store:
+        store.heartbeat("node-a:4242", info, 60)
+        expect(page.locator("#worker-count")).to_have_text("1")
+        worker = page.locator("#worker-rows tr")
+        expect(worker).to_have_count(1)
+        expect(worker.locator(".worker-id")).to_have_text("node-a:4242")
+        expect(worker.locator(".worker-engine")).to_have_text("rq")
+        expect(worker.locator(".worker-processes")).to_have_text("3")
+        expect(worker.locator(".worker-docs")).to_have_text("0")
+        expect(worker.locator(".worker-seen")).to_contain_text("ago")
+        store.forget_worker("node-a:4242")
+        expect(page.locator("#worker-count")).to_have_text("0")

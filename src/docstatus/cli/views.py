@@ -1,4 +1,4 @@
-"""Terminal views of a running service: ``docstatus status | list | cleanup | watch``.
+"""Terminal views of a running service: ``docstatus status | list | cleanup | watch | cancel``.
 
 Each ``run_*`` function talks to the service through a
 :class:`~docstatus.cli.client.Client`, prints to a rich ``Console`` (or, with
@@ -13,9 +13,10 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -30,10 +31,13 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "format_duration",
+    "run_cancel",
     "run_cleanup",
     "run_list",
     "run_status",
     "run_watch",
+    "run_workers",
+    "workers_table",
 ]
 
 EXIT_OK = 0
@@ -259,6 +263,59 @@ def run_cleanup(client: Client, max_age: float, console: Console, *, as_json: bo
     removed = int(reply.body.get("removed", 0))
     noun = "document" if removed == 1 else "documents"
     console.print(f"Removed {removed} finished {noun} older than {format_duration(max_age)}.")
+    return EXIT_OK
+
+
+def run_cancel(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus cancel DOC_ID``: 0 once the document has failed as cancelled."""
+    reply = client.cancel(doc_id)
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    name = str(reply.body.get("filename", ""))
+    console.print(Text(f"Cancelled {name} ({doc_id}) at {_percent(reply.body)}%."))
+    return EXIT_OK
+
+
+def _ago(iso: object, now: datetime) -> str:
+    try:
+        seen = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return "-"
+    return format_duration((now - seen).total_seconds()) + " ago"
+
+
+def workers_table(workers: Iterable[dict[str, Any]], now: datetime) -> Table:
+    """One row per worker process: id, host, engine, documents held, last heartbeat."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
+    table.add_column("Worker", overflow="fold", min_width=10)
+    table.add_column("Host", overflow="fold")
+    table.add_column("Engine", no_wrap=True)
+    table.add_column("Docs", justify="right", no_wrap=True)
+    table.add_column("Last seen", justify="right", no_wrap=True)
+    for worker in workers:
+        table.add_row(
+            Text(str(worker.get("id", ""))),
+            Text(str(worker.get("host") or "-")),
+            Text(str(worker.get("engine") or "-")),
+            str(len(worker.get("documents") or [])),
+            _ago(worker.get("last_seen"), now),
+        )
+    return table
+
+
+def run_workers(client: Client, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus list --workers``: the live worker processes and how many documents each holds."""
+    reply = client.workers()
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    workers = list(reply.body.get("workers", []))
+    if workers:
+        console.print(workers_table(workers, datetime.now(UTC)))
+    held = sum(len(w.get("documents") or []) for w in workers)
+    noun = "worker process" if len(workers) == 1 else "worker processes"
+    console.print(f"{len(workers)} live {noun}, holding {held} documents.")
     return EXIT_OK
 
 

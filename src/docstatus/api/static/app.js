@@ -12,6 +12,8 @@ const API = {
   stream: "status/stream",
   uploads: "uploads",
   requeue: (docId) => `status/${encodeURIComponent(docId)}/requeue`,
+  cancel: (docId) => `status/${encodeURIComponent(docId)}/cancel`,
+  workers: "workers",
 };
 
 const ACTIVE = new Set(["queued", "parsing", "embedding_visual", "embedding_text", "storing"]);
@@ -41,6 +43,7 @@ const TOKEN_KEY = "docstatus.token";
 const UPLOAD_FOLD_MS = 4000;
 const ANNOUNCE_EVERY_MS = 1500;
 const RECONNECT_MS = [1000, 2000, 5000, 10000];
+const WORKERS_EVERY_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -117,8 +120,10 @@ function createRow() {
     elapsed: q(".cell-elapsed"),
     eta: q(".cell-eta"),
     retry: q(".retry"),
+    cancel: q(".cancel"),
   };
   row.retry.addEventListener("click", () => requeue(tr.dataset.docId, row));
+  row.cancel.addEventListener("click", () => cancelDoc(tr.dataset.docId, row));
   return row;
 }
 
@@ -173,6 +178,9 @@ function renderRow(row, data) {
   row.retry.hidden = data.status !== "failed";
   row.retry.disabled = false;
   row.retry.setAttribute("aria-label", `Retry ${data.filename}`);
+  row.cancel.hidden = !ACTIVE.has(data.status);
+  row.cancel.disabled = false;
+  row.cancel.setAttribute("aria-label", `Cancel ${data.filename}`);
   tr.hidden = !matchesFilter(data.status);
   renderTimes(docs.get(data.doc_id));
 }
@@ -592,6 +600,70 @@ async function requeue(docId, row) {
   if (status === 401) askForToken();
 }
 
+// -- cancel -----------------------------------------------------------------------------
+
+async function cancelDoc(docId, row) {
+  const name = row.filename.textContent;
+  if (!window.confirm(`Cancel ${name}? Its processing stops and it is marked failed.`)) return;
+  row.cancel.disabled = true;
+  let status = 0;
+  let body = null;
+  try {
+    const response = await fetch(API.cancel(docId), { method: "POST", headers: authHeaders() });
+    status = response.status;
+    body = parseJson(await response.text());
+  } catch {
+    // status 0: unreachable
+  }
+  if (status === 200) return; // the stream shows the document failed as cancelled
+  row.cancel.disabled = false;
+  const reason = errorMessage(status, body);
+  row.error.hidden = false;
+  row.error.textContent = `Cancel refused: ${reason}`;
+  announce(`Cancel of ${name} refused: ${reason}`, true);
+  if (status === 401) askForToken();
+}
+
+// -- workers ----------------------------------------------------------------------------
+
+function workerRow(worker) {
+  const tr = $("worker-template").content.firstElementChild.cloneNode(true);
+  const held = worker.documents || [];
+  const cells = {
+    ".worker-id": worker.id,
+    ".worker-host": worker.host ?? "—",
+    ".worker-engine": worker.engine ?? "—",
+    ".worker-processes": worker.processes ?? "—",
+    ".worker-docs": String(held.length),
+    ".worker-seen": `${formatDuration((Date.now() - Date.parse(worker.last_seen)) / 1000)} ago`,
+  };
+  for (const [selector, text] of Object.entries(cells)) tr.querySelector(selector).textContent = String(text);
+  tr.querySelector(".worker-docs").title = held.join("\n");
+  tr.dataset.workerId = worker.id;
+  return tr;
+}
+
+function renderWorkers(workers) {
+  $("worker-count").textContent = String(workers.length);
+  $("worker-rows").replaceChildren(...workers.map(workerRow));
+  $("workers-table").hidden = workers.length === 0;
+  $("workers-empty").hidden = workers.length > 0;
+}
+
+async function loadWorkers() {
+  try {
+    const response = await fetch(API.workers, { headers: { Accept: "application/json" } });
+    if (response.ok) renderWorkers((await response.json()).workers);
+  } catch {
+    // Unreachable: the connection indicator says so; the next poll tries again.
+  }
+}
+
+function setUpWorkers() {
+  loadWorkers();
+  setInterval(loadWorkers, WORKERS_EVERY_MS);
+}
+
 // -- start ------------------------------------------------------------------------------
 
 function tick() {
@@ -607,6 +679,7 @@ function start() {
   }
   refreshSummary();
   connect();
+  setUpWorkers();
   setInterval(tick, 1000);
 }
 
