@@ -329,7 +329,7 @@ def test_dashboard_fits_a_phone_and_a_desktop(
         assert _in_view(page, held_row.locator(part)), part
     assert _in_view(page, row(page, broken[0]).locator(".retry"))
     if width >= 1280:  # the desktop keeps its table: one line per document under the column headers
-        expect(page.locator(".doc-table thead")).to_be_visible()
+        expect(page.get_by_role("region", name="Documents").locator("thead")).to_be_visible()
         boxes = [held_row.locator(p).bounding_box() for p in (".filename", ".percent", ".cell-eta")]
         assert all(b is not None for b in boxes)
         tops = {round(b["y"] + b["height"] / 2) for b in boxes if b is not None}
