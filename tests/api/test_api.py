@@ -495,8 +495,8 @@ def test_traversal_filenames_are_stripped_to_a_name_inside_uploads(env: Env, nam
 
 
 def test_a_filename_that_is_only_dots_names_nothing_outside(env: Env) -> None:
-    # ".." has no extension left once sanitised: rejected, and nothing written anywhere.
-    assert_error(upload(env.client, ("..", b"dots")), 400, "UNSUPPORTED_FORMAT")
+    # ".." has no extension left once sanitised, and binary content: rejected, nothing written anywhere.
+    assert_error(upload(env.client, ("..", b"\x00dots")), 400, "UNSUPPORTED_FORMAT")
     assert env.uploads_listing() == [] and list(env.outside.iterdir()) == []
 
 

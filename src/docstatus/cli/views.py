@@ -25,6 +25,7 @@ from rich.text import Text
 
 from ..models import Status
 from .client import Client, StreamEvent
+from .fittable import Column, FitTable
 
 __all__ = [
     "EXIT_FAILED",
@@ -141,33 +142,46 @@ def _time_key(value: object) -> datetime:
 
 
 def _detail(data: dict[str, Any]) -> Text:
-    """The stage with its page or chunk count; for a failed document, its error."""
-    if data.get("status") == Status.FAILED and data.get("error"):
-        return Text(str(data["error"]), style="red")
+    """The stage with its page or chunk count."""
     text = _stage(data)
     if data.get("total_pages"):
         text += f" · page {_pages(data)}"
     return Text(text)
 
 
-def documents_table(docs: Iterable[_Tracked]) -> Table:
-    """One row per document: name, status, progress bar, stage (or error), elapsed, ETA."""
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
-    table.add_column("Document", overflow="ellipsis", no_wrap=True, min_width=10, max_width=36)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Progress", no_wrap=True)
-    table.add_column("Stage", overflow="fold", min_width=12)
-    table.add_column("Elapsed", justify="right", no_wrap=True)
-    table.add_column("ETA", justify="right", no_wrap=True)
+def _error(data: dict[str, Any]) -> Text | None:
+    if data.get("status") == Status.FAILED and data.get("error"):
+        return Text(str(data["error"]), style="red")
+    return None
+
+
+def documents_table(docs: Iterable[_Tracked]) -> FitTable:
+    """One row per document: name, status, progress bar, stage, elapsed, ETA; a failure's error below.
+
+    Laid out for 80 columns first: the status, progress and times are always
+    whole, headers included; the name and the stage are cut with an ellipsis
+    when the terminal is narrow.
+    """
+    table = FitTable(
+        [
+            Column("Document", flexible=True, min_width=12, max_width=36),
+            Column("Status"),
+            Column("Progress"),
+            Column("Stage", flexible=True, min_width=10),
+            Column("Elapsed", justify="right"),
+            Column("ETA", justify="right"),
+        ]
+    )
     for doc in docs:
         d = doc.data
         table.add_row(
             Text(str(d.get("filename", ""))),
             _badge(str(d.get("status"))),
-            _bar(d, width=10),
+            _bar(d, width=8),
             _detail(d),
             format_duration(doc.elapsed()),
             format_duration(doc.eta()),
+            note=_error(d),
         )
     return table
 
@@ -358,17 +372,26 @@ class _One:
 
     def __rich__(self) -> RenderableType:
         d = self.doc.data
-        line = Text()
-        line.append(str(d.get("filename", "")), style="bold")
-        line.append("  ")
-        line.append_text(_badge(str(d.get("status"))))
+        # One line each, cut with an ellipsis rather than wrapped on a narrow terminal.
+        name = Text(str(d.get("filename", "")), style="bold", no_wrap=True, overflow="ellipsis")
+        line = _badge(str(d.get("status")))
+        line.no_wrap, line.overflow = True, "ellipsis"
         line.append(f"  {_stage(d)}", style="dim")
         if d.get("total_pages"):
             line.append(f"  page {_pages(d)}", style="dim")
         times = Text(f"elapsed {format_duration(self.doc.elapsed())}  ETA {format_duration(self.doc.eta())}")
         if not self.connected:
             times.append("  reconnecting…", style="yellow")
-        return Group(line, _bar(d, width=40), times)
+        return Group(name, line, _bar(d, width=40), times)
+
+
+@contextlib.contextmanager
+def _live(view: RenderableType, console: Console) -> Iterator[None]:
+    """A live display of ``view``; off a terminal, its last frame is printed once, ending its line."""
+    with Live(view, console=console, refresh_per_second=4):
+        yield
+    if not console.is_terminal:
+        console.line()  # rich leaves the last frame's line open when it is not drawing in place
 
 
 def _connected(events: Iterator[StreamEvent]) -> None:
@@ -428,8 +451,7 @@ def _watch_one(
         out.flush()
     view = _One(_Tracked(reply.body))
     if not _is_finished(view.doc.data):
-        live = contextlib.nullcontext() if as_json else Live(view, console=console, refresh_per_second=4)
-        with live:
+        with contextlib.nullcontext() if as_json else _live(view, console):
             ended = _follow_one(view, events, out if as_json else None)
         if not ended:
             if not as_json:
@@ -466,7 +488,7 @@ def _watch_all(
         for event in events:
             _emit(out, event)
         return EXIT_OK
-    with Live(board, console=console, refresh_per_second=4):
+    with _live(board, console):
         for event in events:
             board.apply(event)
     return EXIT_OK
