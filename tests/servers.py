@@ -59,8 +59,8 @@ class Server:
             DOCSTATUS_UPLOADS=str(self.uploads),
             DOCSTATUS_DATA=str(self.root / "data"),
             DOCSTATUS_SHUTDOWN_TIMEOUT="1",
-            **self.env,
         )
+        env.update(self.env)
         args = ["-c", script] if script else ["-c", SERVE, "serve", "--log-level", log_level]
         log = open(self.root / f"server-{self.port}.log", "wb")  # noqa: SIM115 - the child keeps it
         with log:

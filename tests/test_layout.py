@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "docstatus.worker.child",
         "docstatus.worker.run",
         "docstatus.worker.leases",
+        "docstatus.worker.rq_engine",
         "docstatus.ingest",
     ),
     ("docstatus.service",),

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, StatusError
 from .formats import default_processors
@@ -24,6 +25,9 @@ from .output.store import OutputStore
 from .settings import ServiceSettings
 from .worker.job import Processor
 from .worker.pool import OUTPUT_FILE, Engine, WorkerPool
+
+if TYPE_CHECKING:
+    from .worker.rq_engine import Dispatcher
 
 __all__ = ["Service", "open_manager", "open_output"]
 
@@ -66,6 +70,20 @@ def open_output(path: Path) -> OutputStore:
         ) from None
 
 
+def _dispatcher(manager: StatusManager, settings: ServiceSettings) -> Dispatcher | None:
+    if settings.queue is None:
+        return None
+    from .worker.rq_engine import Dispatcher
+
+    return Dispatcher(
+        manager,
+        settings.queue,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+        document_timeout=settings.document_timeout,
+    )
+
+
 class Service:
     """Everything ``docstatus serve`` runs besides HTTP: manager, intake, worker pool, output store.
 
@@ -76,7 +94,11 @@ class Service:
     ``settings.document_timeout`` seconds before it fails.
     ``engine`` is where documents run: ``"process"`` (child processes, the
     default: the service process never parses a document) or ``"thread"``
-    (this process's threads, for processors that cannot be pickled).
+    (this process's threads, for processors that cannot be pickled). With
+    ``settings.queue`` every queued document is also put on the RQ queue for
+    ``docstatus worker`` processes, and ``settings.workers`` (0 by default
+    then) local workers run beside them; ``pool`` is ``None`` without local
+    workers.
     Building one opens the store and creates the uploads and data folders
     (a folder that cannot be created is a :class:`~docstatus.errors.ConfigError`).
     :meth:`start` starts the workers; :meth:`stop` stops them gracefully
@@ -104,32 +126,45 @@ class Service:
         except BaseException:
             self.manager.close()
             raise
-        self.pool = WorkerPool(
-            self.manager,
-            self.settings.uploads,
-            processors if processors is not None else default_processors(),
-            workers=self.settings.workers,
-            data_dir=self.settings.data_dir,
-            document_timeout=self.settings.document_timeout,
-            output=self.output,
-            engine=engine,
-            store_url=self.settings.store,
-            lease_seconds=self.settings.lease_seconds,
-            max_attempts=self.settings.max_attempts,
+        self.dispatcher = _dispatcher(self.manager, self.settings)
+        self.pool = (
+            None
+            if self.settings.workers == 0
+            else WorkerPool(
+                self.manager,
+                self.settings.uploads,
+                processors if processors is not None else default_processors(),
+                workers=self.settings.workers,
+                data_dir=self.settings.data_dir,
+                document_timeout=self.settings.document_timeout,
+                output=self.output,
+                engine=engine,
+                store_url=self.settings.store,
+                lease_seconds=self.settings.lease_seconds,
+                max_attempts=self.settings.max_attempts,
+            )
         )
         self.intake = Intake(
             self.manager,
             self.settings.uploads,
             max_bytes=self.settings.max_upload_bytes,
-            on_queued=self.pool.enqueue,
+            on_queued=self.enqueue,
         )
         self._lock = threading.Lock()
         self._closed = False
+        self._started = False
+
+    def enqueue(self, doc_id: str) -> None:
+        """Process the queued document ``doc_id`` soon: the intake's (and a requeue's) hook."""
+        if self.pool is not None:
+            self.pool.enqueue(doc_id)
+        if self.dispatcher is not None:
+            self.dispatcher.enqueue(doc_id)
 
     @property
     def running(self) -> bool:
-        """Whether the workers are running."""
-        return self.pool.running
+        """Whether the service is started (its workers, or its queue dispatcher, run)."""
+        return self._started
 
     def start(self) -> None:
         """Start processing. Idempotent; not after :meth:`close`."""
@@ -139,7 +174,11 @@ class Service:
             removed = self.intake.remove_stale_uploads()
             if removed:
                 log.info("removed %d unfinished uploads left by a previous process", removed)
-            self.pool.start()
+            if self.pool is not None:
+                self.pool.start()
+            if self.dispatcher is not None:
+                self.dispatcher.start()
+            self._started = True
 
     def stop(self) -> None:
         """Stop taking work; running documents get ``shutdown_timeout`` seconds. Idempotent.
@@ -149,7 +188,11 @@ class Service:
         The store stays open (status reads keep working until :meth:`close`).
         """
         with self._lock:
-            self.pool.stop(self.settings.shutdown_timeout)
+            self._started = False
+            if self.dispatcher is not None:
+                self.dispatcher.stop()
+            if self.pool is not None:
+                self.pool.stop(self.settings.shutdown_timeout)
 
     def close(self) -> None:
         """:meth:`stop`, then close the store. Idempotent."""

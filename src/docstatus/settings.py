@@ -18,15 +18,15 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "ServiceSettings"]
+__all__ = ["ENV_PREFIX", "ServiceSettings", "cpu_count"]
 
 ENV_PREFIX = "DOCSTATUS_"
 
 MAX_WORKERS = 256
 
 
-def _cpu_count() -> int:
-    # The CPUs this process may run on (a container's or taskset's limit), not the machine's.
+def cpu_count() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit), not the machine's."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -78,6 +78,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "host": _parse_str,
     "port": _parse_int,
     "store": _parse_str,
+    "queue": _parse_token,
     "uploads": _parse_path,
     "data_dir": _parse_path,
     "workers": _parse_int,
@@ -113,6 +114,15 @@ def _check_store(value: object) -> str:
     url = _check_text("store", value)
     if not urlsplit(url).scheme:
         raise ConfigError("store", url, "must be a store URL such as sqlite:///path.db or memory://")
+    return url
+
+
+def _check_queue(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    url = _check_text("queue", value)
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("queue", url, "must be a Redis URL such as redis://localhost:6379/0")
     return url
 
 
@@ -169,9 +179,11 @@ class ServiceSettings:
     host: str = "127.0.0.1"
     port: int = 8002
     store: str = "sqlite:///docstatus-data/status.db"
+    #: The RQ queue (redis://...) documents are enqueued on for ``docstatus worker``; None: local only.
+    queue: str | None = None
     uploads: Path = Path("docstatus-data/uploads")
     data_dir: Path = Path("docstatus-data")
-    workers: int = field(default_factory=_cpu_count)
+    workers: int = field(default_factory=cpu_count)
     max_upload_bytes: int = 100 * 1024 * 1024
     max_body_bytes: int = 1 * 1024 * 1024
     api_token: str | None = field(default=None, repr=False)
@@ -188,7 +200,8 @@ class ServiceSettings:
             "store": _check_store(self.store),
             "uploads": _check_path("uploads", self.uploads),
             "data_dir": _check_path("data_dir", self.data_dir),
-            "workers": _check_int("workers", self.workers, 1, MAX_WORKERS),
+            "queue": _check_queue(self.queue),
+            "workers": _check_int("workers", self.workers, 0, MAX_WORKERS),
             "max_upload_bytes": _check_int("max_upload_bytes", self.max_upload_bytes, 1),
             "max_body_bytes": _check_int("max_body_bytes", self.max_body_bytes, 1),
             "api_token": _check_token(self.api_token),
@@ -206,18 +219,20 @@ class ServiceSettings:
         """Settings from ``DOCSTATUS_*`` variables (``os.environ`` by default), then ``overrides``.
 
         Variables: ``DOCSTATUS_HOST``, ``_PORT``, ``_STORE``, ``_UPLOADS``,
-        ``_DATA``, ``_WORKERS``, ``_MAX_UPLOAD_BYTES``, ``_MAX_BODY_BYTES``,
+        ``_DATA``, ``_QUEUE``, ``_WORKERS``, ``_MAX_UPLOAD_BYTES``, ``_MAX_BODY_BYTES``,
         ``_API_TOKEN``, ``_CORS_ORIGINS`` (comma-separated),
         ``_SHUTDOWN_TIMEOUT``, ``_DOCUMENT_TIMEOUT`` (seconds: how long one
         document may take to process before it fails), ``_LEASE_SECONDS``
         (how long a worker's claim lasts without a renewal; a lost worker's
         document is retried after it) and ``_MAX_ATTEMPTS`` (attempts of a
         document whose worker was lost, before it fails). ``_WORKERS``
-        defaults to the number of CPUs this process may use. An override of ``None`` counts as not
-        given (convenient for optional command-line flags); an unknown override
-        name is a ``ConfigError``. When ``data_dir`` is set but ``store`` or
-        ``uploads`` are not, those default to ``<data_dir>/status.db`` and
-        ``<data_dir>/uploads``, so one variable moves everything.
+        defaults to the number of CPUs this process may use, and to 0 when a
+        ``_QUEUE`` is given (``docstatus worker`` processes do the work then).
+        An override of ``None`` counts as not given (convenient for optional
+        command-line flags); an unknown override name is a ``ConfigError``.
+        When ``data_dir`` is set but ``store`` or ``uploads`` are not, those
+        default to ``<data_dir>/status.db`` and ``<data_dir>/uploads``, so one
+        variable moves everything.
         """
         env = os.environ if environ is None else environ
         known = {f.name for f in fields(cls)}
@@ -248,6 +263,8 @@ class ServiceSettings:
 
 
 def _derived_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    if values.get("queue") and "workers" not in values:
+        values["workers"] = 0  # with a queue, `docstatus worker` processes the documents
     if "data_dir" not in values:
         return values
     data_dir = _check_path("data_dir", values["data_dir"])

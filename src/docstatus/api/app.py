@@ -62,7 +62,6 @@ def create_app(
     chosen = service.settings
     metrics = Metrics(service.manager)
     running = service
-    pool = service.pool
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +93,10 @@ def create_app(
         )
     app.include_router(
         status_router(
-            service.manager, api_token=chosen.api_token, on_requeued=pool.enqueue, ping_seconds=ping_seconds
+            service.manager,
+            api_token=chosen.api_token,
+            on_requeued=service.enqueue,
+            ping_seconds=ping_seconds,
         )
     )
     app.include_router(
@@ -106,7 +108,7 @@ def create_app(
             metrics=metrics,
         )
     )
-    app.include_router(health_router(service.manager, workers_running=lambda: pool.running))
+    app.include_router(health_router(service.manager, workers_running=lambda: running.running))
     app.include_router(metrics_router(metrics))
     app.include_router(documents_router(service.output, service.manager))
     app.include_router(workers_router(service.manager))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .. import __version__
-from . import process, remote, serve
+from . import process, remote, serve, worker
 from .args import CommandParser, Handler
 
 __all__ = ["main"]
@@ -24,6 +24,7 @@ def _parser() -> CommandParser:
     commands = parser.add_subparsers(title="commands", dest="command", parser_class=CommandParser)
     serve.add_parser(commands)
     process.add_parser(commands)
+    worker.add_parser(commands)
     remote.add_parsers(commands)
     return parser
 

@@ -21,7 +21,8 @@ def add_parser(commands: Any) -> None:
             "Run the HTTP API, the dashboard and the processing workers (each document in a child "
             "process; any number of serve processes may share one store). "
             "Every option can also be set with an environment variable (DOCSTATUS_HOST, "
-            "DOCSTATUS_PORT, DOCSTATUS_STORE, DOCSTATUS_UPLOADS, DOCSTATUS_DATA, DOCSTATUS_WORKERS, "
+            "DOCSTATUS_PORT, DOCSTATUS_STORE, DOCSTATUS_QUEUE, DOCSTATUS_UPLOADS, DOCSTATUS_DATA, "
+            "DOCSTATUS_WORKERS, "
             "DOCSTATUS_MAX_UPLOAD_BYTES, DOCSTATUS_MAX_BODY_BYTES, DOCSTATUS_API_TOKEN, "
             "DOCSTATUS_CORS_ORIGINS, DOCSTATUS_SHUTDOWN_TIMEOUT, DOCSTATUS_DOCUMENT_TIMEOUT, "
             "DOCSTATUS_LEASE_SECONDS, DOCSTATUS_MAX_ATTEMPTS); options win over the environment."
@@ -30,12 +31,15 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8002)")
     serve.add_argument("--store", help="store URL (default sqlite:///docstatus-data/status.db)")
+    serve.add_argument(
+        "--queue", help="RQ queue URL (redis://...): enqueue documents for `docstatus worker` processes"
+    )
     serve.add_argument("--uploads", help="uploads folder (default docstatus-data/uploads)")
     serve.add_argument("--data-dir", help="data folder for pipeline output (default docstatus-data)")
     serve.add_argument(
         "--workers",
         type=int,
-        help="documents processed at once, each in its own process (default: CPU count)",
+        help="documents processed at once, each in its own process (default: CPU count; 0 with --queue)",
     )
     serve.add_argument("--max-upload-bytes", type=int, help="largest accepted upload (default 100 MiB)")
     serve.add_argument(
@@ -51,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             store=args.store,
+            queue=args.queue,
             uploads=args.uploads,
             data_dir=args.data_dir,
             workers=args.workers,
