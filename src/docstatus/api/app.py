@@ -14,6 +14,7 @@ from .. import __version__
 from ..service import Service
 from ..settings import ServiceSettings
 from .errors import install_error_handlers
+from .logs import follow_server_logging
 from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
 from .routes.health import health_router
@@ -63,15 +64,25 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # At startup, not in create_app: uvicorn configures its logging after the app is built.
+        stop_following = follow_server_logging()
         metrics.start()
         if start_workers:
             await asyncio.to_thread(running.start)
+        log.info(
+            "docstatus started: store=%s, workers=%d, uploads=%s",
+            running.manager.store.url,
+            chosen.workers if start_workers else 0,
+            chosen.uploads,
+        )
         try:
             yield
         finally:
             metrics.close()
             # Stopping waits for documents in progress (up to shutdown_timeout): off the loop.
             await asyncio.to_thread(running.close if owned else running.stop)
+            log.info("docstatus stopped")
+            stop_following()
 
     app = FastAPI(
         title="docstatus",
