@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from .. import __version__
 from ..service import Service
@@ -25,6 +26,9 @@ from .routes.uploads import uploads_router
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+#: Where the Swagger UI and ReDoc files of ``/docs`` and ``/redoc`` are served (no CDN: works offline).
+DOCS_ASSETS = "/docs/static"
 
 DESCRIPTION = """\
 Track the processing status of every document in the pipeline.
@@ -84,7 +88,9 @@ def create_app(
             log.info("docstatus stopped")
             stop_following()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: these serve the package's copies.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="docstatus",
         version=__version__,
         description=DESCRIPTION,
