@@ -43,6 +43,9 @@ DEFAULT_URL = "http://127.0.0.1:8002"
 STREAM_READ_TIMEOUT = 45.0
 
 
+#: The statuses after which a document's stream has nothing more to send.
+_FINAL = frozenset({"completed", "failed"})
+
 #: Ids whose ``/status/{id}`` is another endpoint (see :func:`docstatus.api.status_router`).
 _UNADDRESSABLE = frozenset({"queue", "active", "stream"})
 
@@ -63,10 +66,11 @@ class StreamEvent:
     (``data`` is ``{"doc_id": ...}``) for a change; ``"connected"`` once the
     stream is open (changes from then on will follow, so a caller can read the
     current state safely now); ``"disconnected"`` when the stream broke and is
-    being reopened. ``id`` is the last event id seen.
+    being reopened; ``"ended"`` when the followed document had already finished
+    (the last item). ``id`` is the last event id seen.
     """
 
-    kind: Literal["status", "removed", "connected", "disconnected"]
+    kind: Literal["status", "removed", "connected", "disconnected", "ended"]
     id: str
     data: dict[str, Any] | None = None
     #: The event's data exactly as the service sent it ("" for ``connected``/``disconnected``).
@@ -162,13 +166,17 @@ class Client:
     def events(
         self, doc_id: str | None = None, *, reconnect_seconds: float = 30.0
     ) -> Generator[StreamEvent, None, None]:
-        """Follow ``GET /status/stream`` (only ``doc_id``'s changes, if given), forever.
+        """Follow ``GET /status/stream`` (only ``doc_id``'s changes, if given).
 
-        Yields ``connected`` first, then every change. A stream that breaks
+        Yields ``connected`` first, then every change: forever, or with
+        ``doc_id`` until the document's final change (completed, failed,
+        removed), after which the iterator ends; for a document that has
+        already finished, right after ``connected``. A stream that breaks
         (the service restarts) yields ``disconnected`` and is reopened with
         ``Last-Event-ID``, so no change is missed; if it cannot be reopened
         within ``reconnect_seconds``, or cannot be opened at all,
-        :class:`ServerUnreachableError`. Close the iterator to stop.
+        :class:`ServerUnreachableError`; an unknown ``doc_id`` is a
+        :class:`DocumentNotFoundError`. Close the iterator to stop.
         """
         last_id = ""
         down_since: float | None = None
@@ -178,6 +186,8 @@ class Client:
                     down_since = None
                     last_id = event.id or last_id
                     yield event
+                    if event.kind == "ended" or (doc_id is not None and _is_final(event)):
+                        return
             except (httpx.TransportError, SSEError) as exc:
                 if not last_id:
                     raise ServerUnreachableError(self.url, _reason(exc)) from None
@@ -196,10 +206,21 @@ class Client:
         params = {"doc_id": doc_id} if doc_id is not None else None
         timeout = httpx.Timeout(self._http.timeout.connect or 10.0, read=STREAM_READ_TIMEOUT)
         with self._http.stream("GET", "/status/stream", params=params, headers=headers, timeout=timeout) as r:
+            if r.status_code == 204:
+                # The document has finished and nothing is left to send: no stream to follow.
+                yield StreamEvent("connected", last_id)
+                yield StreamEvent("ended", last_id)
+                return
             if not r.is_success:
                 r.read()
-                self._reply(r, None)
+                self._reply(r, doc_id)
             yield from _decode(EventSource(r), last_id)
+
+
+def _is_final(event: StreamEvent) -> bool:
+    if event.kind == "removed":
+        return True
+    return event.kind == "status" and event.data is not None and event.data.get("status") in _FINAL
 
 
 def _decode(source: EventSource, last_id: str) -> Iterator[StreamEvent]:

@@ -17,6 +17,7 @@ from ...errors import DocumentNotFoundError, PageNotFoundError
 from ...manager import StatusManager
 from ...output import OutputStore, StoredDocument
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 
 __all__ = ["documents_router"]
 
@@ -89,7 +90,7 @@ def documents_router(output: OutputStore, manager: StatusManager | None = None) 
     :func:`~docstatus.api.errors.install_error_handlers` on the app for the
     error shape.
     """
-    router = APIRouter(tags=["documents"])
+    router = APIRouter(tags=["documents"], dependencies=[STRICT_QUERY])
 
     @router.get("/documents/{doc_id}", responses=error_responses(404))
     def get_document(doc_id: DocId, vectors: bool = False) -> JSONResponse:

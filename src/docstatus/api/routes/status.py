@@ -15,6 +15,7 @@ from ...models import Status
 from ...records import status_json
 from ..auth import token_dependencies
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
 from .stream import add_stream_route
 
@@ -65,7 +66,7 @@ def status_router(
     :func:`~docstatus.api.errors.install_error_handlers` on the app for the
     error shape.
     """
-    router = APIRouter(prefix="/status", tags=["status"])
+    router = APIRouter(prefix="/status", tags=["status"], dependencies=[STRICT_QUERY])
     _add_listings(router, manager)
     if stream:
         add_stream_route(router, manager, ping_seconds=ping_seconds)
