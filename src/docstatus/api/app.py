@@ -38,7 +38,9 @@ Track the processing status of every document in the pipeline.
 * `GET /status/{doc_id}` for one document, `GET /status/queue` and `GET /status/active`
   for many, `GET /status/stream` for every change as it happens (server-sent events).
 * Errors are always `{"error": message, "code": CODE, "details": {...}}`.
-* When the service has an API token, every `POST` needs `Authorization: Bearer <token>`.
+* When the service has an API token, every `POST` and every read of document content
+  (`GET /documents/...`, page thumbnails, `GET /search`) needs `Authorization: Bearer <token>`
+  (use **Authorize** above); status reads (`/status/...`, `/health`, `/metrics`) stay open.
 """
 
 
@@ -122,6 +124,6 @@ def create_app(
     )
     app.include_router(health_router(service.manager, workers_running=lambda: pool.running))
     app.include_router(metrics_router(metrics))
-    app.include_router(documents_router(service.output, service.manager))
+    app.include_router(documents_router(service.output, service.manager, api_token=chosen.api_token))
     app.include_router(dashboard_router())
     return app
