@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AmbiguousDocumentIdError",
     "ApiError",
     "AuthenticationError",
     "ConfigError",
@@ -69,6 +70,24 @@ class DocumentNotFoundError(StatusError, KeyError):
     def __init__(self, doc_id: str) -> None:
         super().__init__(f"Document {doc_id!r} not found", doc_id=doc_id)
         self.doc_id = doc_id
+
+
+class AmbiguousDocumentIdError(StatusError, ValueError):
+    """A short id (a prefix of doc ids) names more than one document; ``matches`` are some of them."""
+
+    code = "AMBIGUOUS_ID"
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(m[:16] + ("…" if len(m) > 16 else "") for m in matches[:3])
+        more = ", …" if len(matches) > 3 else ""
+        super().__init__(
+            f"{prefix!r} is ambiguous: it starts the ids of {len(matches)}"
+            f"{'+' if len(matches) >= 10 else ''} documents ({shown}{more}); give more characters",
+            prefix=prefix,
+            matches=list(matches),
+        )
+        self.prefix = prefix
+        self.matches = list(matches)
 
 
 class DuplicateDocumentError(StatusError, ValueError):

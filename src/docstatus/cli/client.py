@@ -24,7 +24,14 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from ..errors import ApiError, ConfigError, DocumentNotFoundError, ServerUnreachableError
+from ..errors import (
+    AmbiguousDocumentIdError,
+    ApiError,
+    ConfigError,
+    DocumentNotFoundError,
+    ServerUnreachableError,
+)
+from .args import MIN_SHORT_ID
 
 try:
     import httpx
@@ -34,10 +41,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"docstatus.cli.client needs the 'cli' extra: pip install 'docstatus[cli]' ({exc})"
     ) from exc
 
-__all__ = ["DEFAULT_URL", "Client", "Reply", "StreamEvent"]
+__all__ = ["DEFAULT_URL", "MIN_SHORT_ID", "Client", "Reply", "StreamEvent"]
 
 #: Where ``docstatus serve`` listens by default.
 DEFAULT_URL = "http://127.0.0.1:8002"
+
+#: How many matches of a short id are asked for: enough to say it is ambiguous, and to show a few.
+_PREFIX_MATCHES = 10
 
 #: Seconds without a byte on an event stream before it counts as lost (the server pings every 15).
 STREAM_READ_TIMEOUT = 45.0
@@ -119,6 +129,31 @@ class Client:
             # These paths are other endpoints: the API cannot address a document with such an id.
             raise DocumentNotFoundError(doc_id)
         return self._request("GET", f"/status/{quote(doc_id, safe='')}", doc_id=doc_id)
+
+    def lookup(self, doc_id: str) -> Reply:
+        """:meth:`status` of the document ``doc_id`` names: its full id, or a unique prefix of it.
+
+        A full id the service knows is used as it is. Otherwise an id of at least
+        :data:`MIN_SHORT_ID` characters is resolved as a prefix:
+        :class:`AmbiguousDocumentIdError` when it starts several documents' ids,
+        :class:`DocumentNotFoundError` when it starts none.
+        """
+        try:
+            return self.status(doc_id)
+        except DocumentNotFoundError:
+            if len(doc_id) < MIN_SHORT_ID:
+                raise
+        found = self._request("GET", "/status", params={"id_prefix": doc_id, "limit": _PREFIX_MATCHES})
+        ids = [str(d["doc_id"]) for d in found.body.get("documents", [])]
+        if not ids:
+            raise DocumentNotFoundError(doc_id)
+        if len(ids) > 1:
+            raise AmbiguousDocumentIdError(doc_id, ids)
+        return self.status(ids[0])
+
+    def resolve(self, doc_id: str) -> str:
+        """The full id ``doc_id`` names (see :meth:`lookup`)."""
+        return str(self.lookup(doc_id).body["doc_id"])
 
     def queue(self, status: str | None = None, limit: int = 100) -> Reply:
         """``GET /status/queue``: documents (of ``status``), most recently updated first, with counts."""

@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+#: Characters of a doc id shown as its short id (the dashboard shows as many); any unique
+#: prefix of at least MIN_SHORT_ID of them is accepted back.
+SHORT_ID = 12
 #: The watched document failed, or a document is not known.
 EXIT_FAILED = 1
 
@@ -148,8 +151,9 @@ def _detail(data: dict[str, Any]) -> Text:
 
 
 def documents_table(docs: Iterable[_Tracked]) -> Table:
-    """One row per document: name, status, progress bar, stage (or error), elapsed, ETA."""
+    """One row per document: short id, name, status, progress bar, stage (or error), elapsed, ETA."""
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
+    table.add_column("ID", no_wrap=True, style="dim")
     table.add_column("Document", overflow="ellipsis", no_wrap=True, min_width=10, max_width=36)
     table.add_column("Status", no_wrap=True)
     table.add_column("Progress", no_wrap=True)
@@ -159,6 +163,7 @@ def documents_table(docs: Iterable[_Tracked]) -> Table:
     for doc in docs:
         d = doc.data
         table.add_row(
+            str(d.get("doc_id", ""))[:SHORT_ID],
             Text(str(d.get("filename", ""))),
             _badge(str(d.get("status"))),
             _bar(d, width=10),
@@ -211,8 +216,8 @@ def _counts_line(body: dict[str, Any]) -> Text:
 
 
 def run_status(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
-    """``docstatus status DOC_ID``: 0, or DocumentNotFoundError."""
-    reply = client.status(doc_id)
+    """``docstatus status DOC_ID`` (a full id or a unique prefix): 0, or DocumentNotFoundError."""
+    reply = client.lookup(doc_id)
     if as_json:
         out.write(reply.text + "\n")
     else:
@@ -337,10 +342,13 @@ def _finish(console: Console, data: dict[str, Any], *, as_json: bool) -> int:
 def run_watch(client: Client, doc_id: str | None, console: Console, *, as_json: bool, out: TextIO) -> int:
     """``docstatus watch``: follow every document (until interrupted) or one (until it ends).
 
+    ``doc_id`` is a full id or a unique prefix (see :meth:`Client.lookup`).
     For one document: 0 when it completes, 1 when it fails, is removed or is
     not known. With ``as_json``: the current state (the answer of
     ``GET /status/{doc_id}`` or ``GET /status/queue``), then each event's data, one per line.
     """
+    if doc_id is not None:
+        doc_id = client.resolve(doc_id)  # a short id: the stream needs the full one
     events = client.events(doc_id=doc_id)
     try:
         _connected(events)  # from here on no change is missed: read the current state now

@@ -77,9 +77,22 @@ def status_router(
 
 def _add_listings(router: APIRouter, manager: StatusManager) -> None:
     @router.get("", response_model=DocumentList, summary="Recent documents", responses=error_responses(400))
-    async def list_documents(limit: Limit = 100) -> JSONResponse:
-        """Up to ``limit`` documents, most recently updated first."""
-        return JSONResponse(_listing(await run_in_threadpool(manager.list_all_json, limit)))
+    async def list_documents(
+        limit: Limit = 100,
+        id_prefix: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=256,
+                description="Only documents whose id starts with this: resolves a short id "
+                "(one document: it is that one; several: the prefix is ambiguous)",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        """Up to ``limit`` documents (whose id starts with ``id_prefix``), most recently updated first."""
+        if id_prefix is None:
+            return JSONResponse(_listing(await run_in_threadpool(manager.list_all_json, limit)))
+        return JSONResponse(_listing(await run_in_threadpool(manager.find_by_prefix_json, id_prefix, limit)))
 
     @router.get("/queue", response_model=QueueBody, summary="The queue", responses=error_responses(400))
     async def queue(
