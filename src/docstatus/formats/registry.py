@@ -186,7 +186,9 @@ class FormatRegistry:
             if head.startswith(entry.signatures):
                 return entry.info, ""
         suffix = Path(filename).suffix
-        return None, f"extension {suffix!r} is not supported" if suffix else "the file has no extension"
+        if not suffix:
+            return None, "the file has no extension and its content is not a format docstatus reads"
+        return None, f"{suffix.lower()!r} files are not supported (the README lists the formats that are)"
 
 
 def _head(path: Path) -> bytes:

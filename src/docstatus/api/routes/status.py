@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import DocumentNotFoundError
+from ...errors import DocumentNotFoundError, NotRetryableError
 from ...manager import MAX_LIMIT, StatusManager
 from ...models import Status
 from ...records import status_json
+from ...worker.job import can_retry
 from ..auth import token_dependencies
 from ..errors import error_responses
 from ..params import STRICT_QUERY
@@ -171,13 +172,21 @@ def _add_changes(
         responses=error_responses(401, 404, 409),
     )
     async def requeue(doc_id: DocId) -> JSONResponse:
-        """Start a new attempt of a failed document; 409 ``INVALID_TRANSITION`` if it has not failed."""
+        """Start a new attempt of a failed document.
+
+        409 ``INVALID_TRANSITION`` if it has not failed; 409 ``NOT_RETRYABLE`` if
+        it failed for good (``metadata.retryable`` is false: the file is damaged,
+        encrypted, unsupported or over a limit, so it would only fail again).
+        """
         return JSONResponse(await run_in_threadpool(_requeue, manager, doc_id, on_requeued))
 
 
 def _requeue(
     manager: StatusManager, doc_id: str, on_requeued: Callable[[str], None] | None
 ) -> dict[str, Any]:
+    current = manager.get_status(doc_id)
+    if current is not None and current.status is Status.FAILED and not can_retry(current):
+        raise NotRetryableError(doc_id, current.error or "the document failed")
     manager.requeue(doc_id)
     if on_requeued is not None:
         on_requeued(doc_id)
