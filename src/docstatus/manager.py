@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -38,7 +38,7 @@ from .models import (
 )
 from .records import Mutation, Record, new_record, status_json, to_model
 from .stores import Change, Store, open_store
-from .stores.base import LeaseEntry
+from .stores.base import LeaseEntry, WorkerEntry
 from .stores.memory import MemoryStore
 
 # MAX_ERROR is the model's limit, named here too for callers that cut error messages to fit.
@@ -91,6 +91,14 @@ def validate_doc_id(doc_id: object) -> str:
     if not doc_id.isprintable():
         raise ValueError("doc_id must contain only printable characters")
     return doc_id
+
+
+def _worker_id(value: object) -> str:
+    """``value`` if it can name a worker: like a doc_id, 1 to 256 printable characters."""
+    worker_id = check_text("worker_id", value, MAX_DOC_ID, empty_ok=False)
+    if not worker_id.isprintable():
+        raise ValueError("worker_id must contain only printable characters")
+    return worker_id
 
 
 def _progress(value: object) -> float:
@@ -261,6 +269,18 @@ class StatusManager:
         now = time.time()
         self._changed(self._store.modify(doc_id, Mutation("fail", now, fields={"error": message})))
 
+    def cancel(self, doc: DocRef) -> None:
+        """Stop an active document: it fails with the error ``"cancelled"``, keeping its progress.
+
+        Works from ``queued`` and from every active stage. A lease on the
+        document is released, so its worker's next fenced write (or renewal)
+        raises ``LeaseLostError`` and the worker stops. A finished document
+        raises ``InvalidTransitionError`` (it has already finished) and
+        nothing changes; an unknown one ``DocumentNotFoundError``.
+        """
+        doc_id = _doc_id_of(doc)
+        self._changed(self._store.modify(doc_id, Mutation("cancel", time.time())))
+
     def requeue(self, doc: DocRef) -> None:
         """Start a new attempt of a *failed* document: queued, progress 0, error cleared.
 
@@ -325,6 +345,33 @@ class StatusManager:
     def _renew(self, lease: Lease) -> None:
         if not self._store.renew_lease(lease.doc_id, lease.epoch, lease.seconds):
             raise LeaseLostError(lease.doc_id, lease.epoch)
+
+    # -- the worker registry ---------------------------------------------------
+
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], seconds: float) -> None:
+        """Register the worker process ``worker_id``, or refresh it: alive for ``seconds`` from now.
+
+        ``info`` (JSON-compatible, e.g. ``{"host", "pid", "engine", "processes",
+        "started_at", "children"}``) replaces what the last heartbeat sent.
+        Times are the store's clock, so every process of a shared store sees
+        the same entries. A worker that stops beating vanishes from
+        :meth:`workers` ``seconds`` after its last heartbeat. Heartbeats are
+        not changes: no event, no ``seq``. ``ValueError``/``TypeError`` for an
+        invalid id, non-JSON info or seconds that are not positive.
+        """
+        name = _worker_id(worker_id)
+        data = check_metadata("info", dict(info) if isinstance(info, Mapping) else info)
+        if check_seconds("seconds", seconds) is None or not seconds > 0:
+            raise ValueError(f"a heartbeat lasts a positive number of seconds, not {seconds!r}")
+        self._store.heartbeat(name, data, float(seconds))
+
+    def workers(self) -> list[WorkerEntry]:
+        """Every live worker process of the store (any host), ordered by ``worker_id``."""
+        return self._store.workers()
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove ``worker_id`` from the registry at once (at a clean shutdown); none: nothing happens."""
+        self._store.forget_worker(_worker_id(worker_id))
 
     # -- reads -----------------------------------------------------------------
 

@@ -41,8 +41,10 @@ from .models import (
 )
 
 __all__ = [
+    "CANCELLED",
     "Mutation",
     "Record",
+    "apply_cancel",
     "apply_claim",
     "apply_complete",
     "apply_fail",
@@ -304,6 +306,20 @@ def apply_fail(record: Record, error: str, now: float) -> Record:
     return new
 
 
+#: The error of a cancelled document.
+CANCELLED = "cancelled"
+
+
+def apply_cancel(record: Record, now: float) -> Record:
+    """A cancel: an active document (queued or in any stage) fails with the error ``"cancelled"``.
+
+    Failing releases the lease, so the holder's next fenced write is refused.
+    A finished document raises ``InvalidTransitionError`` saying so.
+    """
+    _refuse_if_final(record, Status.FAILED.value, "it has already finished, so it cannot be cancelled")
+    return apply_fail(record, CANCELLED, now)
+
+
 def apply_requeue(record: Record, now: float) -> Record:
     """``requeue``: a new attempt of a failed document, from the start."""
     if record["status"] != Status.FAILED.value:
@@ -397,7 +413,7 @@ class Mutation:
     again on a newer record). It is pure, so calling it again is safe.
     """
 
-    kind: Literal["update", "complete", "fail", "requeue", "claim", "lease_lost"]
+    kind: Literal["update", "complete", "fail", "cancel", "requeue", "claim", "lease_lost"]
     now: float
     #: The status to move to, as its plain string value.
     target: str | None = None
@@ -422,6 +438,12 @@ class Mutation:
             return apply_complete(record, self.fields, self.now)
         if self.kind == "fail":
             return apply_fail(record, self.fields["error"], self.now)
+        if self.kind == "cancel":
+            return apply_cancel(record, self.now)
+        return self._apply_attempt(record)
+
+    def _apply_attempt(self, record: Record) -> Record:
+        # The changes that start or end an attempt: a claim, a lost lease, a requeue.
         if self.kind == "claim":
             # fields: worker, seconds.
             return apply_claim(record, self.fields["worker"], self.fields["seconds"], self.now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from docstatus.api import (
     metrics_router,
     status_router,
     uploads_router,
+    workers_router,
 )
-from docstatus.api.schemas import UploadAnswer
+from docstatus.api.schemas import UploadAnswer, WorkersBody
 from docstatus.ingest import Accepted, Intake
 from docstatus.settings import ServiceSettings
 
@@ -62,6 +64,7 @@ class Env:
         )
         app.include_router(health_router(self.manager))
         app.include_router(metrics_router(self.metrics))
+        app.include_router(workers_router(self.manager))
 
         @app.get("/boom")
         async def boom() -> None:
@@ -206,6 +209,116 @@ def test_requeue_retries_a_failed_document_only(env: Env) -> None:
     assert response.json()["status"] == "queued" and response.json()["metadata"]["attempt"] == 2
     assert env.requeued == ["d"]
     assert_error(env.client.post("/status/missing/requeue"), 404, "DOCUMENT_NOT_FOUND")
+
+
+def test_cancel_fails_an_active_document_and_refuses_a_finished_one(env: Env) -> None:
+    env.manager.create_status("q", "q.txt")
+    env.manager.create_status("d", "d.txt")
+    lease = env.manager.claim("d", worker="host:9", seconds=30)
+    assert lease is not None
+    lease.update_status("embedding_text", chunk=1, total_chunks=4)
+    for doc_id in ("q", "d"):
+        response = env.client.post(f"/status/{doc_id}/cancel")
+        assert response.status_code == 200, response.text
+        assert response.json() == env.client.get(f"/status/{doc_id}").json()
+        assert response.json()["status"] == "failed" and response.json()["error"] == "cancelled"
+    assert env.manager.leases() == []
+    body = assert_error(env.client.post("/status/d/cancel"), 409, "INVALID_TRANSITION")
+    assert body["details"]["current"] == "failed" and "already finished" in body["error"]
+    env.manager.create_status("c", "c.txt")
+    env.manager.mark_completed("c")
+    assert assert_error(env.client.post("/status/c/cancel"), 409, "INVALID_TRANSITION")["details"] == {
+        "doc_id": "c",
+        "current": "completed",
+        "target": "failed",
+    }
+    assert_error(env.client.post("/status/missing/cancel"), 404, "DOCUMENT_NOT_FOUND")
+    assert env.requeued == []
+
+
+def test_cancel_needs_the_token_when_one_is_set(locked: Env) -> None:
+    locked.manager.create_status("d", "d.txt")
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert_error(locked.client.post("/status/d/cancel", headers=headers), 401, "UNAUTHORIZED")
+    assert locked.manager.require_status("d").status == "queued"
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert locked.client.post("/status/d/cancel", headers=good).json()["error"] == "cancelled"
+
+
+# -- workers ----------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_workers_lists_live_workers_with_the_documents_they_hold(env: Env) -> None:
+    assert env.client.get("/workers").json() == {"workers": []}
+    info = {
+        "host": "node-a",
+        "pid": 4242,
+        "engine": "rq",
+        "processes": 2,
+        "started_at": "2025-10-07T19:00:00Z",
+        "children": ["node-a:5001", "node-a:5002"],
+    }
+    env.manager.heartbeat("node-a:4242:rq", info, 30)
+    env.manager.heartbeat("node-b:7", {"host": "node-b", "pid": 7, "engine": "local", "processes": 1}, 30)
+    holders = {"own": "node-a:4242", "child": "node-a:5002", "id": "node-a:4242:rq", "b": "node-b:7"}
+    for doc_id, worker in {**holders, "nobody": "node-c:1"}.items():
+        env.manager.create_status(doc_id, f"{doc_id}.txt")
+        assert env.manager.claim(doc_id, worker=worker, seconds=30) is not None
+    env.manager.create_status("queued", "queued.txt")
+    response = env.client.get("/workers")
+    assert response.status_code == 200
+    body = response.json()
+    WorkersBody.model_validate(body)
+    entries = {e.worker_id: e for e in env.manager.workers()}
+    assert body == {
+        "workers": [
+            {
+                "id": "node-a:4242:rq",
+                "host": "node-a",
+                "pid": 4242,
+                "engine": "rq",
+                "processes": 2,
+                "started_at": "2025-10-07T19:00:00Z",
+                "last_seen": _iso(entries["node-a:4242:rq"].last_seen),
+                "documents": ["child", "id", "own"],
+            },
+            {
+                "id": "node-b:7",
+                "host": "node-b",
+                "pid": 7,
+                "engine": "local",
+                "processes": 1,
+                "started_at": None,
+                "last_seen": _iso(entries["node-b:7"].last_seen),
+                "documents": ["b"],
+            },
+        ]
+    }
+    # A finished document is no longer held; a forgotten worker is gone.
+    env.manager.cancel("own")
+    env.manager.forget_worker("node-b:7")
+    assert [(w["id"], w["documents"]) for w in env.client.get("/workers").json()["workers"]] == [
+        ("node-a:4242:rq", ["child", "id"])
+    ]
+
+
+def test_a_worker_whose_heartbeat_expired_is_not_listed(env: Env) -> None:
+    env.manager.heartbeat("short", {"host": "h"}, 0.05)
+    env.manager.heartbeat("long", {"host": "h"}, 30)
+    deadline = time.monotonic() + 10
+    while len(env.client.get("/workers").json()["workers"]) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert [w["id"] for w in env.client.get("/workers").json()["workers"]] == ["long"]
+
+
+def test_workers_is_503_when_the_store_is_unavailable(env: Env) -> None:
+    env.manager.store.close()
+    assert_error(env.client.get("/workers"), 503, "STORE_UNAVAILABLE")
 
 
 # -- errors -----------------------------------------------------------------------
@@ -382,8 +495,8 @@ def test_traversal_filenames_are_stripped_to_a_name_inside_uploads(env: Env, nam
 
 
 def test_a_filename_that_is_only_dots_names_nothing_outside(env: Env) -> None:
-    # ".." has no extension left once sanitised: rejected, and nothing written anywhere.
-    assert_error(upload(env.client, ("..", b"dots")), 400, "UNSUPPORTED_FORMAT")
+    # ".." has no extension left once sanitised, and binary content: rejected, nothing written anywhere.
+    assert_error(upload(env.client, ("..", b"\x00dots")), 400, "UNSUPPORTED_FORMAT")
     assert env.uploads_listing() == [] and list(env.outside.iterdir()) == []
 
 
@@ -559,3 +672,15 @@ def test_cors_origins_are_configurable(tmp_path: Path) -> None:
         assert (
             "access-control-allow-origin" not in client.get("/status", headers={"Origin": "http://x"}).headers
         )
+
+
+def test_create_app_serves_cancel_and_workers(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path), start_workers=False)
+    with TestClient(app) as client:
+        manager = app.state.service.manager
+        manager.heartbeat("host:1", {"host": "host", "pid": 1, "engine": "local"}, 30)
+        assert [w["id"] for w in client.get("/workers").json()["workers"]] == ["host:1"]
+        doc_id = upload(client, ("a.txt", b"text")).json()["doc_id"]
+        assert client.post(f"/status/{doc_id}/cancel").json()["error"] == "cancelled"
+    schema = app.openapi()
+    assert {"/workers", "/status/{doc_id}/cancel"} <= set(schema["paths"])

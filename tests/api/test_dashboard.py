@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Error, Locator, Page, Playwright, expect, sync_playwright
 
 from _documents import numbered_pages, pdf_bytes
+from docstatus import StatusManager
 from docstatus.api import dashboard_router, install_error_handlers
 from docstatus.api.routes.dashboard import CONTENT_SECURITY_POLICY
 from servers import GATED, Server
@@ -283,3 +284,171 @@ def test_dashboard_files_are_served_with_a_strict_policy() -> None:
         for missing in ["/dashboard/index.html", "/dashboard/..%2Fdashboard.py", "/dashboard/nope.js"]:
             answer = client.get(missing)
             assert answer.status_code == 404 and answer.json()["code"] == "NOT_FOUND", missing
+
+
+LONG_NAME = "annual-financial-statements-and-management-discussion-for-the-year.txt"
+
+
+def _in_view(page: Page, locator: Locator) -> bool:
+    """Whether ``locator`` is shown and lies within the viewport's width (not scrolled out sideways)."""
+    box = locator.bounding_box()
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    return box is not None and box["width"] > 0 and box["x"] >= 0 and box["x"] + box["width"] <= width
+
+
+@pytest.mark.parametrize("width", [390, 768, 1280])
+def test_dashboard_fits_a_phone_and_a_desktop(
+    servers: list[Server], page: Page, tmp_path: Path, width: int
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    server = Server(tmp_path, env={"TEST_GATES": str(gates), "TEST_CHUNK_SECONDS": "0.1"}).start(GATED)
+    servers.append(server)
+    hold(gates, LONG_NAME, 0.5)
+    held = httpx.post(f"{server.url}/uploads", files={"file": (LONG_NAME, paragraphs("Annual", 12))}).json()
+    broken = ("damaged-scan-of-the-signed-contract-with-appendices.pdf", pdf_bytes(numbered_pages(3))[:700])
+    httpx.post(f"{server.url}/uploads", files={"file": broken})
+    wait_held(server, LONG_NAME, 0.5)
+
+    page.set_viewport_size({"width": width, "height": 844})
+    page.goto(server.url)
+    page.locator("#token-box summary").click()  # the token field open too: the widest form on the page
+    page.locator("#file-input").set_input_files(
+        [{"name": "refused-" + LONG_NAME.replace(".txt", ".exe"), "mimeType": "x", "buffer": b"MZ\x90"}]
+    )
+    expect(upload_item(page, "refused-")).to_contain_text("Refused")
+    held_row = row(page, LONG_NAME)
+    expect(held_row).to_have_attribute("data-status", "embedding_text")
+    expect(held_row.locator(".cell-eta")).to_have_text(re.compile(r"^\d+(\.\d)?s$"))
+    expect(row(page, broken[0]).locator(".error-text")).to_contain_text("damaged or truncated")
+    page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"), full_page=True, animations="disabled")
+
+    overflow = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert overflow[0] <= overflow[1], f"the page is {overflow[0]} px wide in a {overflow[1]} px window"
+    for part in (".cell-progress .progress", ".percent", ".cell-eta", ".cell-elapsed", ".badge", ".filename"):
+        assert _in_view(page, held_row.locator(part)), part
+    assert _in_view(page, row(page, broken[0]).locator(".retry"))
+    if width >= 1280:  # the desktop keeps its table: one line per document under the column headers
+        expect(page.get_by_role("region", name="Documents").locator("thead")).to_be_visible()
+        boxes = [held_row.locator(p).bounding_box() for p in (".filename", ".percent", ".cell-eta")]
+        assert all(b is not None for b in boxes)
+        tops = {round(b["y"] + b["height"] / 2) for b in boxes if b is not None}
+        assert max(tops) - min(tops) <= 12, tops
+    (gates / f"{LONG_NAME}.hold").unlink()
+    server.wait_status(held["doc_id"], "completed", "failed")
+
+
+def test_uploads_follow_their_documents_and_fold_when_finished(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    server = Server(tmp_path, env={"TEST_GATES": str(gates), "TEST_CHUNK_SECONDS": "0.1"}).start(GATED)
+    servers.append(server)
+    files = tmp_path / "files"
+    files.mkdir()
+    slow, quick, broken = files / "slow-report.txt", files / "quick-note.txt", files / "cut-short.pdf"
+    slow.write_bytes(paragraphs("The slow report", 12))
+    quick.write_bytes(b"A short note.")
+    broken.write_bytes(pdf_bytes(numbered_pages(3))[:700])
+    hold(gates, slow.name, 0.5)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(server.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+    page.locator("#file-input").set_input_files([slow, quick, broken])
+    # Not "Queued" for ever: each upload says where its document is, live.
+    expect(upload_item(page, slow.name).locator(".upload-state")).to_have_text(
+        re.compile(r"^Embedding text · \d+%$")
+    )
+    expect(upload_item(page, broken.name).locator(".upload-state")).to_contain_text(
+        "Failed: UnreadableDocumentError"
+    )
+    expect(upload_item(page, broken.name)).to_have_attribute("data-status", "failed")
+    # Finished ones fold into one line a few seconds later; the active one stays.
+    expect(page.locator("#uploads li")).to_have_count(1)
+    expect(page.locator("#uploads-folded")).to_have_text("2 finished uploads, shown in Documents below")
+    expect(upload_item(page, slow.name)).to_have_attribute("data-status", "embedding_text")
+    box = page.locator("#documents").bounding_box()
+    assert box is not None and box["y"] < 720, box  # the table starts above the fold
+
+    (gates / f"{slow.name}.hold").unlink()
+    expect(upload_item(page, slow.name).locator(".upload-state")).to_have_text("Completed")
+    expect(page.locator("#uploads li")).to_have_count(0)
+    expect(page.locator("#uploads-folded")).to_have_text("3 finished uploads, shown in Documents below")
+    page.get_by_role("button", name="Clear finished uploads").click()
+    expect(page.locator("#uploads-box")).to_be_hidden()
+    expect(row(page, quick.name)).to_have_attribute("data-status", "completed")
+
+
+def test_dashboard_cancels_an_active_document_and_shows_the_workers(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    # One worker: a document uploaded after the cancel is processed only once the cancelled
+    # one's processor has given up, which shows that its later reports changed nothing.
+    env = {"DOCSTATUS_API_TOKEN": TOKEN, "DOCSTATUS_WORKERS": "1", "TEST_GATES": str(gates)}
+    server = Server(tmp_path, env=env).start(GATED)
+    servers.append(server)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    done = httpx.post(f"{server.url}/uploads", files={"file": ("done.md", b"# Done\n\nShort.")}, headers=auth)
+    server.wait_status(done.json()["doc_id"], "completed")
+    gate = hold(gates, "long-report.txt", 0.5)
+    upload = httpx.post(
+        f"{server.url}/uploads", files={"file": ("long-report.txt", paragraphs("Long", 8))}, headers=auth
+    )
+    doc_id = upload.json()["doc_id"]
+    wait_held(server, "long-report.txt", 0.5)
+
+    page.goto(server.url)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    active, finished = row(page, "long-report.txt"), row(page, "done.md")
+    expect(active).to_have_attribute("data-status", "embedding_text")
+    expect(finished.get_by_role("button", name="Cancel done.md")).to_be_hidden()
+    cancel = active.get_by_role("button", name="Cancel long-report.txt")
+    expect(cancel).to_be_visible()
+    expect(page.locator("#worker-count")).to_have_text("0")
+    expect(page.locator("#workers-empty")).to_be_visible()
+
+    # Dismissing the confirmation changes nothing.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    cancel.click()
+    expect(cancel).to_be_enabled()
+    assert httpx.get(f"{server.url}/status/{doc_id}").json()["status"] == "embedding_text"
+
+    # Without the token the server refuses, and the page says why and asks for it.
+    page.once("dialog", lambda dialog: dialog.accept())
+    cancel.click()
+    expect(active.locator(".error-text")).to_contain_text("Cancel refused")
+    expect(page.locator("#token-box")).to_have_attribute("open", "")
+    page.get_by_label("Bearer token").fill(TOKEN)
+    page.once("dialog", lambda dialog: dialog.accept())
+    cancel.click()
+    expect(active).to_have_attribute("data-status", "failed")
+    expect(active.locator(".error-text")).to_have_text("cancelled")
+    expect(cancel).to_be_hidden()
+    expect(active.get_by_role("button", name="Retry long-report.txt")).to_be_visible()
+    gate.unlink()  # the worker's next report is refused: the document stays cancelled
+    after = httpx.post(
+        f"{server.url}/uploads", files={"file": ("after.md", b"# After\n\nText.")}, headers=auth
+    )
+    server.wait_status(after.json()["doc_id"], "completed")
+    body = httpx.get(f"{server.url}/status/{doc_id}").json()
+    assert (body["status"], body["error"]) == ("failed", "cancelled")
+    expect(row(page, "after.md")).to_have_attribute("data-status", "completed")
+
+    # A worker process on the same store appears in the panel at the next poll.
+    info = {"host": "node-a", "pid": 4242, "engine": "rq", "processes": 3}
+    with StatusManager(store=f"sqlite:///{tmp_path / 'status.db'}", cleanup_interval_seconds=None) as store:
+        store.heartbeat("node-a:4242", info, 60)
+        expect(page.locator("#worker-count")).to_have_text("1")
+        worker = page.locator("#worker-rows tr")
+        expect(worker).to_have_count(1)
+        expect(worker.locator(".worker-id")).to_have_text("node-a:4242")
+        expect(worker.locator(".worker-engine")).to_have_text("rq")
+        expect(worker.locator(".worker-processes")).to_have_text("3")
+        expect(worker.locator(".worker-docs")).to_have_text("0")
+        expect(worker.locator(".worker-seen")).to_contain_text("ago")
+        store.forget_worker("node-a:4242")
+        expect(page.locator("#worker-count")).to_have_text("0")

@@ -6,7 +6,7 @@ import pytest
 
 from docstatus import InvalidTransitionError
 from docstatus.errors import LeaseLostError
-from docstatus.records import Mutation, lease_of, new_record, status_json
+from docstatus.records import CANCELLED, Mutation, lease_of, new_record, status_json
 
 
 def _claimed(epoch_before: int | None = None) -> dict[str, object]:
@@ -64,3 +64,27 @@ def test_a_lost_lease_requeues_then_fails() -> None:
     assert failed["status"] == "failed" and "gave up after 2 attempts" in failed["error"]
     with pytest.raises(LeaseLostError):
         lost(requeued)
+
+
+@pytest.mark.parametrize("status", ["queued", "parsing", "embedding_visual", "embedding_text", "storing"])
+def test_a_cancel_fails_an_active_document_and_releases_it(status: str) -> None:
+    record = new_record("doc", "doc.pdf", {}, 1000.0) if status == "queued" else _claimed()
+    stages = ["embedding_visual", "embedding_text", "storing"]
+    for stage in stages[: stages.index(status) + 1] if status in stages else []:
+        record = Mutation("update", 1002.0, stage)(record)
+    cancelled = Mutation("cancel", 1003.0)(record)
+    assert cancelled["status"] == "failed" and cancelled["error"] == CANCELLED == "cancelled"
+    assert cancelled["progress"] == record["progress"] and cancelled["completed_at"] is not None
+    assert lease_of(cancelled) is None
+    with pytest.raises(LeaseLostError):
+        Mutation("update", 1004.0, status if status != "queued" else "parsing", epoch=1)(cancelled)
+
+
+@pytest.mark.parametrize("kind", ["complete", "fail"])
+def test_a_finished_document_cannot_be_cancelled(kind: str) -> None:
+    fields = {"error": "broken"} if kind == "fail" else {}
+    finished = Mutation(kind, 1002.0, fields=fields)(_claimed())  # type: ignore[arg-type]
+    with pytest.raises(InvalidTransitionError) as info:
+        Mutation("cancel", 1003.0)(finished)
+    assert info.value.current == finished["status"] and info.value.target == "failed"
+    assert "already finished" in str(info.value)

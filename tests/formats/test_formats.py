@@ -14,6 +14,7 @@ from docstatus.formats import (
     FORMATS,
     ExtractedText,
     FormatEntry,
+    FormatInfo,
     FormatRegistry,
     TextDocumentProcessor,
     default_processors,
@@ -79,7 +80,7 @@ def test_content_names_the_format_without_a_known_extension(tmp_path: Path, name
         ("fake.png", b"\x89PNG\r\n\x1a\n....", "not a PNG or JPEG image"),
         ("zip.html", plain_zip(), "the content is ZIP"),
         ("legacy.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "OLE (legacy Office)"),
-        ("noext", b"plain words", "the file has no extension"),
+        ("noext", b"plain \x00 words", "the file has no extension and the content is binary"),
         ("a.exe", b"MZ\x90\x00", "'.exe' files are not supported"),
     ],
 )
@@ -89,6 +90,76 @@ def test_mislabelled_and_unknown_files_are_refused_with_the_reason(
     registry_info, why = FORMATS.explain(_file(tmp_path, data), name)
     assert registry_info is None
     assert reason in why
+
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _real_text_files() -> list[tuple[str, bytes]]:
+    import importlib.metadata
+
+    licence = next(f for f in importlib.metadata.distribution("pydantic").files or () if f.name == "LICENSE")
+    news = "Version 2 — café, naïve, déjà vu: résumé des changements.\n".encode("cp1252") * 40
+    return [
+        ("README", (_REPO / "README.md").read_bytes()),
+        ("LICENSE", licence.read_binary()),
+        ("NEWS", news),
+    ]
+
+
+@pytest.mark.parametrize(("name", "data"), _real_text_files(), ids=["utf-8", "ascii", "cp1252"])
+def test_text_without_an_extension_is_detected_as_text_by_content(
+    tmp_path: Path, name: str, data: bytes
+) -> None:
+    assert FORMATS.explain(_file(tmp_path, data), name) == (FormatInfo("txt", "text", "text/plain"), "")
+
+
+def _real_binaries() -> list[tuple[str, bytes]]:
+    import gzip
+    import importlib.util
+    import marshal
+    import random
+    import sys
+
+    readme = (_REPO / "README.md").read_bytes()
+    compiled = (
+        importlib.util.MAGIC_NUMBER
+        + bytes(12)
+        + marshal.dumps(compile(Path(gzip.__file__).read_text(), "gzip", "exec"))
+    )
+    noise = bytes(b for b in random.Random(7).randbytes(9000) if b)  # binary without NUL bytes
+    return [
+        ("python", Path(sys.executable).resolve().read_bytes()[:100_000]),
+        ("readme-gz", gzip.compress(readme)),
+        ("compiled", compiled),
+        ("noise", noise),
+    ]
+
+
+@pytest.mark.parametrize(("name", "data"), _real_binaries(), ids=["elf", "gzip", "pyc", "no-nul"])
+def test_binary_without_an_extension_is_refused_with_the_reason(
+    tmp_path: Path, name: str, data: bytes
+) -> None:
+    info, why = FORMATS.explain(_file(tmp_path, data), name)
+    assert info is None
+    assert why.startswith("the file has no extension and the content is ")
+    assert why.endswith("not text")
+
+
+def test_an_extensionless_readme_is_processed_as_text(tmp_path: Path) -> None:
+    with StatusManager(cleanup_interval_seconds=None) as manager:
+        watcher = Watcher(manager)
+        pool = WorkerPool(manager, tmp_path / "uploads", default_processors(), data_dir=tmp_path / "data")
+        intake = Intake(manager, tmp_path / "uploads", max_bytes=1 << 20, on_queued=pool.enqueue)
+        pool.start()
+        try:
+            final = watcher.final(submit(intake, "README", (_REPO / "README.md").read_bytes()))
+        finally:
+            pool.stop()
+            watcher.unsubscribe()
+    assert final["status"] == "completed", final["error"]
+    assert (final["metadata"]["format"], final["metadata"]["encoding"]) == ("txt", "utf-8")
+    assert final["metadata"]["total_chunks"] > 1
 
 
 def test_an_upload_records_format_type_and_size(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from docstatus import StatusManager
 from docstatus.errors import MissingDependencyError, OutputError
 from docstatus.formats import default_processors
 from docstatus.formats.limits import Limits, require
-from docstatus.formats.pdf import PdfProcessor
+from docstatus.formats.pdf import PdfProcessor, clean_text
 from docstatus.ingest import Intake
 from docstatus.output import OutputStore, PerceptualDescriptor
 from docstatus.output.store import _SCHEMA_V1, SCHEMA_VERSION
@@ -375,6 +375,42 @@ def test_two_workers_process_pdfs_concurrently(make_pipeline: Callable[..., Pipe
         assert final["metadata"]["num_pages"] == 6 + i
 
 
+_HYPHENATED_LINES = [
+    "Search the manip-",
+    "ulation of day-to-",
+    "day work on 64-",
+    "bit hosts with\x01odd\x07con\x1ftrols.",
+]
+
+
+def test_pdf_text_joins_hyphenated_words_and_drops_control_characters(pipeline: Pipeline) -> None:
+    final = pipeline.run("hyphens.pdf", pdf_bytes([_HYPHENATED_LINES]))
+    assert final["status"] == "completed", final["error"]
+    with pipeline.output() as output:
+        stored = output.get(final["doc_id"])
+        assert stored is not None
+        text = stored.chunks[0].text
+        assert "Search the manipulation of day-to-day work on 64-bit hosts" in text
+        assert "withoddcontrols." in text
+        assert not [c for c in text if ord(c) < 32 and c not in "\n\t"]
+        assert output.search("manipulation", limit=1)[0].doc_id == final["doc_id"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("manip\x02ulation", "manipulation"),
+        ("end-of\x02stream and day-to\x02day", "end-of-stream and day-to-day"),
+        ("hyphen\x02\r\nated", "hyphenated"),
+        ("64-\r\nbit, --\r\nflag, rule ----\r\nnext", "64-bit, --\nflag, rule ----\nnext"),
+        ("tab\tkept\r\nline\x00\x1b\x7f\x9fsoft\xadhyphen", "tab\tkept\nlinesofthyphen"),
+        ("x" * 50_000 + " a\x02b", "x" * 50_000 + " ab"),
+    ],
+)
+def test_clean_text_reads_pdfium_markers(raw: str, clean: str) -> None:
+    assert clean_text(raw) == clean
+
+
 # -- Debian's documentation PDFs ------------------------------------------------------------------
 
 
@@ -401,6 +437,11 @@ def test_real_pdfs_from_debian_documentation(make_pipeline: Callable[..., Pipeli
         assert final["status"] == "completed", f"{path}: {final['error']}"
         assert final["metadata"]["num_pages"] == final["metadata"]["total_pages"] > 0
         assert final["metadata"]["num_chunks"] > 0
+        with pipeline.output() as output:
+            stored = output.get(final["doc_id"])
+            assert stored is not None
+            text = "".join(chunk.text for chunk in stored.chunks)
+            assert not [c for c in text if ord(c) < 32 and c not in "\n\t"], path
 
 
 # -- pieces ---------------------------------------------------------------------------------------

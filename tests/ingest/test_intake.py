@@ -276,7 +276,7 @@ def test_upload_of_exactly_max_bytes_is_accepted(intake: Intake) -> None:
     ("name", "data"),
     [
         ("photo.jpg", b"\xff\xd8\xff\xe0 not really"),
-        ("noext", b"plain text"),
+        ("noext", b"\x7fELF\x02\x01 binary"),
         ("binary.txt", b"text then \x00\x01\x02 binary"),
         ("doc.txt", b"%PDF-1.7\nrest"),
         ("zip.md", b"PK\x03\x04rest"),

@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -507,6 +508,26 @@ def test_prefixes_keep_stores_apart(redis_url: str) -> None:
         status_a, status_b = a.get_status("same-id"), b.get_status("same-id")
         assert status_a is not None and status_b is not None
         assert (status_a.filename, status_b.filename) == ("a.pdf", "b.pdf")
+
+
+def test_the_worker_registry_lives_under_the_prefix_and_drops_expired_entries(
+    redis_server: RedisServer, client: redis.Redis
+) -> None:
+    prefix = "registry-keys:"
+    with _manager(redis_server.url + "?prefix=registry-keys") as manager:
+        manager.heartbeat("gone", {"host": "h"}, 0.05)
+        deadline = time.monotonic() + 10
+        while manager.workers():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.hexists(prefix + "workers", "gone")  # expired, not yet dropped
+        manager.heartbeat("live", {"host": "h"}, 60)  # a heartbeat drops the expired
+        keys = {key.decode() for key in client.scan_iter(match="*registry-keys*")}
+        assert keys == {prefix + "workers", prefix + "workers_seen", prefix + "workers_expiry"}
+        assert client.hkeys(prefix + "workers") == [b"live"]
+        assert client.zrange(prefix + "workers_expiry", 0, -1) == [b"live"]
+        manager.forget_worker("live")
+        assert not any(client.scan_iter(match="*registry-keys*"))
 
 
 def test_default_prefix(redis_server: RedisServer, client: redis.Redis) -> None:

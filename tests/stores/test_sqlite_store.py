@@ -627,3 +627,30 @@ def test_a_file_from_before_leases_gets_the_leases_table(url: str, db: Path) -> 
         lease = m.claim("doc", worker="host:1")
         assert lease is not None
         assert [(e.doc_id, e.epoch) for e in m.leases()] == [("doc", 1)]
+
+
+class _LeasesVersion(SQLiteStore):
+    MIGRATIONS = MIGRATIONS[:2]
+
+
+def test_a_file_from_before_the_worker_registry_gets_the_workers_table(url: str, db: Path) -> None:
+    with StatusManager(store=_LeasesVersion.from_url(url), cleanup_interval_seconds=None) as m:
+        m.create_status("kept", "kept.pdf")
+    assert _user_version(db) == 2
+    with _open(url) as m:
+        assert _user_version(db) == len(MIGRATIONS)
+        assert m.require_status("kept").status == "queued"
+        m.heartbeat("host:1", {"host": "host", "pid": 1}, 30)
+        assert [(e.worker_id, e.info) for e in m.workers()] == [("host:1", {"host": "host", "pid": 1})]
+
+
+def test_expired_workers_are_deleted_by_the_next_heartbeat(url: str, db: Path) -> None:
+    with _open(url) as m:
+        m.heartbeat("gone", {}, 0.05)
+        deadline = time.monotonic() + 10
+        while m.workers():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        m.heartbeat("live", {}, 60)
+        rows = _raw(db).execute("SELECT worker_id FROM workers").fetchall()
+        assert rows == [("live",)]

@@ -26,6 +26,7 @@ from .routes.metrics import Metrics, metrics_router
 from .routes.status import status_json, status_router
 from .routes.stream import stream_router
 from .routes.uploads import uploads_router
+from .routes.workers import workers_router
 
 __all__ = [
     "ErrorBody",
@@ -40,4 +41,5 @@ __all__ = [
     "status_router",
     "stream_router",
     "uploads_router",
+    "workers_router",
 ]

@@ -22,6 +22,7 @@ from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
 from .routes.status import status_router
 from .routes.uploads import uploads_router
+from .routes.workers import workers_router
 
 __all__ = ["create_app"]
 
@@ -37,6 +38,8 @@ Track the processing status of every document in the pipeline.
   uploads folder; both answer with the document's `doc_id` (the SHA-256 of its content).
 * `GET /status/{doc_id}` for one document, `GET /status/queue` and `GET /status/active`
   for many, `GET /status/stream` for every change as it happens (server-sent events).
+* `POST /status/{doc_id}/cancel` stops a queued or active document; `GET /workers` lists
+  the live worker processes and the documents each holds.
 * Errors are always `{"error": message, "code": CODE, "details": {...}}`.
 * When the service has an API token, every `POST` and every read of document content
   (`GET /documents/...`, page thumbnails, `GET /search`) needs `Authorization: Bearer <token>`
@@ -125,5 +128,6 @@ def create_app(
     app.include_router(health_router(service.manager, workers_running=lambda: pool.running))
     app.include_router(metrics_router(metrics))
     app.include_router(documents_router(service.output, service.manager, api_token=chosen.api_token))
+    app.include_router(workers_router(service.manager))
     app.include_router(dashboard_router())
     return app

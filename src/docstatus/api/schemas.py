@@ -25,6 +25,8 @@ __all__ = [
     "UploadBatch",
     "UploadRejected",
     "WebhookRequest",
+    "WorkerBody",
+    "WorkersBody",
 ]
 
 _EXAMPLE: dict[str, Any] = ProcessingStatus.model_json_schema()["example"]
@@ -133,3 +135,36 @@ class HealthBody(BaseModel):
     last_seq: int = Field(..., description="The sequence number of the most recent change")
     workers: bool | None = Field(None, description="Whether the processing workers run (null: none)")
     version: str
+
+
+_WORKER_EXAMPLE: dict[str, Any] = {
+    "id": "node-a:4242",
+    "host": "node-a",
+    "pid": 4242,
+    "engine": "local",
+    "processes": 2,
+    "started_at": "2025-10-07T19:00:00Z",
+    "last_seen": "2025-10-07T19:05:12.250000Z",
+    "documents": ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+}
+
+
+class WorkerBody(BaseModel):
+    """One live worker process, as its last heartbeat described it."""
+
+    id: str = Field(..., description="The worker's id in the registry")
+    host: str | None = None
+    pid: int | None = None
+    engine: str | None = Field(None, description="local or rq")
+    processes: int | None = Field(None, description="How many documents it processes at once")
+    started_at: str | None = None
+    last_seen: str = Field(..., description="Its last heartbeat (ISO-8601 UTC, the store's clock)")
+    documents: list[str] = Field(..., description="The doc_ids whose lease it (or a child of it) holds")
+
+
+class WorkersBody(BaseModel):
+    """Every live worker process of the store, from every host, ordered by id."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"workers": [_WORKER_EXAMPLE]}})
+
+    workers: list[WorkerBody]

@@ -166,6 +166,20 @@ class Client:
         """``POST /status/cleanup``: remove documents finished over ``max_age_seconds`` ago."""
         return self._request("POST", "/status/cleanup", params={"max_age_seconds": max_age_seconds})
 
+    def workers(self) -> Reply:
+        """``GET /workers``: the live worker processes and the documents each holds."""
+        return self._request("GET", "/workers")
+
+    def cancel(self, doc_id: str) -> Reply:
+        """``POST /status/{doc_id}/cancel``: fail an active document with the error ``cancelled``.
+
+        :class:`DocumentNotFoundError` if the service does not know it; an
+        :class:`ApiError` with status 409 if it has already finished.
+        """
+        if not doc_id:
+            raise DocumentNotFoundError(doc_id)
+        return self._request("POST", f"/status/{quote(doc_id, safe='')}/cancel", doc_id=doc_id)
+
     def _request(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, doc_id: str | None = None
     ) -> Reply:

@@ -1,4 +1,4 @@
-"""``docstatus status | list | cleanup | watch``: a running service, seen from the terminal.
+"""``docstatus status | list | cleanup | watch | cancel``: a running service, seen from the terminal.
 
 The handlers talk to the service through :class:`~docstatus.cli.client.Client`
 and show it with :mod:`docstatus.cli.views`; both need the ``cli`` extra and
@@ -36,7 +36,8 @@ INTERRUPTED = 130
 
 _DEFAULT_URL = "http://127.0.0.1:8002"
 _REMOTE_EXITS = (
-    "Exit status: 0 done; 1 the document failed (watch --doc), was removed or is not known; "
+    "Exit status: 0 done; 1 the document failed (watch --doc), had already finished (cancel), "
+    "was removed or is not known; "
     "2 bad usage (also a missing or wrong --token); 3 the service is unreachable; 130 interrupted (Ctrl-C)."
 )
 
@@ -62,7 +63,7 @@ def _remote_parser(commands: Any, name: str, help: str, description: str, *, jso
 
 
 def add_parsers(commands: Any) -> None:
-    """Add ``status``, ``list``, ``cleanup`` and ``watch`` to the ``commands`` of the main parser."""
+    """Add ``status``, ``list``, ``cleanup``, ``watch`` and ``cancel`` to the main parser's ``commands``."""
     status = _remote_parser(
         commands,
         "status",
@@ -88,6 +89,11 @@ def add_parsers(commands: Any) -> None:
     listing.add_argument("--status", choices=[s.value for s in Status], help="only documents in this status")
     listing.add_argument(
         "--limit", type=_bounded_int(0, 100_000), default=100, help="at most this many (default 100)"
+    )
+    listing.add_argument(
+        "--workers",
+        action="store_true",
+        help="list the live worker processes instead (GET /workers; --json prints its answer)",
     )
     listing.set_defaults(handler=_remote, run="list")
 
@@ -118,6 +124,18 @@ def add_parsers(commands: Any) -> None:
     )
     watch.set_defaults(handler=_remote, run="watch")
 
+    cancel = _remote_parser(
+        commands,
+        "cancel",
+        "cancel a queued or active document",
+        "Cancel a queued or active document: it fails with the error 'cancelled' and its worker "
+        "stops at its next report. A document that has already finished is left as it is (exit 1).",
+        json_help="print the service's JSON answer (the document's new status) as it is",
+    )
+    cancel.add_argument("doc_id", type=_doc_id, metavar="DOC_ID")
+    cancel.add_argument("--token", help="the service's API token (default: $DOCSTATUS_API_TOKEN)")
+    cancel.set_defaults(handler=_remote, run="cancel")
+
 
 def _run_remote(args: argparse.Namespace, url: str) -> int:
     from rich.console import Console
@@ -130,10 +148,14 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
     with Client(url, token=token) as client:
         if args.run == "status":
             return views.run_status(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
+        if args.run == "list" and args.workers:
+            return views.run_workers(client, console, as_json=args.json, out=sys.stdout)
         if args.run == "list":
             return views.run_list(client, args.status, args.limit, console, as_json=args.json, out=sys.stdout)
         if args.run == "cleanup":
             return views.run_cleanup(client, args.max_age, console, as_json=args.json, out=sys.stdout)
+        if args.run == "cancel":
+            return views.run_cancel(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
         return views.run_watch(client, args.doc, console, as_json=args.json, out=sys.stdout)
 
 

@@ -1,4 +1,4 @@
-"""Terminal views of a running service: ``docstatus status | list | cleanup | watch``.
+"""Terminal views of a running service: ``docstatus status | list | cleanup | watch | cancel``.
 
 Each ``run_*`` function talks to the service through a
 :class:`~docstatus.cli.client.Client`, prints to a rich ``Console`` (or, with
@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from rich import box
@@ -25,15 +25,19 @@ from rich.text import Text
 
 from ..models import Status
 from .client import Client, StreamEvent
+from .fittable import Column, FitTable
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "format_duration",
+    "run_cancel",
     "run_cleanup",
     "run_list",
     "run_status",
     "run_watch",
+    "run_workers",
+    "workers_table",
 ]
 
 EXIT_OK = 0
@@ -141,35 +145,48 @@ def _time_key(value: object) -> datetime:
 
 
 def _detail(data: dict[str, Any]) -> Text:
-    """The stage with its page or chunk count; for a failed document, its error."""
-    if data.get("status") == Status.FAILED and data.get("error"):
-        return Text(str(data["error"]), style="red")
+    """The stage with its page or chunk count."""
     text = _stage(data)
     if data.get("total_pages"):
         text += f" · page {_pages(data)}"
     return Text(text)
 
 
-def documents_table(docs: Iterable[_Tracked]) -> Table:
-    """One row per document: short id, name, status, progress bar, stage (or error), elapsed, ETA."""
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
-    table.add_column("ID", no_wrap=True, style="dim")
-    table.add_column("Document", overflow="ellipsis", no_wrap=True, min_width=10, max_width=36)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Progress", no_wrap=True)
-    table.add_column("Stage", overflow="fold", min_width=12)
-    table.add_column("Elapsed", justify="right", no_wrap=True)
-    table.add_column("ETA", justify="right", no_wrap=True)
+def _error(data: dict[str, Any]) -> Text | None:
+    if data.get("status") == Status.FAILED and data.get("error"):
+        return Text(str(data["error"]), style="red")
+    return None
+
+
+def documents_table(docs: Iterable[_Tracked]) -> FitTable:
+    """One row per document: name, status, progress bar, stage, elapsed, ETA; a failure's error below.
+
+    Laid out for 80 columns first: the status, progress and times are always
+    whole, headers included; the name and the stage are cut with an ellipsis
+    when the terminal is narrow.
+    """
+    table = FitTable(
+        [
+            Column("ID"),
+            Column("Document", flexible=True, min_width=12, max_width=36),
+            Column("Status"),
+            Column("Progress"),
+            Column("Stage", flexible=True, min_width=10),
+            Column("Elapsed", justify="right"),
+            Column("ETA", justify="right"),
+        ]
+    )
     for doc in docs:
         d = doc.data
         table.add_row(
             str(d.get("doc_id", ""))[:SHORT_ID],
             Text(str(d.get("filename", ""))),
             _badge(str(d.get("status"))),
-            _bar(d, width=10),
+            _bar(d, width=8),
             _detail(d),
             format_duration(doc.elapsed()),
             format_duration(doc.eta()),
+            note=_error(d),
         )
     return table
 
@@ -254,6 +271,59 @@ def run_cleanup(client: Client, max_age: float, console: Console, *, as_json: bo
     return EXIT_OK
 
 
+def run_cancel(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus cancel DOC_ID``: 0 once the document has failed as cancelled."""
+    reply = client.cancel(doc_id)
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    name = str(reply.body.get("filename", ""))
+    console.print(Text(f"Cancelled {name} ({doc_id}) at {_percent(reply.body)}%."))
+    return EXIT_OK
+
+
+def _ago(iso: object, now: datetime) -> str:
+    try:
+        seen = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return "-"
+    return format_duration((now - seen).total_seconds()) + " ago"
+
+
+def workers_table(workers: Iterable[dict[str, Any]], now: datetime) -> Table:
+    """One row per worker process: id, host, engine, documents held, last heartbeat."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True)
+    table.add_column("Worker", overflow="fold", min_width=10)
+    table.add_column("Host", overflow="fold")
+    table.add_column("Engine", no_wrap=True)
+    table.add_column("Docs", justify="right", no_wrap=True)
+    table.add_column("Last seen", justify="right", no_wrap=True)
+    for worker in workers:
+        table.add_row(
+            Text(str(worker.get("id", ""))),
+            Text(str(worker.get("host") or "-")),
+            Text(str(worker.get("engine") or "-")),
+            str(len(worker.get("documents") or [])),
+            _ago(worker.get("last_seen"), now),
+        )
+    return table
+
+
+def run_workers(client: Client, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus list --workers``: the live worker processes and how many documents each holds."""
+    reply = client.workers()
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    workers = list(reply.body.get("workers", []))
+    if workers:
+        console.print(workers_table(workers, datetime.now(UTC)))
+    held = sum(len(w.get("documents") or []) for w in workers)
+    noun = "worker process" if len(workers) == 1 else "worker processes"
+    console.print(f"{len(workers)} live {noun}, holding {held} documents.")
+    return EXIT_OK
+
+
 # -- watch --------------------------------------------------------------------------------
 
 
@@ -307,17 +377,26 @@ class _One:
 
     def __rich__(self) -> RenderableType:
         d = self.doc.data
-        line = Text()
-        line.append(str(d.get("filename", "")), style="bold")
-        line.append("  ")
-        line.append_text(_badge(str(d.get("status"))))
+        # One line each, cut with an ellipsis rather than wrapped on a narrow terminal.
+        name = Text(str(d.get("filename", "")), style="bold", no_wrap=True, overflow="ellipsis")
+        line = _badge(str(d.get("status")))
+        line.no_wrap, line.overflow = True, "ellipsis"
         line.append(f"  {_stage(d)}", style="dim")
         if d.get("total_pages"):
             line.append(f"  page {_pages(d)}", style="dim")
         times = Text(f"elapsed {format_duration(self.doc.elapsed())}  ETA {format_duration(self.doc.eta())}")
         if not self.connected:
             times.append("  reconnecting…", style="yellow")
-        return Group(line, _bar(d, width=40), times)
+        return Group(name, line, _bar(d, width=40), times)
+
+
+@contextlib.contextmanager
+def _live(view: RenderableType, console: Console) -> Iterator[None]:
+    """A live display of ``view``; off a terminal, its last frame is printed once, ending its line."""
+    with Live(view, console=console, refresh_per_second=4):
+        yield
+    if not console.is_terminal:
+        console.line()  # rich leaves the last frame's line open when it is not drawing in place
 
 
 def _connected(events: Iterator[StreamEvent]) -> None:
@@ -380,8 +459,7 @@ def _watch_one(
         out.flush()
     view = _One(_Tracked(reply.body))
     if not _is_finished(view.doc.data):
-        live = contextlib.nullcontext() if as_json else Live(view, console=console, refresh_per_second=4)
-        with live:
+        with contextlib.nullcontext() if as_json else _live(view, console):
             ended = _follow_one(view, events, out if as_json else None)
         if not ended:
             if not as_json:
@@ -418,7 +496,7 @@ def _watch_all(
         for event in events:
             _emit(out, event)
         return EXIT_OK
-    with Live(board, console=console, refresh_per_second=4):
+    with _live(board, console):
         for event in events:
             board.apply(event)
     return EXIT_OK

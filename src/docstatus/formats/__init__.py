@@ -31,6 +31,7 @@ from .checks import (
     image_check,
     magic,
     text_check,
+    text_content_check,
 )
 from .html import HtmlProcessor
 from .images import ImageProcessor
@@ -69,7 +70,16 @@ _POWERPOINT = "application/vnd.openxmlformats-officedocument.presentationml.pres
 
 #: The built-in formats, one entry each.
 ENTRIES: tuple[FormatEntry, ...] = (
-    FormatEntry("txt", (".txt", ".text"), "text", "text/plain", text_check, processor=TextProcessor),
+    # Text has no signature: a file without an extension is text when its content reads as text.
+    FormatEntry(
+        "txt",
+        (".txt", ".text"),
+        "text",
+        "text/plain",
+        text_check,
+        processor=TextProcessor,
+        sniff=text_content_check,
+    ),
     FormatEntry("md", (".md", ".markdown"), "text", "text/markdown", text_check, processor=TextProcessor),
     FormatEntry(
         "html", (".html", ".htm", ".xhtml"), "text", "text/html", text_check, processor=HtmlProcessor
@@ -133,11 +143,13 @@ def register_format(
     check: ContentCheck | None = None,
     signatures: Iterable[bytes] = (),
     processor: ProcessorFactory | None = None,
+    sniff: ContentCheck | None = None,
 ) -> FormatInfo:
     """Register a format in the default registry (:data:`FORMATS`).
 
     With a ``processor`` factory, :func:`default_processors` called afterwards
-    includes the format's processor.
+    includes the format's processor. ``sniff`` recognises the format's files
+    that have no extension by their content (see :class:`FormatEntry`).
     """
     return FORMATS.register(
         format,
@@ -147,6 +159,7 @@ def register_format(
         check=check,
         signatures=signatures,
         processor=processor,
+        sniff=sniff,
     )
 
 
@@ -157,7 +170,9 @@ def detect_format(path: Path, filename: str) -> FormatInfo | None:
     then looks at the first :data:`~docstatus.formats.checks.SNIFF_BYTES`
     bytes (binary content named ``.txt`` is rejected, a ZIP named ``.pdf``
     too). A file without a known extension is recognised by its content's
-    signature (PDF, PNG, JPEG). Reads the file; ``OSError`` if it cannot.
+    signature (PDF, PNG, JPEG); a file without any extension is text when
+    its content reads as text (``README``, ``LICENSE``), and refused when it
+    is binary. Reads the file; ``OSError`` if it cannot.
     """
     return FORMATS.detect(path, filename)
 

@@ -3,12 +3,15 @@
 A check takes the first :data:`SNIFF_BYTES` bytes of a file and returns why
 the content does not fit (``"the content is PDF, not text"``), or ``None``
 when it does. The signatures here also let the registry recognise a few
-formats by content alone.
+formats by content alone, and :func:`text_content_check` recognises text
+that no signature names (a ``README`` without an extension).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from ..errors import MissingDependencyError
 
 __all__ = [
     "JPEG_SIGNATURE",
@@ -21,6 +24,7 @@ __all__ = [
     "image_check",
     "magic",
     "text_check",
+    "text_content_check",
 ]
 
 #: How many leading bytes a content check sees.
@@ -64,6 +68,29 @@ def text_check(head: bytes) -> str | None:
         return f"the content is {actual}, not text"
     if b"\x00" in head:
         return "the content is binary (it contains NUL bytes), not text"
+    return None
+
+
+def text_content_check(head: bytes) -> str | None:
+    """Content check for text known by its content alone: :func:`text_check`, then a charset detector.
+
+    A file with no extension has no format to agree with, so the content
+    must prove it is text: besides passing :func:`text_check`, it must
+    decode, in some encoding, to characters that read as text to
+    ``charset-normalizer`` (binary data without NUL bytes or a known
+    signature is refused here). Needs the ``charset-normalizer`` package
+    (``server`` and ``pipeline`` extras): :class:`MissingDependencyError`
+    without it.
+    """
+    reason = text_check(head)
+    if reason:
+        return reason
+    try:
+        import charset_normalizer
+    except ImportError:
+        raise MissingDependencyError("charset-normalizer", "server") from None
+    if charset_normalizer.from_bytes(head).best() is None:
+        return "the content is binary (no text encoding reads it), not text"
     return None
 
 

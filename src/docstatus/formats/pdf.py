@@ -6,6 +6,9 @@ interleave page by page). Everything PDFium allocates is closed explicitly
 while the lock is held, never left to the garbage collector on another
 thread.
 
+Text is cleaned of what PDFium leaves in it for layout (:func:`clean_text`):
+its hyphenation markers become joined words, control characters go.
+
 Readable failures: an encrypted PDF (a user password is needed), a damaged or
 truncated one, one with no pages, more pages than :attr:`Limits.max_pages`,
 or a page whose size would need more pixels than the limits allow at any
@@ -14,6 +17,7 @@ useful scale.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from ..worker.job import Job
 from .base import PagedProcessor, PageSource
 from .limits import Limits, render_scale, require
 
-__all__ = ["PDFIUM_LOCK", "PdfProcessor", "PdfSource"]
+__all__ = ["PDFIUM_LOCK", "PdfProcessor", "PdfSource", "clean_text"]
 
 #: Serialises every PDFium call in this process (PDFium is not thread-safe).
 PDFIUM_LOCK = threading.RLock()
@@ -38,6 +42,40 @@ _LOAD_ERRORS = {
     5: "it uses a security handler that is not supported",
     6: "one of its pages is damaged",
 }
+
+
+# PDFium puts \x02 where a word was hyphenated at a line end and drops the break. The fragment
+# before it starts after a space (so a long run without one is scanned once); a line break after
+# the marker is PDFium's too.
+_HYPHENATED = re.compile(r"(?<![^\s\x02])([^\s\x02]*)\x02\n?")
+# A line-end hyphen PDFium did not mark is a real one ("64-" / "bit"): keep it, join the lines.
+_LINE_END_HYPHEN = re.compile(r"(?<=\w)-\n(?=\w)")
+# C0 and C1 controls other than tab and line feed, and soft hyphens (invisible break hints).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\xad]")
+
+
+def _join_hyphenated(match: re.Match[str]) -> str:
+    fragment = match.group(1)
+    # A word that has a hyphen of its own was broken at a hyphen (TeX and most typesetters break
+    # such words only there): "day-to" + "day" is "day-to-day"; otherwise "manip" + "ulation".
+    return fragment + "-" if "-" in fragment else fragment
+
+
+def clean_text(text: str) -> str:
+    """PDFium's page text as words: line breaks LF, hyphenated words joined, control characters dropped.
+
+    A word PDFium marks as hyphenated at a line end (``"manip\\x02ulation"``)
+    is joined (``"manipulation"``), keeping the hyphen when the word has one
+    already (``"day-to\\x02day"`` is ``"day-to-day"``); a hyphen at a line end
+    between two word characters that PDFium did not mark is kept and the
+    line joined (``"64-\\nbit"`` is ``"64-bit"``). Control characters other
+    than tab and line feed, and soft hyphens, are removed.
+    """
+    # PDFium ends lines with CRLF; the chunker expects LF.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _HYPHENATED.sub(_join_hyphenated, text)
+    text = _LINE_END_HYPHEN.sub("-", text)
+    return _CONTROLS.sub("", text)
 
 
 class PdfSource:
@@ -111,8 +149,7 @@ class PdfSource:
             text: str = textpage.get_text_bounded()
         finally:
             textpage.close()
-        # PDFium ends lines with CRLF; the chunker expects LF.
-        return text.replace("\r\n", "\n").replace("\r", "\n")
+        return clean_text(text)
 
     def close(self) -> None:
         """Close the PDF. Idempotent."""

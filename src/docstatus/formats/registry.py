@@ -3,7 +3,8 @@
 A format is one :class:`FormatEntry`: its name, its extensions, its kind
 (``"text"``: read as characters; ``"visual"``: rendered as pages), its media
 type, an optional content check over the first bytes of the file, optional
-signatures that name it by content alone, and the factory of its processor.
+signatures that name it by content alone, an optional check that names it by
+content when the file has no extension, and the factory of its processor.
 :class:`FormatRegistry` answers which format a file is and builds the
 processors. This module never imports a format: the table of the built-in
 ones is :data:`docstatus.formats.ENTRIES`.
@@ -59,8 +60,12 @@ class FormatEntry:
     dot; stored lower case with it). ``check`` looks at the file's first
     bytes when the extension names this format; ``signatures`` (leading bytes
     only this format has) name it when a file's extension is missing or
-    unknown. ``processor`` is ``None`` for a format that is accepted but
-    processed by a processor given to the worker pool directly.
+    unknown. ``sniff`` names it for a file with no extension at all that no
+    signature names, when the check passes on the file's first bytes (text
+    has no signature: a ``README`` is text by what it contains); formats are
+    tried in the order they were added. ``processor`` is ``None`` for a
+    format that is accepted but processed by a processor given to the worker
+    pool directly.
     Raises ``ValueError`` for a missing name, no extensions or an unknown kind.
     """
 
@@ -71,6 +76,7 @@ class FormatEntry:
     check: ContentCheck | None = None
     signatures: tuple[bytes, ...] = ()
     processor: ProcessorFactory | None = field(default=None, compare=False)
+    sniff: ContentCheck | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         extensions = tuple(_normal_ext(e) for e in self.extensions)
@@ -95,6 +101,7 @@ class FormatRegistry:
         self._by_ext: dict[str, FormatEntry] = {}
         self._by_name: dict[str, FormatEntry] = {}
         self._sniffable: list[FormatEntry] = []
+        self._by_content: list[tuple[FormatEntry, ContentCheck]] = []
         self._lock = threading.Lock()
         for entry in entries:
             self.add(entry)
@@ -107,6 +114,9 @@ class FormatRegistry:
             self._by_name[entry.name] = entry
             if entry.signatures:
                 self._sniffable = [f for f in self._sniffable if f.name != entry.name] + [entry]
+            self._by_content = [f for f in self._by_content if f[0].name != entry.name]
+            if entry.sniff is not None:
+                self._by_content.append((entry, entry.sniff))
         return entry.info
 
     def register(
@@ -119,13 +129,14 @@ class FormatRegistry:
         check: ContentCheck | None = None,
         signatures: Iterable[bytes] = (),
         processor: ProcessorFactory | None = None,
+        sniff: ContentCheck | None = None,
     ) -> FormatInfo:
         """Accept files with any of ``extensions`` (``".pdf"``; case-insensitive) as ``format``.
 
         The arguments are those of :class:`FormatEntry`; ``ValueError`` when they do not make one.
         """
         entry = FormatEntry(
-            format, tuple(extensions), format_type, media_type, check, tuple(signatures), processor
+            format, tuple(extensions), format_type, media_type, check, tuple(signatures), processor, sniff
         )
         return self.add(entry)
 
@@ -168,7 +179,8 @@ class FormatRegistry:
 
         A known extension picks the format and its content check must pass;
         without a known extension the content's signature may still name a
-        format (a PDF saved as ``report`` or ``report.bin``).
+        format (a PDF saved as ``report`` or ``report.bin``), and without any
+        extension a format's ``sniff`` check may (text saved as ``README``).
         """
         entry = self._by_ext.get(Path(filename).suffix.lower())
         if entry is None:
@@ -181,14 +193,25 @@ class FormatRegistry:
     def _sniff(self, path: Path, filename: str) -> tuple[FormatInfo | None, str]:
         head = _head(path)
         with self._lock:
-            candidates = list(self._sniffable)
+            candidates, by_content = list(self._sniffable), list(self._by_content)
         for entry in candidates:
             if head.startswith(entry.signatures):
                 return entry.info, ""
         suffix = Path(filename).suffix
-        if not suffix:
-            return None, "the file has no extension and its content is not a format docstatus reads"
-        return None, f"{suffix.lower()!r} files are not supported (the README lists the formats that are)"
+        if suffix:
+            return None, f"{suffix.lower()!r} files are not supported (the README lists the formats that are)"
+        return _by_content(head, by_content)
+
+
+def _by_content(head: bytes, checks: list[tuple[FormatEntry, ContentCheck]]) -> tuple[FormatInfo | None, str]:
+    """The first format whose ``sniff`` check passes on ``head``; else why the first one refused."""
+    reasons = []
+    for entry, sniff in checks:
+        reason = sniff(head)
+        if not reason:
+            return entry.info, ""
+        reasons.append(reason)
+    return None, "the file has no extension" + (f" and {reasons[0]}" if reasons else "")
 
 
 def _head(path: Path) -> bytes:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..records import Record
 
-__all__ = ["Change", "ChangeType", "LeaseEntry", "Store"]
+__all__ = ["Change", "ChangeType", "LeaseEntry", "Store", "WorkerEntry"]
 
 ChangeType = Literal["created", "updated", "removed"]
 
@@ -52,6 +52,19 @@ class LeaseEntry:
     doc_id: str
     epoch: int
     worker: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEntry:
+    """One live entry of a store's worker registry (times on the store clock, epoch seconds).
+
+    ``info`` is the JSON the worker sent with its last heartbeat, a private copy.
+    """
+
+    worker_id: str
+    info: dict[str, Any]
+    last_seen: float
     expires: float
 
 
@@ -191,6 +204,31 @@ class Store(ABC):
         the moment of the write; otherwise (renewed, released, passed on, or the
         record is gone) nothing changes and the result is ``None``.
         """
+
+    # -- the worker registry -----------------------------------------------------
+    # Beside the records, not part of them: heartbeats change no record, log no
+    # change and take no seq, so a worker's liveness costs the change log nothing.
+
+    @abstractmethod
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], seconds: float) -> None:
+        """Register ``worker_id`` or refresh its entry: ``info`` replaces the stored one.
+
+        ``last_seen`` = now() and ``expires`` = now() + ``seconds`` (the store's
+        clock, so clock skew between machines cannot expire a live worker).
+        ``info`` is JSON-compatible (the manager checks it). Atomic per entry;
+        may also drop entries that have expired.
+        """
+
+    @abstractmethod
+    def workers(self) -> list[WorkerEntry]:
+        """Every live entry (``expires >= now()``), ordered by ``worker_id``.
+
+        An expired entry is never listed; the store may drop it now or later.
+        """
+
+    @abstractmethod
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove the entry of ``worker_id`` at once (a clean shutdown); no error if there is none."""
 
     def wait_for_change(self, after_seq: int, timeout: float) -> None:
         """Block until ``last_seq() > after_seq`` or ``timeout`` seconds pass.

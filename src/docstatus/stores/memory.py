@@ -13,13 +13,13 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from ..errors import DocumentNotFoundError, DuplicateDocumentError
-from ..records import Record, finished_at, is_finished, is_valid_record, lease_of
-from .base import Change, LeaseEntry, Store
+from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of
+from .base import Change, LeaseEntry, Store, WorkerEntry
 
 __all__ = ["MemoryStore"]
 
@@ -59,6 +59,8 @@ class MemoryStore(Store):
         self._counts: dict[str, int] = {}
         # The lease index: doc_id -> [epoch, worker, expires].
         self._leases: dict[str, tuple[int, str, float]] = {}
+        # The worker registry: worker_id -> (info, last_seen, expires).
+        self._workers: dict[str, tuple[dict[str, Any], float, float]] = {}
         # Entries of the wrapped dict that were there before it was wrapped and are not records.
         self._foreign: frozenset[str] = frozenset()
         self._index_existing()
@@ -227,6 +229,24 @@ class MemoryStore(Store):
     def _lease_expired(self, doc_id: str, epoch: int) -> bool:
         entry = self._leases.get(doc_id)
         return entry is not None and entry[0] == epoch and entry[2] < self.now()
+
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], seconds: float) -> None:
+        now = self.now()
+        entry = (copy_json(dict(info)), now, now + seconds)
+        with self._lock:
+            self._workers[worker_id] = entry
+
+    def workers(self) -> list[WorkerEntry]:
+        now = self.now()
+        with self._lock:
+            for worker_id in [w for w, entry in self._workers.items() if entry[2] < now]:
+                del self._workers[worker_id]
+            entries = sorted(self._workers.items())
+        return [WorkerEntry(w, copy_json(info), seen, expires) for w, (info, seen, expires) in entries]
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
 
     def now(self) -> float:
         """``time.time()``: the host's clock."""

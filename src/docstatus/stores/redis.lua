@@ -11,7 +11,7 @@ local LOG_SIZE = __LOG_SIZE__
 
 -- The key prefix and the keys of the store being called (every call names its prefix).
 local P, K_DOC, K_SEQ, K_RECENT, K_ACTIVE, K_FINISHED, K_COUNTS, K_LOG, CHANNEL
-local K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS
+local K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS, K_WORKERS, K_WORKERS_SEEN, K_WORKERS_EXPIRY
 
 local function use_prefix(prefix)
   if prefix == P then return end
@@ -19,6 +19,7 @@ local function use_prefix(prefix)
   K_SEQ, K_RECENT, K_ACTIVE = P .. 'seq', P .. 'recent', P .. 'active'
   K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
   K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS = P .. 'leases', P .. 'lease_epochs', P .. 'lease_workers'
+  K_WORKERS, K_WORKERS_SEEN, K_WORKERS_EXPIRY = P .. 'workers', P .. 'workers_seen', P .. 'workers_expiry'
 end
 
 -- The server's clock, in epoch seconds: the only clock lease times use.
@@ -213,9 +214,48 @@ local function op_now(A)
   return string.format('%.6f', now())
 end
 
+-- The worker registry: 'workers' (worker_id -> its info, the client's text), 'workers_seen'
+-- (worker_id -> last heartbeat) and 'workers_expiry' (worker_id by expiry), on the server's clock.
+
+local function forget(worker_id)
+  redis.call('ZREM', K_WORKERS_EXPIRY, worker_id)
+  redis.call('HDEL', K_WORKERS, worker_id)
+  redis.call('HDEL', K_WORKERS_SEEN, worker_id)
+end
+
+local function op_heartbeat(A)
+  -- A[2]: the worker id, A[3]: its info (text), A[4]: seconds. Drops expired entries.
+  local t = now()
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', K_WORKERS_EXPIRY, '-inf', '(' .. t)) do forget(gone) end
+  redis.call('ZADD', K_WORKERS_EXPIRY, expiry(A[4]), A[2])
+  redis.call('HSET', K_WORKERS, A[2], A[3])
+  redis.call('HSET', K_WORKERS_SEEN, A[2], string.format('%.6f', t))
+  return 1
+end
+
+local function op_workers(A)
+  -- {worker_id, info, last_seen, expires, ...} of the live entries, in no particular order.
+  local out = {}
+  local entries = redis.call('ZRANGEBYSCORE', K_WORKERS_EXPIRY, now(), '+inf', 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    local worker_id = entries[i]
+    out[#out + 1] = worker_id
+    out[#out + 1] = redis.call('HGET', K_WORKERS, worker_id) or '{}'
+    out[#out + 1] = redis.call('HGET', K_WORKERS_SEEN, worker_id) or '0'
+    out[#out + 1] = entries[i + 1]
+  end
+  return out
+end
+
+local function op_forget(A)
+  -- A[2]: the worker id.
+  forget(A[2])
+  return 1
+end
+
 local OPS = {
   cas = op_cas, create = op_create, read = op_read, recent = op_recent, active = op_active,
   log = op_log, expire = op_expire, renew = op_renew, expired = op_expired, leases = op_leases,
-  now = op_now,
+  now = op_now, heartbeat = op_heartbeat, workers = op_workers, forget = op_forget,
 }
 __ENTRY__

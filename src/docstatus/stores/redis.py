@@ -21,6 +21,9 @@ Data layout, every key under the prefix (``docstatus:`` by default):
   capped near ``LOG_SIZE`` (``changes_since``); an entry is ``t`` (the change type),
   ``d`` (the doc_id) and ``r`` (the record's JSON text; none for a removal);
 * ``changes`` - a pub/sub channel carrying each change's seq (``wait_for_change``).
+* ``leases`` (doc_id by expiry), ``lease_epochs``, ``lease_workers`` - the lease index;
+* ``workers`` (worker_id -> info JSON), ``workers_seen`` (-> last heartbeat), ``workers_expiry``
+  (worker_id by expiry) - the worker registry. Lease and registry times are the server's ``TIME``.
 
 A change (``modify``) goes like this:
 
@@ -67,7 +70,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
@@ -82,7 +85,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..records import Record, finished_at, is_finished, lease_of
-from .base import Change, ChangeType, LeaseEntry, Store
+from .base import Change, ChangeType, LeaseEntry, Store, WorkerEntry
 
 try:
     import redis
@@ -127,7 +130,7 @@ _COUNTED = "status"
 # -- the server-side code ------------------------------------------------------------
 
 #: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
-_READ_ONLY = frozenset({"read", "recent", "active", "log", "expired", "leases", "now"})
+_READ_ONLY = frozenset({"read", "recent", "active", "log", "expired", "leases", "now", "workers"})
 _OPERATIONS = (
     "cas",
     "create",
@@ -140,6 +143,9 @@ _OPERATIONS = (
     "expired",
     "leases",
     "now",
+    "heartbeat",
+    "workers",
+    "forget",
 )
 
 # How the code ends as a Functions library: every operation registered under a name that
@@ -559,6 +565,22 @@ class RedisStore(Store):
             if landed is None or isinstance(landed, Change):
                 return landed
             known = landed
+
+    # -- the worker registry (the server's clock) -----------------------------------
+
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], seconds: float) -> None:
+        self._call("heartbeat", worker_id, _encode(dict(info)), repr(float(seconds)))
+
+    def workers(self) -> list[WorkerEntry]:
+        reply = self._call("workers")
+        entries = [
+            WorkerEntry(reply[i].decode(), _decode(reply[i + 1]), float(reply[i + 2]), float(reply[i + 3]))
+            for i in range(0, len(reply), 4)
+        ]
+        return sorted(entries, key=lambda e: e.worker_id)
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._call("forget", worker_id)
 
     def get(self, doc_id: str) -> Record | None:
         if not _encodable(doc_id):

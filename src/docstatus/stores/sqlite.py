@@ -4,7 +4,7 @@
 query parameters ``synchronous`` (``normal``, the default, or ``full``) and
 ``timeout`` (seconds a change may wait for other writers, default 10).
 
-Layout (schema version 1, kept in ``PRAGMA user_version``):
+Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
 
 * ``docs``: one row per document; the record as JSON text beside the columns
   that the listings need (``status``, the ``seq`` of its last change, and
@@ -16,6 +16,11 @@ Layout (schema version 1, kept in ``PRAGMA user_version``):
   number. SQLite gives a new row the largest key plus one, and pruning never
   removes the newest row, so numbers are strictly increasing and never reused,
   for every process using the file.
+* ``leases``: the lease index (doc_id, epoch, worker, expires), written in the
+  transaction of the record it follows; indexed by expiry.
+* ``workers``: the worker registry (worker_id, info as JSON, last_seen,
+  expires), on the host's clock like the leases; expired rows are deleted by
+  the next heartbeat.
 
 Every change is one transaction (``BEGIN IMMEDIATE``, so the read-modify-write
 cannot interleave with another writer) in WAL mode: once a call returns, its
@@ -30,7 +35,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -44,7 +49,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..records import Record, finished_at, lease_of
-from .base import Change, ChangeType, LeaseEntry, Store
+from .base import Change, ChangeType, LeaseEntry, Store, WorkerEntry
 from .sqlitedb import Connection, Database
 
 __all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
@@ -81,6 +86,15 @@ MIGRATIONS: tuple[str, ...] = (
         expires REAL NOT NULL
     );
     CREATE INDEX leases_by_expiry ON leases (expires);
+    """,
+    """
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        last_seen REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX workers_by_expiry ON workers (expires);
     """,
 )
 
@@ -387,6 +401,37 @@ class SQLiteStore(Store):
             return None
         self._remember(doc_id, done[1], new=done[0].record)
         return done[0]
+
+    # -- the worker registry -------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, info: Mapping[str, Any], seconds: float) -> None:
+        text = _encode(dict(info))
+
+        def beat(conn: Connection) -> None:
+            now = self.now()
+            # Expired entries go here, in a write that is happening anyway (and by the index).
+            conn.execute("DELETE FROM workers WHERE expires < ?", (now,))
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (worker_id, info, last_seen, expires) VALUES (?, ?, ?, ?)",
+                (worker_id, text, now, now + seconds),
+            )
+
+        self._run(beat, write=True)
+
+    def workers(self) -> list[WorkerEntry]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT worker_id, info, last_seen, expires FROM workers WHERE expires >= ? "
+                "ORDER BY worker_id",
+                (self.now(),),
+            ).fetchall()
+        )
+        return [WorkerEntry(str(w), _decode(info), float(seen), float(x)) for w, info, seen, x in rows]
+
+    def forget_worker(self, worker_id: str) -> None:
+        self._run(
+            lambda conn: conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)), write=True
+        )
 
     def _decoded(self, doc_id: str, text: str) -> Record:
         # A record this process wrote with exactly this text needs no decoding

@@ -1,4 +1,4 @@
-"""The status endpoints: one document, the queue, the active documents, cleanup, requeue."""
+"""The status endpoints: one document, the queue, the active documents, cleanup, requeue, cancel."""
 
 from __future__ import annotations
 
@@ -180,6 +180,18 @@ def _add_changes(
         """
         return JSONResponse(await run_in_threadpool(_requeue, manager, doc_id, on_requeued))
 
+    @router.post(
+        "/{doc_id}/cancel",
+        response_model=StatusBody,
+        summary="Cancel an active document",
+        dependencies=guarded,
+        responses=error_responses(401, 404, 409),
+    )
+    async def cancel(doc_id: DocId) -> JSONResponse:
+        """Fail a queued or active document with the error ``cancelled``; its worker stops at its
+        next report. 409 ``INVALID_TRANSITION`` if the document has already finished."""
+        return JSONResponse(await run_in_threadpool(_cancel, manager, doc_id))
+
 
 def _requeue(
     manager: StatusManager, doc_id: str, on_requeued: Callable[[str], None] | None
@@ -190,6 +202,14 @@ def _requeue(
     manager.requeue(doc_id)
     if on_requeued is not None:
         on_requeued(doc_id)
+    body = manager.get_status_json(doc_id)
+    if body is None:  # removed meanwhile
+        raise DocumentNotFoundError(doc_id)
+    return body
+
+
+def _cancel(manager: StatusManager, doc_id: str) -> dict[str, Any]:
+    manager.cancel(doc_id)
     body = manager.get_status_json(doc_id)
     if body is None:  # removed meanwhile
         raise DocumentNotFoundError(doc_id)

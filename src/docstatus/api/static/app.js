@@ -12,6 +12,8 @@ const API = {
   stream: "status/stream",
   uploads: "uploads",
   requeue: (docId) => `status/${encodeURIComponent(docId)}/requeue`,
+  cancel: (docId) => `status/${encodeURIComponent(docId)}/cancel`,
+  workers: "workers",
 };
 
 const ACTIVE = new Set(["queued", "parsing", "embedding_visual", "embedding_text", "storing"]);
@@ -37,8 +39,11 @@ const STAGE_LABELS = {
 };
 
 const TOKEN_KEY = "docstatus.token";
+/** How long a finished upload stays in the list before it folds into the "n finished" line. */
+const UPLOAD_FOLD_MS = 4000;
 const ANNOUNCE_EVERY_MS = 1500;
 const RECONNECT_MS = [1000, 2000, 5000, 10000];
+const WORKERS_EVERY_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -48,6 +53,9 @@ const $ = (id) => document.getElementById(id);
 const docs = new Map();
 const counts = { active: 0, completed: 0, failed: 0, total: 0 };
 let filter = "all";
+/** doc_id -> the upload items that follow that document's status (until they fold). */
+const uploadsByDoc = new Map();
+let foldedUploads = 0;
 /** Events that arrive while the initial list is loading; applied after it. */
 let pending = null;
 
@@ -112,8 +120,10 @@ function createRow() {
     elapsed: q(".cell-elapsed"),
     eta: q(".cell-eta"),
     retry: q(".retry"),
+    cancel: q(".cancel"),
   };
   row.retry.addEventListener("click", () => requeue(tr.dataset.docId, row));
+  row.cancel.addEventListener("click", () => cancelDoc(tr.dataset.docId, row));
   return row;
 }
 
@@ -147,6 +157,7 @@ function renderRow(row, data) {
   const { tr } = row;
   tr.dataset.docId = data.doc_id;
   tr.dataset.status = data.status;
+  tr.dataset.paged = String(Boolean(data.total_pages));
   row.filename.textContent = data.filename;
   row.filename.title = data.filename;
   row.docId.textContent = data.doc_id.slice(0, 12);
@@ -167,6 +178,9 @@ function renderRow(row, data) {
   row.retry.hidden = data.status !== "failed";
   row.retry.disabled = false;
   row.retry.setAttribute("aria-label", `Retry ${data.filename}`);
+  row.cancel.hidden = !ACTIVE.has(data.status);
+  row.cancel.disabled = false;
+  row.cancel.setAttribute("aria-label", `Cancel ${data.filename}`);
   tr.hidden = !matchesFilter(data.status);
   renderTimes(docs.get(data.doc_id));
 }
@@ -223,6 +237,7 @@ function applyStatus(data, { quiet = false } = {}) {
   doc.at = performance.now();
   docs.set(data.doc_id, doc);
   renderRow(doc.row, data);
+  for (const item of uploadsByDoc.get(data.doc_id) || []) followUpload(item, data);
   if (!before || before.started_at !== data.started_at) placeRow(doc);
   if (!quiet && before && before.status !== data.status) announceStatus(data);
   refreshSummary();
@@ -415,12 +430,16 @@ function createUploadItem(name) {
     bar: li.querySelector(".progress"),
     fill: li.querySelector(".progress-fill"),
     state: li.querySelector(".upload-state"),
+    docId: null,
+    duplicate: "",
+    foldTimer: null,
   };
   li.querySelector(".upload-name").textContent = name;
   li.querySelector(".upload-name").title = name;
   item.bar.setAttribute("aria-label", `Upload of ${name}`);
   li.querySelector(".dismiss").setAttribute("aria-label", `Dismiss ${name}`);
   li.querySelector(".dismiss").addEventListener("click", () => {
+    if (item.docId) forgetUpload(item);
     li.remove();
     refreshUploads();
   });
@@ -435,7 +454,45 @@ function setUploadState(item, state, text) {
 }
 
 function refreshUploads() {
-  $("uploads-box").hidden = $("uploads").children.length === 0;
+  const folded = $("uploads-folded");
+  folded.hidden = foldedUploads === 0;
+  folded.textContent = `${foldedUploads} finished ${foldedUploads === 1 ? "upload" : "uploads"}, shown in Documents below`;
+  $("uploads-box").hidden = $("uploads").children.length === 0 && foldedUploads === 0;
+}
+
+/** An accepted upload shows its document's live status; once finished, it folds away. */
+function followUpload(item, data) {
+  const percent = percentOf(data);
+  const label = STATUS_LABELS[data.status] || data.status;
+  let text = label;
+  if (data.status === "failed") text = `${label}: ${data.error || ""}`;
+  else if (ACTIVE.has(data.status) && data.status !== "queued") text = `${label} · ${percent}%`;
+  if (item.duplicate && data.status === "queued") text = item.duplicate;
+  item.li.dataset.status = data.status;
+  item.state.textContent = text;
+  if (!ACTIVE.has(data.status) && item.foldTimer === null) {
+    item.foldTimer = setTimeout(() => foldUpload(item), UPLOAD_FOLD_MS);
+  } else if (ACTIVE.has(data.status) && item.foldTimer !== null) {
+    clearTimeout(item.foldTimer); // retried before it folded: follow the new attempt
+    item.foldTimer = null;
+  }
+}
+
+function forgetUpload(item) {
+  if (item.foldTimer !== null) clearTimeout(item.foldTimer);
+  const followers = uploadsByDoc.get(item.docId) || [];
+  const left = followers.filter((other) => other !== item);
+  if (left.length) uploadsByDoc.set(item.docId, left);
+  else uploadsByDoc.delete(item.docId);
+}
+
+function foldUpload(item) {
+  item.foldTimer = null;
+  if (!item.li.isConnected) return;
+  forgetUpload(item);
+  item.li.remove();
+  foldedUploads += 1;
+  refreshUploads();
 }
 
 function uploaded(item, name, status, body) {
@@ -444,6 +501,12 @@ function uploaded(item, name, status, body) {
     const text = body.duplicate ? "Already known" + (body.requeued ? ", queued again" : "") : "Queued";
     setUploadState(item, "accepted", text);
     item.li.dataset.docId = body.doc_id;
+    item.docId = body.doc_id;
+    item.duplicate = body.duplicate ? text : "";
+    uploadsByDoc.set(body.doc_id, [...(uploadsByDoc.get(body.doc_id) || []), item]);
+    // The stream may have told of the document before the upload's own answer arrived.
+    const known = docs.get(body.doc_id);
+    if (known) followUpload(item, known.data);
     announce(`${name} uploaded`);
     return;
   }
@@ -504,6 +567,13 @@ function setUpUploads() {
   for (const name of ["dragover", "drop"]) window.addEventListener(name, (event) => event.preventDefault());
   $("clear-uploads").addEventListener("click", () => {
     for (const li of [...$("uploads").children]) if (li.dataset.state !== "uploading") li.remove();
+    for (const [docId, items] of [...uploadsByDoc]) {
+      const kept = items.filter((item) => item.li.isConnected);
+      for (const item of items) if (!item.li.isConnected && item.foldTimer !== null) clearTimeout(item.foldTimer);
+      if (kept.length) uploadsByDoc.set(docId, kept);
+      else uploadsByDoc.delete(docId);
+    }
+    foldedUploads = 0;
     refreshUploads();
   });
 }
@@ -530,6 +600,70 @@ async function requeue(docId, row) {
   if (status === 401) askForToken();
 }
 
+// -- cancel -----------------------------------------------------------------------------
+
+async function cancelDoc(docId, row) {
+  const name = row.filename.textContent;
+  if (!window.confirm(`Cancel ${name}? Its processing stops and it is marked failed.`)) return;
+  row.cancel.disabled = true;
+  let status = 0;
+  let body = null;
+  try {
+    const response = await fetch(API.cancel(docId), { method: "POST", headers: authHeaders() });
+    status = response.status;
+    body = parseJson(await response.text());
+  } catch {
+    // status 0: unreachable
+  }
+  if (status === 200) return; // the stream shows the document failed as cancelled
+  row.cancel.disabled = false;
+  const reason = errorMessage(status, body);
+  row.error.hidden = false;
+  row.error.textContent = `Cancel refused: ${reason}`;
+  announce(`Cancel of ${name} refused: ${reason}`, true);
+  if (status === 401) askForToken();
+}
+
+// -- workers ----------------------------------------------------------------------------
+
+function workerRow(worker) {
+  const tr = $("worker-template").content.firstElementChild.cloneNode(true);
+  const held = worker.documents || [];
+  const cells = {
+    ".worker-id": worker.id,
+    ".worker-host": worker.host ?? "—",
+    ".worker-engine": worker.engine ?? "—",
+    ".worker-processes": worker.processes ?? "—",
+    ".worker-docs": String(held.length),
+    ".worker-seen": `${formatDuration((Date.now() - Date.parse(worker.last_seen)) / 1000)} ago`,
+  };
+  for (const [selector, text] of Object.entries(cells)) tr.querySelector(selector).textContent = String(text);
+  tr.querySelector(".worker-docs").title = held.join("\n");
+  tr.dataset.workerId = worker.id;
+  return tr;
+}
+
+function renderWorkers(workers) {
+  $("worker-count").textContent = String(workers.length);
+  $("worker-rows").replaceChildren(...workers.map(workerRow));
+  $("workers-table").hidden = workers.length === 0;
+  $("workers-empty").hidden = workers.length > 0;
+}
+
+async function loadWorkers() {
+  try {
+    const response = await fetch(API.workers, { headers: { Accept: "application/json" } });
+    if (response.ok) renderWorkers((await response.json()).workers);
+  } catch {
+    // Unreachable: the connection indicator says so; the next poll tries again.
+  }
+}
+
+function setUpWorkers() {
+  loadWorkers();
+  setInterval(loadWorkers, WORKERS_EVERY_MS);
+}
+
 // -- start ------------------------------------------------------------------------------
 
 function tick() {
@@ -545,6 +679,7 @@ function start() {
   }
   refreshSummary();
   connect();
+  setUpWorkers();
   setInterval(tick, 1000);
 }
 
