@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AmbiguousDocumentIdError",
     "ApiError",
     "AuthenticationError",
     "ConfigError",
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidTransitionError",
     "LeaseLostError",
     "MissingDependencyError",
+    "NotRetryableError",
     "DocumentLimitError",
     "OutputError",
     "PageNotFoundError",
@@ -41,9 +43,14 @@ __all__ = [
 
 
 class StatusError(Exception):
-    """Root of every docstatus exception."""
+    """Root of every docstatus exception.
+
+    ``retryable`` says whether a document that failed with this error may
+    succeed if processed again (False: the same file can only fail the same way).
+    """
 
     code = "STATUS_ERROR"
+    retryable = True
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -69,6 +76,24 @@ class DocumentNotFoundError(StatusError, KeyError):
     def __init__(self, doc_id: str) -> None:
         super().__init__(f"Document {doc_id!r} not found", doc_id=doc_id)
         self.doc_id = doc_id
+
+
+class AmbiguousDocumentIdError(StatusError, ValueError):
+    """A short id (a prefix of doc ids) names more than one document; ``matches`` are some of them."""
+
+    code = "AMBIGUOUS_ID"
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(m[:16] + ("…" if len(m) > 16 else "") for m in matches[:3])
+        more = ", …" if len(matches) > 3 else ""
+        super().__init__(
+            f"{prefix!r} is ambiguous: it starts the ids of {len(matches)}"
+            f"{'+' if len(matches) >= 10 else ''} documents ({shown}{more}); give more characters",
+            prefix=prefix,
+            matches=list(matches),
+        )
+        self.prefix = prefix
+        self.matches = list(matches)
 
 
 class DuplicateDocumentError(StatusError, ValueError):
@@ -150,15 +175,19 @@ class StoreSchemaError(StoreUnavailableError):
 
 
 class UnsupportedFormatError(StatusError, ValueError):
-    """The file's format is not one the pipeline can process (or its content contradicts its name)."""
+    """The file's format is not one the pipeline can process (or its content contradicts its name).
+
+    The message says what is wrong with this file; the supported extensions are
+    in ``details["supported"]`` (and the README), not repeated in every message.
+    """
 
     code = "UNSUPPORTED_FORMAT"
+    retryable = False
 
     def __init__(self, filename: str, reason: str = "", supported: tuple[str, ...] = ()) -> None:
         why = f": {reason}" if reason else ""
-        listing = f" (supported: {', '.join(supported)})" if supported else ""
         super().__init__(
-            f"Unsupported format for {filename!r}{why}{listing}",
+            f"Unsupported format for {filename!r}{why}",
             filename=filename,
             supported=list(supported),
         )
@@ -260,6 +289,7 @@ class UnreadableDocumentError(StatusError, ValueError):
     """A document's content cannot be read: damaged, truncated, encrypted, or not what its format says."""
 
     code = "DOCUMENT_UNREADABLE"
+    retryable = False
 
     def __init__(self, filename: str, reason: str) -> None:
         super().__init__(f"{filename!r} cannot be read: {reason}", filename=filename, reason=reason)
@@ -271,6 +301,7 @@ class DocumentLimitError(StatusError, ValueError):
     """A document exceeds one of the pipeline's limits (pages, pixels, uncompressed size)."""
 
     code = "DOCUMENT_TOO_LARGE"
+    retryable = False
 
     def __init__(self, filename: str, what: str, value: float, limit: float) -> None:
         super().__init__(
@@ -295,6 +326,19 @@ class PageNotFoundError(StatusError, KeyError):
         super().__init__(f"Document {doc_id!r} has no stored page {page}", doc_id=doc_id, page=page)
         self.doc_id = doc_id
         self.page = page
+
+
+class NotRetryableError(StatusError, ValueError):
+    """A retry of a document whose failure would only repeat (the file is damaged, unsupported, too big)."""
+
+    code = "NOT_RETRYABLE"
+
+    def __init__(self, doc_id: str, error: str) -> None:
+        super().__init__(
+            f"Retrying would fail the same way, so it is not offered: {error}", doc_id=doc_id, error=error
+        )
+        self.doc_id = doc_id
+        self.error = error
 
 
 class InvalidRequestError(StatusError, ValueError):

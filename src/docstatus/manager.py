@@ -420,6 +420,15 @@ class StatusManager:
         """:meth:`list_all` as status JSON (as :meth:`get_status_json` gives it)."""
         return self._bodies(self._store.recent(_limit(limit)))
 
+    def find_by_prefix_json(self, prefix: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Up to ``limit`` documents whose doc_id starts with ``prefix`` (status JSON), most recent first.
+
+        What resolves a short id: one result is the document, several mean the
+        prefix is ambiguous. Like every lookup it never validates: an empty
+        or impossible prefix simply finds what starts with it.
+        """
+        return self._bodies(self._store.with_prefix(str(prefix), _limit(limit)))
+
     def count_by_status(self) -> dict[str, int]:
         """Counts per status plus ``active``, ``completed``, ``failed`` and ``total``."""
         stored = self._store.counts()

@@ -223,21 +223,26 @@ def test_an_upload_is_watched_over_sse_from_queued_to_completed(server: Server) 
     asyncio.run(scenario())
 
 
-def test_a_stream_can_follow_one_document(server: Server) -> None:
+def test_a_stream_can_follow_one_document_until_it_ends(server: Server) -> None:
     async def scenario() -> None:
         async with client_for(server) as client:
+            before = str((await client.get("/health")).json()["last_seq"])
             first = (await client.post("/uploads", files={"file": ("a.txt", b"first document")})).json()
-            sub = Subscriber(client, f"/status/stream?doc_id={first['doc_id']}")
+            # From before the upload: the document may have finished already, and is still followed.
+            sub = Subscriber(client, f"/status/stream?doc_id={first['doc_id']}", {"Last-Event-ID": before})
             await sub.wait_for(lambda s: len(s.frames) >= 1)
             second = (await client.post("/uploads", files={"file": ("b.txt", b"second document")})).json()
             await wait_idle(client, 2)
             await client.post(f"/status/{second['doc_id']}/requeue")  # 409: noise that must not show
-            # Cleanup removes the followed document: its removal is an event too.
-            assert (await client.post("/status/cleanup?max_age_seconds=0")).json() == {"removed": 2}
-            await sub.wait_for(lambda s: any(f.event == "removed" for f in s.frames))
-            await sub.close()
+            # The stream ends by itself after the document's final event.
+            await sub.finished()
+            assert sub.ended_cleanly
             assert {f.json()["doc_id"] for f in sub.events} == {first["doc_id"]}
-            assert sub.events[-1].json() == {"doc_id": first["doc_id"]}
+            assert sub.events[-1].event == "status" and sub.events[-1].json()["status"] == "completed"
+            # Cleanup removes it: a stream for it now is a 404, before any stream starts.
+            assert (await client.post("/status/cleanup?max_age_seconds=0")).json() == {"removed": 2}
+            gone = await client.get(f"/status/stream?doc_id={first['doc_id']}")
+            assert gone.status_code == 404 and gone.json()["code"] == "DOCUMENT_NOT_FOUND"
 
     asyncio.run(scenario())
 

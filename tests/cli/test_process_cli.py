@@ -69,8 +69,9 @@ def test_any_failure_exits_1_and_every_file_gets_a_final_status(tmp_path: Path) 
     assert final["locked.pdf"].status == "failed"
     assert "encrypted" in (final["locked.pdf"].error or "")
     assert final["zip.pdf"].error == (
-        "UnsupportedFormatError: 'zip.pdf' was refused: the content is ZIP (or DOCX/PPTX/XLSX), not PDF"
+        "Unsupported format for 'zip.pdf': the content is ZIP (or DOCX/PPTX/XLSX), not PDF"
     )
+    assert final["zip.pdf"].metadata["retryable"] is False  # the same file can only fail the same way
     assert "empty" in (final["empty.txt"].error or "")
 
 

@@ -81,7 +81,7 @@ def test_content_names_the_format_without_a_known_extension(tmp_path: Path, name
         ("zip.html", plain_zip(), "the content is ZIP"),
         ("legacy.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "OLE (legacy Office)"),
         ("noext", b"plain \x00 words", "the file has no extension and the content is binary"),
-        ("a.exe", b"MZ\x90\x00", "extension '.exe' is not supported"),
+        ("a.exe", b"MZ\x90\x00", "'.exe' files are not supported"),
     ],
 )
 def test_mislabelled_and_unknown_files_are_refused_with_the_reason(

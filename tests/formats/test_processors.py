@@ -323,6 +323,8 @@ def test_bad_documents_fail_readably_and_the_worker_goes_on(make_pipeline: Calla
         assert final["status"] == "failed"
         assert expected in final["error"], final["error"]
         assert "Traceback" not in final["error"]
+        # A sentence about the file: no class name, no library's error nested inside it.
+        assert "Error" not in final["error"], final["error"]
         assert_legal_and_monotonic(pipeline.watcher.history(doc_id))
     assert pipeline.watcher.final(good)["status"] == "completed"
     with pipeline.output() as output:
@@ -336,9 +338,7 @@ def test_text_over_the_character_limit_fails_with_the_limit(
     pipeline = make_pipeline(processors=default_processors(Limits(max_text_chars=100)))
     final = pipeline.run(name, b"word " * 40)
     assert final["status"] == "failed"
-    assert final["error"] == (
-        f"DocumentLimitError: {name!r} is over a limit: 200 characters of text (at most 100 allowed)"
-    )
+    assert final["error"] == (f"{name!r} is over a limit: 200 characters of text (at most 100 allowed)")
     with pipeline.output() as output:
         assert not output.has(final["doc_id"])
 
@@ -350,7 +350,7 @@ def test_a_document_over_its_time_limit_fails_and_the_next_one_runs(
     slow = pipeline.submit("slow.pdf", pdf_bytes(numbered_pages(400)))
     quick = pipeline.submit("quick.txt", b"short and sweet")
     final = pipeline.watcher.final(slow)
-    assert final["error"] == "DocumentTimeoutError: processing took longer than 0.2 seconds"
+    assert final["error"] == "processing took longer than 0.2 seconds"
     assert (final["page"] or 0) < 400
     assert pipeline.watcher.final(quick)["status"] == "completed"
 

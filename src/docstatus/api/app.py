@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from .. import __version__
 from ..service import Service
 from ..settings import ServiceSettings
 from .errors import install_error_handlers
+from .logs import follow_server_logging
 from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
 from .routes.health import health_router
@@ -26,6 +28,9 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
+#: Where the Swagger UI and ReDoc files of ``/docs`` and ``/redoc`` are served (no CDN: works offline).
+DOCS_ASSETS = "/docs/static"
+
 DESCRIPTION = """\
 Track the processing status of every document in the pipeline.
 
@@ -36,7 +41,9 @@ Track the processing status of every document in the pipeline.
 * `POST /status/{doc_id}/cancel` stops a queued or active document; `GET /workers` lists
   the live worker processes and the documents each holds.
 * Errors are always `{"error": message, "code": CODE, "details": {...}}`.
-* When the service has an API token, every `POST` needs `Authorization: Bearer <token>`.
+* When the service has an API token, every `POST` and every read of document content
+  (`GET /documents/...`, page thumbnails, `GET /search`) needs `Authorization: Bearer <token>`
+  (use **Authorize** above); status reads (`/status/...`, `/health`, `/metrics`) stay open.
 """
 
 
@@ -65,17 +72,29 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # At startup, not in create_app: uvicorn configures its logging after the app is built.
+        stop_following = follow_server_logging()
         metrics.start()
         if start_workers:
             await asyncio.to_thread(running.start)
+        log.info(
+            "docstatus started: store=%s, workers=%d, uploads=%s",
+            running.manager.store.url,
+            chosen.workers if start_workers else 0,
+            chosen.uploads,
+        )
         try:
             yield
         finally:
             metrics.close()
             # Stopping waits for documents in progress (up to shutdown_timeout): off the loop.
             await asyncio.to_thread(running.close if owned else running.stop)
+            log.info("docstatus stopped")
+            stop_following()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: these serve the package's copies.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="docstatus",
         version=__version__,
         description=DESCRIPTION,
@@ -110,7 +129,7 @@ def create_app(
     )
     app.include_router(health_router(service.manager, workers_running=lambda: running.running))
     app.include_router(metrics_router(metrics))
-    app.include_router(documents_router(service.output, service.manager))
+    app.include_router(documents_router(service.output, service.manager, api_token=chosen.api_token))
     app.include_router(workers_router(service.manager))
     app.include_router(dashboard_router())
     return app

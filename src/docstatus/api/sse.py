@@ -25,8 +25,9 @@ from sse_starlette import ServerSentEvent
 from ..errors import InvalidRequestError
 from ..events import Event
 from ..manager import StatusManager
+from ..models import FINISHED
 
-__all__ = ["RETRY_MS", "event_frame", "event_frames", "parse_last_event_id", "start_seq"]
+__all__ = ["RETRY_MS", "event_frame", "event_frames", "is_final", "parse_last_event_id", "start_seq"]
 
 #: Milliseconds a browser waits before reconnecting (sent in the first frame).
 RETRY_MS = 1000
@@ -38,6 +39,12 @@ def event_frame(event: Event) -> ServerSentEvent:
         return ServerSentEvent(json.dumps({"doc_id": event["doc_id"]}), event="removed", id=str(event["seq"]))
     data = json.dumps(event["status"], separators=(",", ":"))
     return ServerSentEvent(data, event="status", id=str(event["seq"]))
+
+
+def is_final(event: Event) -> bool:
+    """Whether nothing more follows ``event`` for its document: it completed, failed or was removed."""
+    status = event["status"]
+    return event["type"] == "removed" or status is None or status.get("status") in FINISHED
 
 
 def parse_last_event_id(raw: str | None) -> int | None:
@@ -60,7 +67,8 @@ async def event_frames(
 ) -> AsyncIterator[ServerSentEvent]:
     """The frames of one stream: the opening ``id:`` frame, then every change after ``since``.
 
-    Only ``doc_id``'s changes when given; ends when ``stop`` is set.
+    Only ``doc_id``'s changes when given, and then the stream ends after the
+    document's final change (completed, failed or removed); ends when ``stop`` is set.
     """
     yield ServerSentEvent(id=str(since), retry=RETRY_MS)
     events = cast(AsyncGenerator[Event, None], manager.events(since))
@@ -75,6 +83,8 @@ async def event_frames(
             event = step.result()
             if doc_id is None or event["doc_id"] == doc_id:
                 yield event_frame(event)
+                if doc_id is not None and is_final(event):
+                    return
     finally:
         # Reached on shutdown, and when the response cancels this generator because the client
         # went away: then a step may still be running the manager's stream. It must be cancelled

@@ -9,11 +9,12 @@ traceback.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from .. import __version__
 from . import process, remote, serve, worker
-from .args import CommandParser, Handler
+from .args import USAGE_ERROR, CommandParser, Handler
 
 __all__ = ["main"]
 
@@ -30,11 +31,12 @@ def _parser() -> CommandParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (no command: the help on stderr, 2)."""
     parser = _parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
-        return 0
+        # Bare `docstatus` did nothing it was asked to: usage, as argparse reports a bad call.
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
     return handler(args)

@@ -7,10 +7,13 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-__all__ = ["USAGE_ERROR", "CommandParser", "Handler", "fail", "number"]
+__all__ = ["MIN_SHORT_ID", "USAGE_ERROR", "CommandParser", "Handler", "fail", "number"]
 
 #: Exit status for bad usage or configuration (as argparse uses).
 USAGE_ERROR = 2
+
+#: The fewest characters a short id (a unique prefix of a doc id) may have.
+MIN_SHORT_ID = 8
 
 #: A command's handler: the parsed arguments in, the exit status out.
 Handler = Callable[[argparse.Namespace], int]

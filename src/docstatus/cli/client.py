@@ -24,7 +24,14 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from ..errors import ApiError, ConfigError, DocumentNotFoundError, ServerUnreachableError
+from ..errors import (
+    AmbiguousDocumentIdError,
+    ApiError,
+    ConfigError,
+    DocumentNotFoundError,
+    ServerUnreachableError,
+)
+from .args import MIN_SHORT_ID
 
 try:
     import httpx
@@ -34,14 +41,20 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"docstatus.cli.client needs the 'cli' extra: pip install 'docstatus[cli]' ({exc})"
     ) from exc
 
-__all__ = ["DEFAULT_URL", "Client", "Reply", "StreamEvent"]
+__all__ = ["DEFAULT_URL", "MIN_SHORT_ID", "Client", "Reply", "StreamEvent"]
 
 #: Where ``docstatus serve`` listens by default.
 DEFAULT_URL = "http://127.0.0.1:8002"
 
+#: How many matches of a short id are asked for: enough to say it is ambiguous, and to show a few.
+_PREFIX_MATCHES = 10
+
 #: Seconds without a byte on an event stream before it counts as lost (the server pings every 15).
 STREAM_READ_TIMEOUT = 45.0
 
+
+#: The statuses after which a document's stream has nothing more to send.
+_FINAL = frozenset({"completed", "failed"})
 
 #: Ids whose ``/status/{id}`` is another endpoint (see :func:`docstatus.api.status_router`).
 _UNADDRESSABLE = frozenset({"queue", "active", "stream"})
@@ -63,10 +76,11 @@ class StreamEvent:
     (``data`` is ``{"doc_id": ...}``) for a change; ``"connected"`` once the
     stream is open (changes from then on will follow, so a caller can read the
     current state safely now); ``"disconnected"`` when the stream broke and is
-    being reopened. ``id`` is the last event id seen.
+    being reopened; ``"ended"`` when the followed document had already finished
+    (the last item). ``id`` is the last event id seen.
     """
 
-    kind: Literal["status", "removed", "connected", "disconnected"]
+    kind: Literal["status", "removed", "connected", "disconnected", "ended"]
     id: str
     data: dict[str, Any] | None = None
     #: The event's data exactly as the service sent it ("" for ``connected``/``disconnected``).
@@ -115,6 +129,31 @@ class Client:
             # These paths are other endpoints: the API cannot address a document with such an id.
             raise DocumentNotFoundError(doc_id)
         return self._request("GET", f"/status/{quote(doc_id, safe='')}", doc_id=doc_id)
+
+    def lookup(self, doc_id: str) -> Reply:
+        """:meth:`status` of the document ``doc_id`` names: its full id, or a unique prefix of it.
+
+        A full id the service knows is used as it is. Otherwise an id of at least
+        :data:`MIN_SHORT_ID` characters is resolved as a prefix:
+        :class:`AmbiguousDocumentIdError` when it starts several documents' ids,
+        :class:`DocumentNotFoundError` when it starts none.
+        """
+        try:
+            return self.status(doc_id)
+        except DocumentNotFoundError:
+            if len(doc_id) < MIN_SHORT_ID:
+                raise
+        found = self._request("GET", "/status", params={"id_prefix": doc_id, "limit": _PREFIX_MATCHES})
+        ids = [str(d["doc_id"]) for d in found.body.get("documents", [])]
+        if not ids:
+            raise DocumentNotFoundError(doc_id)
+        if len(ids) > 1:
+            raise AmbiguousDocumentIdError(doc_id, ids)
+        return self.status(ids[0])
+
+    def resolve(self, doc_id: str) -> str:
+        """The full id ``doc_id`` names (see :meth:`lookup`)."""
+        return str(self.lookup(doc_id).body["doc_id"])
 
     def queue(self, status: str | None = None, limit: int = 100) -> Reply:
         """``GET /status/queue``: documents (of ``status``), most recently updated first, with counts."""
@@ -176,13 +215,17 @@ class Client:
     def events(
         self, doc_id: str | None = None, *, reconnect_seconds: float = 30.0
     ) -> Generator[StreamEvent, None, None]:
-        """Follow ``GET /status/stream`` (only ``doc_id``'s changes, if given), forever.
+        """Follow ``GET /status/stream`` (only ``doc_id``'s changes, if given).
 
-        Yields ``connected`` first, then every change. A stream that breaks
+        Yields ``connected`` first, then every change: forever, or with
+        ``doc_id`` until the document's final change (completed, failed,
+        removed), after which the iterator ends; for a document that has
+        already finished, right after ``connected``. A stream that breaks
         (the service restarts) yields ``disconnected`` and is reopened with
         ``Last-Event-ID``, so no change is missed; if it cannot be reopened
         within ``reconnect_seconds``, or cannot be opened at all,
-        :class:`ServerUnreachableError`. Close the iterator to stop.
+        :class:`ServerUnreachableError`; an unknown ``doc_id`` is a
+        :class:`DocumentNotFoundError`. Close the iterator to stop.
         """
         last_id = ""
         down_since: float | None = None
@@ -192,6 +235,8 @@ class Client:
                     down_since = None
                     last_id = event.id or last_id
                     yield event
+                    if event.kind == "ended" or (doc_id is not None and _is_final(event)):
+                        return
             except (httpx.TransportError, SSEError) as exc:
                 if not last_id:
                     raise ServerUnreachableError(self.url, _reason(exc)) from None
@@ -210,10 +255,21 @@ class Client:
         params = {"doc_id": doc_id} if doc_id is not None else None
         timeout = httpx.Timeout(self._http.timeout.connect or 10.0, read=STREAM_READ_TIMEOUT)
         with self._http.stream("GET", "/status/stream", params=params, headers=headers, timeout=timeout) as r:
+            if r.status_code == 204:
+                # The document has finished and nothing is left to send: no stream to follow.
+                yield StreamEvent("connected", last_id)
+                yield StreamEvent("ended", last_id)
+                return
             if not r.is_success:
                 r.read()
-                self._reply(r, None)
+                self._reply(r, doc_id)
             yield from _decode(EventSource(r), last_id)
+
+
+def _is_final(event: StreamEvent) -> bool:
+    if event.kind == "removed":
+        return True
+    return event.kind == "status" and event.data is not None and event.data.get("status") in _FINAL
 
 
 def _decode(source: EventSource, last_id: str) -> Iterator[StreamEvent]:

@@ -36,10 +36,11 @@ from ..formats import default_processors
 from ..formats.limits import Limits, require
 from ..ingest import Accepted, Intake
 from ..manager import StatusManager
+from ..models import Status
 from ..output import OutputStore
 from ..service import open_manager, open_output
 from ..settings import ServiceSettings
-from ..worker.job import failure_message
+from ..worker.job import failure_message, failure_metadata
 from ..worker.pool import OUTPUT_FILE, WorkerPool
 from .args import fail, number
 
@@ -178,8 +179,7 @@ def _record_refusal(manager: StatusManager, source: Path, exc: UnsupportedFormat
         manager.create_status(doc_id, exc.filename, metadata)
     except DuplicateDocumentError:
         return doc_id
-    reason = exc.reason or "unsupported format"
-    manager.mark_failed(doc_id, f"{type(exc).__name__}: {exc.filename!r} was refused: {reason}")
+    manager.update_status(doc_id, Status.FAILED, error=failure_message(exc), metadata=failure_metadata(exc))
     return doc_id
 
 

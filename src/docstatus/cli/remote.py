@@ -14,9 +14,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ApiError, ConfigError, DocumentNotFoundError, ServerUnreachableError, StatusError
+from ..errors import (
+    AmbiguousDocumentIdError,
+    ApiError,
+    ConfigError,
+    DocumentNotFoundError,
+    ServerUnreachableError,
+    StatusError,
+)
 from ..models import Status
-from .args import fail, number
+from .args import MIN_SHORT_ID, fail, number
 
 __all__ = ["FAILED_OR_NOT_FOUND", "INTERRUPTED", "UNREACHABLE", "add_parsers"]
 
@@ -64,7 +71,12 @@ def add_parsers(commands: Any) -> None:
         "Show one document's status from a running service.",
         json_help="print the service's JSON answer as it is",
     )
-    status.add_argument("doc_id", type=_doc_id, metavar="DOC_ID")
+    status.add_argument(
+        "doc_id",
+        type=_doc_id,
+        metavar="DOC_ID",
+        help="its id, or a unique prefix of 8+ characters",
+    )
     status.set_defaults(handler=_remote, run="status")
 
     listing = _remote_parser(
@@ -104,7 +116,12 @@ def add_parsers(commands: Any) -> None:
         "--doc (a progress bar, until it completes or fails).",
         json_help="print the current state, then each event's data as it comes, one JSON per line",
     )
-    watch.add_argument("--doc", type=_doc_id, metavar="DOC_ID", help="follow only this document")
+    watch.add_argument(
+        "--doc",
+        type=_doc_id,
+        metavar="DOC_ID",
+        help="follow only this document (its id, or a unique prefix of 8+ characters)",
+    )
     watch.set_defaults(handler=_remote, run="watch")
 
     cancel = _remote_parser(
@@ -151,7 +168,9 @@ def _remote(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return fail(command, f"{exc}; install it with: pip install 'docstatus[cli]'")
     except DocumentNotFoundError as exc:
-        return fail(command, f"{exc} at {url}", FAILED_OR_NOT_FOUND)
+        return fail(command, f"{exc} at {url}{_short_hint(exc.doc_id)}", FAILED_OR_NOT_FOUND)
+    except AmbiguousDocumentIdError as exc:
+        return fail(command, str(exc))
     except ServerUnreachableError as exc:
         return fail(command, str(exc), UNREACHABLE)
     except ApiError as exc:
@@ -160,6 +179,12 @@ def _remote(args: argparse.Namespace) -> int:
         return fail(command, str(exc))
     except KeyboardInterrupt:
         return INTERRUPTED
+
+
+def _short_hint(doc_id: str) -> str:
+    if len(doc_id) >= MIN_SHORT_ID:
+        return ""
+    return f" (a short id needs at least {MIN_SHORT_ID} characters)"
 
 
 def _api_failure(command: str, exc: StatusError) -> int:

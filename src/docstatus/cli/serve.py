@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from ..errors import ConfigError, StatusError
@@ -84,5 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
     )
     server = uvicorn.Server(config)
-    server.run()
+    # uvicorn re-raises the Ctrl-C it has already shut down gracefully on.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
     return 0 if server.started else 1

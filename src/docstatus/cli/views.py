@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+#: Characters of a doc id shown as its short id (the dashboard shows as many); any unique
+#: prefix of at least MIN_SHORT_ID of them is accepted back.
+SHORT_ID = 12
 #: The watched document failed, or a document is not known.
 EXIT_FAILED = 1
 
@@ -164,6 +167,7 @@ def documents_table(docs: Iterable[_Tracked]) -> FitTable:
     """
     table = FitTable(
         [
+            Column("ID"),
             Column("Document", flexible=True, min_width=12, max_width=36),
             Column("Status"),
             Column("Progress"),
@@ -175,6 +179,7 @@ def documents_table(docs: Iterable[_Tracked]) -> FitTable:
     for doc in docs:
         d = doc.data
         table.add_row(
+            str(d.get("doc_id", ""))[:SHORT_ID],
             Text(str(d.get("filename", ""))),
             _badge(str(d.get("status"))),
             _bar(d, width=8),
@@ -228,8 +233,8 @@ def _counts_line(body: dict[str, Any]) -> Text:
 
 
 def run_status(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
-    """``docstatus status DOC_ID``: 0, or DocumentNotFoundError."""
-    reply = client.status(doc_id)
+    """``docstatus status DOC_ID`` (a full id or a unique prefix): 0, or DocumentNotFoundError."""
+    reply = client.lookup(doc_id)
     if as_json:
         out.write(reply.text + "\n")
     else:
@@ -416,10 +421,13 @@ def _finish(console: Console, data: dict[str, Any], *, as_json: bool) -> int:
 def run_watch(client: Client, doc_id: str | None, console: Console, *, as_json: bool, out: TextIO) -> int:
     """``docstatus watch``: follow every document (until interrupted) or one (until it ends).
 
+    ``doc_id`` is a full id or a unique prefix (see :meth:`Client.lookup`).
     For one document: 0 when it completes, 1 when it fails, is removed or is
     not known. With ``as_json``: the current state (the answer of
     ``GET /status/{doc_id}`` or ``GET /status/queue``), then each event's data, one per line.
     """
+    if doc_id is not None:
+        doc_id = client.resolve(doc_id)  # a short id: the stream needs the full one
     events = client.events(doc_id=doc_id)
     try:
         _connected(events)  # from here on no change is missed: read the current state now

@@ -40,7 +40,7 @@ def open_image(data_or_path: Path | Any, filename: str, limits: Limits) -> tuple
         pixels = int(found.group(1)) if found else limits.max_image_pixels + 1
         raise DocumentLimitError(filename, "image pixels", pixels, limits.max_image_pixels) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise UnreadableDocumentError(filename, f"it is not a readable PNG or JPEG image ({exc})") from None
+        raise UnreadableDocumentError(filename, "it is not a readable PNG or JPEG image") from exc
     with image:
         size, format = image.size, str(image.format)
         return _decode(image, filename, limits), size, format
@@ -58,7 +58,7 @@ def _decode(image: Any, filename: str, limits: Limits) -> Any:
         image.load()
         rgb = image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:
-        raise UnreadableDocumentError(filename, f"the image is damaged or truncated ({exc})") from None
+        raise UnreadableDocumentError(filename, "the image is damaged or truncated") from exc
     if scale < 1:
         rgb = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))))
     return rgb

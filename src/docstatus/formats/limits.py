@@ -85,9 +85,7 @@ def check_zip(path: Path, filename: str, kind: str, limits: Limits) -> None:
         with zipfile.ZipFile(path) as package:
             entries = package.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UnreadableDocumentError(
-            filename, f"it is not a valid {kind} (a damaged ZIP package: {exc})"
-        ) from None
+        raise UnreadableDocumentError(filename, f"it is not a valid {kind} (a damaged ZIP package)") from exc
     if len(entries) > limits.max_zip_entries:
         raise DocumentLimitError(filename, "ZIP entries", len(entries), limits.max_zip_entries)
     total = sum(entry.file_size for entry in entries)

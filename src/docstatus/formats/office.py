@@ -92,7 +92,7 @@ class DocxProcessor(TextDocumentProcessor):
         try:
             document = docx.Document(str(job.path))
         except (*_BROKEN, missing) as exc:
-            raise UnreadableDocumentError(job.filename, _not_office(exc, "Word document (DOCX)")) from None
+            raise UnreadableDocumentError(job.filename, _not_office("Word document (DOCX)")) from exc
         text = docx_text(document, reporter)
         metadata: dict[str, Any] = {"paragraphs": len(document.paragraphs), "tables": len(document.tables)}
         title = (document.core_properties.title or "").strip()
@@ -101,8 +101,9 @@ class DocxProcessor(TextDocumentProcessor):
         return ExtractedText(text, metadata)
 
 
-def _not_office(exc: BaseException, kind: str) -> str:
-    return f"it is not a valid {kind} ({type(exc).__name__}: {exc})"
+def _not_office(kind: str) -> str:
+    # The library's own error (a missing ZIP member...) stays the exception's cause, for the log.
+    return f"it is not a valid {kind} (it may be damaged, or another kind of file)"
 
 
 # -- PPTX ---------------------------------------------------------------------------------------
@@ -236,9 +237,7 @@ class PptxSource:
             self._presentation = pptx.Presentation(str(path))
             self._slides = list(self._presentation.slides)
         except (*_BROKEN, missing) as exc:
-            raise UnreadableDocumentError(
-                filename, _not_office(exc, "PowerPoint presentation (PPTX)")
-            ) from None
+            raise UnreadableDocumentError(filename, _not_office("PowerPoint presentation (PPTX)")) from exc
         limits.check_pages(filename, len(self._slides), "slides")
         width = int(self._presentation.slide_width or 9144000)
         height = int(self._presentation.slide_height or 6858000)
@@ -269,9 +268,7 @@ class PptxSource:
             image = self._renderer.render(slide)
             text = slide_text(slide)
         except _BROKEN as exc:
-            raise UnreadableDocumentError(
-                self._renderer.filename, f"slide {index + 1} is damaged ({exc})"
-            ) from None
+            raise UnreadableDocumentError(self._renderer.filename, f"slide {index + 1} is damaged") from exc
         return PageImage(image, text, self._emu[0] / 12700, self._emu[1] / 12700)
 
     def close(self) -> None:

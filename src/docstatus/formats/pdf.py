@@ -139,7 +139,7 @@ class PdfSource:
                     bitmap.close()
                 text = self._text(page)
             except self._pdfium.PdfiumError as exc:
-                raise UnreadableDocumentError(self.filename, f"page {index + 1} is damaged ({exc})") from None
+                raise UnreadableDocumentError(self.filename, f"page {index + 1} is damaged") from exc
             finally:
                 page.close()
         return PageImage(image, text, float(width), float(height))

@@ -199,7 +199,7 @@ class FormatRegistry:
                 return entry.info, ""
         suffix = Path(filename).suffix
         if suffix:
-            return None, f"extension {suffix!r} is not supported"
+            return None, f"{suffix.lower()!r} files are not supported (the README lists the formats that are)"
         return _by_content(head, by_content)
 
 

@@ -43,6 +43,7 @@ from ..errors import (
 from ..formats import FORMATS, FormatInfo, FormatRegistry
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
+from ..worker.job import can_retry
 from .paths import inside_uploads, open_regular, safe_filename, stored_path
 
 __all__ = ["TEMP_PREFIX", "Accepted", "Intake", "UploadWriter"]
@@ -330,6 +331,10 @@ class Intake:
         doc_id = existing.doc_id
         if existing.status is not Status.FAILED:
             message = f"Duplicate of an existing document (status: {existing.status.value})"
+            return Accepted(doc_id, existing.filename, True, False, message)
+        if not can_retry(existing):
+            # The same content, so the same failure: another attempt would only repeat it.
+            message = f"Duplicate of a document that cannot be processed: {existing.error}"
             return Accepted(doc_id, existing.filename, True, False, message)
         self.manager.requeue(doc_id)
         if not _has_file(self.uploads_dir, existing):

@@ -119,6 +119,23 @@ class Store(ABC):
         Must cost O(limit), not O(number of records).
         """
 
+    #: How many of the most recent records the default :meth:`with_prefix` looks through.
+    PREFIX_SCAN = 100_000
+
+    def with_prefix(self, prefix: str, limit: int) -> list[Record]:
+        """Up to ``limit`` records whose doc_id starts with ``prefix``, most recently changed first.
+
+        For short ids. The default looks through the :attr:`PREFIX_SCAN` most
+        recent records; a store with an index on doc_id answers from it instead.
+        """
+        found: list[Record] = []
+        for record in self.recent(self.PREFIX_SCAN):
+            if len(found) >= limit:
+                break
+            if str(record["doc_id"]).startswith(prefix):
+                found.append(record)
+        return found
+
     @abstractmethod
     def active(self) -> list[Record]:
         """Every record whose status is not final, most recently changed first.

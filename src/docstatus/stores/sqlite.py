@@ -516,6 +516,15 @@ class SQLiteStore(Store):
     def recent(self, limit: int) -> list[Record]:
         return self._records("SELECT record FROM docs ORDER BY seq DESC LIMIT ?", (limit,))
 
+    def with_prefix(self, prefix: str, limit: int) -> list[Record]:
+        # A range of the primary key: every id that starts with the prefix sorts between the
+        # prefix and the prefix followed by the highest code point (never in a valid doc_id).
+        return self._records(
+            "SELECT record FROM docs WHERE doc_id >= ? AND doc_id < ? AND substr(doc_id, 1, ?) = ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (prefix, prefix + "\U0010ffff", len(prefix), prefix, limit),
+        )
+
     def active(self) -> list[Record]:
         # The active index is keyed by doc_id so that progress updates never
         # touch it; the few active rows are sorted here.

@@ -8,6 +8,6 @@ the pool sits above the formats, so ``WorkerPool`` is imported from
 
 from __future__ import annotations
 
-from .job import Job, Processor, Reporter, failure_message
+from .job import Job, Processor, Reporter, can_retry, failure_message, failure_metadata
 
-__all__ = ["Job", "Processor", "Reporter", "failure_message"]
+__all__ = ["Job", "Processor", "Reporter", "can_retry", "failure_message", "failure_metadata"]

@@ -12,8 +12,9 @@ parent as a closed pipe.
 
 Messages on the pipe, parent to child: a :class:`Task`, or ``None`` to stop.
 Child to parent: ``("write", status, progress, fields)`` (answered with
-``("ok",)``, ``("lost",)`` or ``("error", message)``), then one of
-``("done", metadata)``, ``("failed", message)`` or ``("lost",)``.
+``("ok",)``, ``("lost",)`` or ``("error", message, failure metadata)``),
+then one of ``("done", metadata)``, ``("failed", (message, failure
+metadata))`` or ``("lost",)``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from typing import Any
 from ..errors import LeaseLostError, StatusError
 from ..manager import Lease, StatusManager
 from ..output.store import OutputStore
-from .job import Processor, Reporter, failure_message
-from .run import build_job, run_processor
+from .job import Processor, Reporter
+from .run import Outcome, build_job, run_processor
 
 __all__ = ["ChildConfig", "Task", "child_main"]
 
@@ -62,11 +63,11 @@ class Task:
 
 
 class _ParentError(StatusError):
-    """The parent refused a report; ``message`` is the document's failure as the parent saw it."""
+    """The parent refused a report; ``failure`` is the document's failure as the parent saw it."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, failure: tuple[str, dict[str, Any]]) -> None:
+        super().__init__(failure[0])
+        self.failure = failure
 
 
 class _ParentLink:
@@ -82,7 +83,7 @@ class _ParentLink:
         if reply[0] == "lost":
             raise LeaseLostError(self._task.doc_id, self._task.epoch)
         if reply[0] == "error":
-            raise _ParentError(reply[1])
+            raise _ParentError((reply[1], reply[2]))
 
 
 #: The exit status of a child that found its parent gone.
@@ -157,7 +158,7 @@ def _run(
     except LeaseLostError:
         return ("lost",)
     except _ParentError as exc:
-        return ("failed", exc.message)
+        return ("failed", exc.failure)
     except Exception as exc:
-        return ("failed", failure_message(exc))
+        return ("failed", Outcome.failed(exc).value)
     return ("done", result)

@@ -5,7 +5,9 @@ A processor is any object with ``process(job, reporter)``. It reads
 the document through the lifecycle with progress computed by the manager),
 stores its output in ``job.output`` and returns metadata for the completed
 status (e.g. ``{"num_chunks": 12}``). It signals failure by raising: the
-worker pool marks the document failed with ``"<ExceptionType>: <message>"``.
+worker pool marks the document failed with :func:`failure_message` (a
+sentence for people) and :func:`failure_metadata` (the machine-readable
+``error_code`` and whether a retry could succeed, ``retryable``).
 
 The worker pool looks processors up by format name (as
 :func:`docstatus.formats.detect_format` names it) in the mapping it is
@@ -19,11 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import StatusError
 from ..manager import MAX_ERROR, StatusManager
-from ..models import Status
+from ..models import ProcessingStatus, Status
 from ..output.store import OutputStore
 
-__all__ = ["Job", "Processor", "Reporter", "StatusWriter", "failure_message"]
+__all__ = [
+    "ERROR_CODE",
+    "RETRYABLE",
+    "Job",
+    "Processor",
+    "Reporter",
+    "StatusWriter",
+    "can_retry",
+    "failure_message",
+    "failure_metadata",
+]
+
+#: The metadata keys a failure sets beside the error message: its code, and whether to offer a retry.
+ERROR_CODE = "error_code"
+RETRYABLE = "retryable"
 
 
 class StatusWriter(Protocol):
@@ -129,6 +146,28 @@ class Processor(Protocol):
 
 
 def failure_message(exc: BaseException) -> str:
-    """The error a failed document gets: ``"<ExceptionType>: <message>"`` (within the manager's limit)."""
-    message = f"{type(exc).__name__}: {exc}"
+    """The error a failed document gets: the exception's message, for people (within the manager's limit).
+
+    The exception's class is not in it (see :func:`failure_metadata`); an
+    exception without a message reads "processing failed unexpectedly".
+    """
+    message = str(exc).strip() or "processing failed unexpectedly"
     return message if len(message) <= MAX_ERROR else message[: MAX_ERROR - 1] + "…"
+
+
+def failure_metadata(exc: BaseException) -> dict[str, Any]:
+    """What a failed document's metadata records about ``exc``: ``error_code`` and ``retryable``.
+
+    ``error_code`` is a docstatus error's ``code`` (``DOCUMENT_UNREADABLE``...),
+    otherwise the exception's class name; ``retryable`` is False when processing
+    the same file again can only fail the same way (damaged, encrypted,
+    unsupported, over a limit), see :attr:`docstatus.errors.StatusError.retryable`.
+    """
+    if isinstance(exc, StatusError):
+        return {ERROR_CODE: exc.code, RETRYABLE: bool(exc.retryable)}
+    return {ERROR_CODE: type(exc).__name__, RETRYABLE: True}
+
+
+def can_retry(status: ProcessingStatus) -> bool:
+    """Whether a retry of ``status``'s document is worth offering: it failed, and not for good."""
+    return status.status is Status.FAILED and status.metadata.get(RETRYABLE) is not False

@@ -53,7 +53,7 @@ from ..manager import Lease, StatusManager
 from ..models import ProcessingStatus, Status
 from ..output.store import OutputStore
 from .child import ChildConfig, Task, child_main
-from .job import Processor, Reporter, failure_message
+from .job import Processor, Reporter
 from .leases import LeaseKeeper
 from .run import Outcome, build_job, finish, run_processor
 
@@ -593,7 +593,7 @@ class WorkerPool:
         except LeaseLostError:
             return ("lost",)
         except (StatusError, TypeError, ValueError) as exc:
-            return ("error", failure_message(exc))
+            return ("error", *Outcome.failed(exc).value)
         return ("ok",)
 
     def _in_thread(self, run: _Run, task: _Task) -> Outcome:
@@ -618,13 +618,13 @@ class WorkerPool:
             return Outcome("done", run_processor(self.processors, job, reporter))
         except (LeaseLostError, _Stopped):
             return Outcome("lost")
-        except DocumentTimeoutError as exc:
-            return Outcome("failed", failure_message(exc))
+        except DocumentTimeoutError:
+            return Outcome("timeout")
         except Exception as exc:
             if task.lost.is_set():
                 return Outcome("lost")
             log.debug("processor of %s raised", lease.doc_id, exc_info=exc)
-            return Outcome("failed", failure_message(exc))
+            return Outcome.failed(exc)
 
     # -- finishing ---------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from ..manager import Lease, StatusManager
 from ..models import Status
 from ..output.store import OutputStore
 from ..settings import ServiceSettings
-from .job import Processor, Reporter, failure_message
+from .job import Processor, Reporter
 from .leases import LeaseKeeper
 from .pool import OUTPUT_FILE
 from .run import Outcome, build_job, finish, run_processor
@@ -238,7 +238,7 @@ def _run(
     except Exception as exc:
         if type(exc).__name__ == "JobTimeoutException":  # RQ's last resort, past our own limit
             return Outcome("timeout")
-        return Outcome("failed", failure_message(exc))
+        return Outcome.failed(exc)
 
 
 # -- the worker processes and their supervisor -------------------------------------------------

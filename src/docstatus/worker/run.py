@@ -21,7 +21,7 @@ from ..ingest.paths import stored_path
 from ..manager import Lease
 from ..models import Status, check_metadata
 from ..output.store import OutputStore
-from .job import Job, Processor, Reporter, failure_message
+from .job import Job, Processor, Reporter, failure_message, failure_metadata
 
 __all__ = ["Outcome", "build_job", "finish", "run_processor"]
 
@@ -33,8 +33,13 @@ class Outcome:
     """What came of running one document's processor."""
 
     kind: Literal["done", "failed", "timeout", "lost", "crashed"]
-    #: done: the metadata; failed: the error; crashed: how its process died (a phrase).
+    #: done: the metadata; failed: ``(error, failure metadata)``; crashed: how its process died.
     value: Any = None
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> Outcome:
+        """The outcome of a processor that raised ``exc``: its message and its failure metadata."""
+        return cls("failed", (failure_message(exc), failure_metadata(exc)))
 
 
 def build_job(
@@ -92,11 +97,11 @@ def finish(
         if outcome.kind == "done":
             lease.mark_completed(**outcome.value)
         elif outcome.kind in ("failed", "timeout"):
-            error = outcome.value
             if outcome.kind == "timeout":
-                error = failure_message(DocumentTimeoutError(lease.doc_id, timeout or 0.0))
-            log.warning("document %s (%s) failed: %s", lease.doc_id, filename, error)
-            lease.mark_failed(error)
+                outcome = Outcome.failed(DocumentTimeoutError(lease.doc_id, timeout or 0.0))
+            error, meta = outcome.value
+            log.warning("document %s (%s) failed: %s [%s]", lease.doc_id, filename, error, meta["error_code"])
+            lease.update_status(Status.FAILED, error=error, metadata=meta)
         elif outcome.kind == "crashed":
             log.warning(
                 "document %s (%s): %s; giving it another attempt", lease.doc_id, filename, outcome.value

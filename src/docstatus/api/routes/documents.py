@@ -1,5 +1,7 @@
 """What the pipeline stored, read back: ``/documents/{doc_id}``, page thumbnails and ``/search``.
 
+This is the documents' content, so with an API token every one of these
+endpoints needs ``Authorization: Bearer <token>`` (status reads stay open).
 These endpoints read the :class:`~docstatus.output.store.OutputStore`
 (the service's is ``<data_dir>/output.db``). A document that is known to the
 status store but not stored yet (still processing, or failed) is a 404
@@ -16,7 +18,9 @@ from fastapi.responses import JSONResponse, Response
 from ...errors import DocumentNotFoundError, PageNotFoundError
 from ...manager import StatusManager
 from ...output import OutputStore, StoredDocument
+from ..auth import token_dependencies
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 
 __all__ = ["documents_router"]
 
@@ -81,17 +85,22 @@ def _page_not_found(doc_id: str, page: int) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=404)
 
 
-def documents_router(output: OutputStore, manager: StatusManager | None = None) -> APIRouter:
+def documents_router(
+    output: OutputStore, manager: StatusManager | None = None, *, api_token: str | None = None
+) -> APIRouter:
     """``GET /documents/{doc_id}``, ``GET /documents/{doc_id}/pages/{n}/thumbnail`` and ``GET /search``.
 
     ``output`` is the pipeline's output store; ``manager`` (optional) lets a
-    404 say the status of a document that has no output yet. Install
-    :func:`~docstatus.api.errors.install_error_handlers` on the app for the
-    error shape.
+    404 say the status of a document that has no output yet. With
+    ``api_token`` every endpoint needs ``Authorization: Bearer <token>`` (401
+    ``UNAUTHORIZED`` otherwise): they serve the documents' text and images.
+    Install :func:`~docstatus.api.errors.install_error_handlers` on the app
+    for the error shape.
     """
-    router = APIRouter(tags=["documents"])
+    router = APIRouter(tags=["documents"], dependencies=[STRICT_QUERY, *token_dependencies(api_token)])
+    guarded = (401,) if api_token else ()
 
-    @router.get("/documents/{doc_id}", responses=error_responses(404))
+    @router.get("/documents/{doc_id}", responses=error_responses(*guarded, 404))
     def get_document(doc_id: DocId, vectors: bool = False) -> JSONResponse:
         """A processed document: metadata, pages (with thumbnail links) and text chunks.
 
@@ -108,7 +117,7 @@ def documents_router(output: OutputStore, manager: StatusManager | None = None) 
         response_class=Response,
         responses={
             200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The page's thumbnail"},
-            **error_responses(404),
+            **error_responses(*guarded, 404),
         },
     )
     def get_thumbnail(doc_id: DocId, page: PageNumber) -> Response:
@@ -121,7 +130,7 @@ def documents_router(output: OutputStore, manager: StatusManager | None = None) 
         data, media_type = found
         return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
-    @router.get("/search", responses=error_responses(400))
+    @router.get("/search", responses=error_responses(400, *guarded))
     def search(q: SearchText, limit: SearchLimit = 10) -> JSONResponse:
         """The stored text chunks most similar to ``q`` (cosine of their vectors), best first."""
         hits = [h for h in output.search(q, limit) if h.score > 0]  # a query without words matches nothing

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ... import __version__
 from ...manager import StatusManager
 from ..errors import error_json, error_responses
+from ..params import STRICT_QUERY
 from ..schemas import HealthBody
 
 __all__ = ["health_router"]
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def health_router(manager: StatusManager, *, workers_running: Callable[[], bool] | None = None) -> APIRouter:
     """``GET /health`` over ``manager``; ``workers_running`` reports the worker pool, if any."""
-    router = APIRouter(tags=["service"])
+    router = APIRouter(tags=["service"], dependencies=[STRICT_QUERY])
 
     @router.get(
         "/health",

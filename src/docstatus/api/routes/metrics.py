@@ -19,6 +19,7 @@ from ...events import Event
 from ...manager import StatusManager
 from ...models import Status
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 
 __all__ = ["Metrics", "metrics_router"]
 
@@ -104,7 +105,7 @@ class Metrics:
 
 def metrics_router(metrics: Metrics) -> APIRouter:
     """``GET /metrics`` for ``metrics``."""
-    router = APIRouter(tags=["service"])
+    router = APIRouter(tags=["service"], dependencies=[STRICT_QUERY])
 
     @router.get(
         "/metrics",

@@ -9,12 +9,14 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import DocumentNotFoundError
+from ...errors import DocumentNotFoundError, NotRetryableError
 from ...manager import MAX_LIMIT, StatusManager
 from ...models import Status
 from ...records import status_json
+from ...worker.job import can_retry
 from ..auth import token_dependencies
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
 from .stream import add_stream_route
 
@@ -65,7 +67,7 @@ def status_router(
     :func:`~docstatus.api.errors.install_error_handlers` on the app for the
     error shape.
     """
-    router = APIRouter(prefix="/status", tags=["status"])
+    router = APIRouter(prefix="/status", tags=["status"], dependencies=[STRICT_QUERY])
     _add_listings(router, manager)
     if stream:
         add_stream_route(router, manager, ping_seconds=ping_seconds)
@@ -76,9 +78,22 @@ def status_router(
 
 def _add_listings(router: APIRouter, manager: StatusManager) -> None:
     @router.get("", response_model=DocumentList, summary="Recent documents", responses=error_responses(400))
-    async def list_documents(limit: Limit = 100) -> JSONResponse:
-        """Up to ``limit`` documents, most recently updated first."""
-        return JSONResponse(_listing(await run_in_threadpool(manager.list_all_json, limit)))
+    async def list_documents(
+        limit: Limit = 100,
+        id_prefix: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=256,
+                description="Only documents whose id starts with this: resolves a short id "
+                "(one document: it is that one; several: the prefix is ambiguous)",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        """Up to ``limit`` documents (whose id starts with ``id_prefix``), most recently updated first."""
+        if id_prefix is None:
+            return JSONResponse(_listing(await run_in_threadpool(manager.list_all_json, limit)))
+        return JSONResponse(_listing(await run_in_threadpool(manager.find_by_prefix_json, id_prefix, limit)))
 
     @router.get("/queue", response_model=QueueBody, summary="The queue", responses=error_responses(400))
     async def queue(
@@ -157,7 +172,12 @@ def _add_changes(
         responses=error_responses(401, 404, 409),
     )
     async def requeue(doc_id: DocId) -> JSONResponse:
-        """Start a new attempt of a failed document; 409 ``INVALID_TRANSITION`` if it has not failed."""
+        """Start a new attempt of a failed document.
+
+        409 ``INVALID_TRANSITION`` if it has not failed; 409 ``NOT_RETRYABLE`` if
+        it failed for good (``metadata.retryable`` is false: the file is damaged,
+        encrypted, unsupported or over a limit, so it would only fail again).
+        """
         return JSONResponse(await run_in_threadpool(_requeue, manager, doc_id, on_requeued))
 
     @router.post(
@@ -176,6 +196,9 @@ def _add_changes(
 def _requeue(
     manager: StatusManager, doc_id: str, on_requeued: Callable[[str], None] | None
 ) -> dict[str, Any]:
+    current = manager.get_status(doc_id)
+    if current is not None and current.status is Status.FAILED and not can_retry(current):
+        raise NotRetryableError(doc_id, current.error or "the document failed")
     manager.requeue(doc_id)
     if on_requeued is not None:
         on_requeued(doc_id)

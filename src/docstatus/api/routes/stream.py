@@ -6,10 +6,14 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 
+from ...errors import DocumentNotFoundError
 from ...manager import StatusManager
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 from ..sse import event_frames, parse_last_event_id, start_seq
 
 __all__ = ["add_stream_route", "stream_router"]
@@ -18,15 +22,16 @@ __all__ = ["add_stream_route", "stream_router"]
 SHUTDOWN_GRACE = 2.0
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    204: {"description": "The document (``doc_id``) has finished: no change will follow (browsers stop)"},
     200: {
-        "description": "An endless text/event-stream of status changes",
+        "description": "A text/event-stream of status changes: endless, or until the document's final one",
         "content": {
             "text/event-stream": {
                 "schema": {"type": "string"},
                 "example": 'id: 42\nevent: status\ndata: {"doc_id": "abc123", "status": "parsing", ...}\n\n',
             }
         },
-    }
+    },
 }
 
 
@@ -37,7 +42,7 @@ def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds:
         "/stream",
         summary="Live status changes (server-sent events)",
         response_class=EventSourceResponse,
-        responses={**_STREAM_DOC, **error_responses(400)},
+        responses={**_STREAM_DOC, **error_responses(400, 404)},
     )
     async def stream(
         doc_id: Annotated[
@@ -46,9 +51,17 @@ def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds:
         last_event_id: Annotated[
             str | None, Header(alias="Last-Event-ID", description="Resume after this event id")
         ] = None,
-    ) -> EventSourceResponse:
-        """Every change from now on (or after ``Last-Event-ID``), one event per change."""
+    ) -> Response:
+        """Every change from now on (or after ``Last-Event-ID``), one event per change.
+
+        With ``doc_id``: only that document's changes, and the stream ends after
+        its final one (completed, failed or removed); 404 ``DOCUMENT_NOT_FOUND``
+        for a document that does not exist, 204 for one that has already finished
+        and has no change left to send.
+        """
         since = await start_seq(manager, parse_last_event_id(last_event_id))
+        if doc_id is not None and await run_in_threadpool(_nothing_to_follow, manager, doc_id, since):
+            return Response(status_code=204)
         stop = anyio.Event()
         return EventSourceResponse(
             event_frames(manager, since, doc_id, stop),
@@ -58,8 +71,21 @@ def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds:
         )
 
 
+def _nothing_to_follow(manager: StatusManager, doc_id: str, since: int) -> bool:
+    """Whether ``doc_id`` has finished with no change after ``since``; DocumentNotFoundError if unknown.
+
+    Read after ``since`` was fixed, so a change made in between is still streamed.
+    """
+    status = manager.get_status(doc_id)
+    if status is None:
+        raise DocumentNotFoundError(doc_id)
+    if not status.status.is_finished:
+        return False
+    return not any(event["doc_id"] == doc_id for event in manager.changes_since(since))
+
+
 def stream_router(manager: StatusManager, *, ping_seconds: float = 15.0) -> APIRouter:
     """A router with only ``GET /status/stream`` (``status_router`` includes it already)."""
-    router = APIRouter(prefix="/status", tags=["status"])
+    router = APIRouter(prefix="/status", tags=["status"], dependencies=[STRICT_QUERY])
     add_stream_route(router, manager, ping_seconds=ping_seconds)
     return router

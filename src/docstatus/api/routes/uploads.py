@@ -24,6 +24,7 @@ from ...ingest import Accepted, Intake, UploadWriter
 from ..auth import token_dependencies
 from ..errors import error_responses
 from ..multipart import FILE_FIELD, MultipartUpload, multipart_boundary
+from ..params import STRICT_QUERY
 from ..schemas import UploadAnswer, UploadBatch, WebhookRequest
 from .metrics import Metrics
 
@@ -174,7 +175,7 @@ def uploads_router(
     ``api_token`` both need ``Authorization: Bearer <token>``.
     """
     endpoints = _IntakeEndpoints(intake, max_upload_bytes, max_body_bytes, metrics)
-    router = APIRouter(tags=["intake"], dependencies=token_dependencies(api_token))
+    router = APIRouter(tags=["intake"], dependencies=[STRICT_QUERY, *token_dependencies(api_token)])
 
     @router.post(
         "/uploads",
