@@ -11,6 +11,7 @@ released. ``Stalling`` reports "parsing" and then never finishes.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -72,3 +73,14 @@ def stalling_processors() -> dict[str, Processor]:
     processors = default_processors()
     processors["txt"] = Stalling()
     return processors
+
+
+class Warns:
+    """Logs a WARNING through the worker's logger, as a processor's own warning would, and completes."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        pass
+
+    def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any] | None:
+        logging.getLogger("docstatus.worker.pool").warning("document %s needs a look", job.doc_id)
+        return {}

@@ -230,12 +230,10 @@ def test_dashboard_uploads_and_follows_documents_live(
     expect(page.locator("#count-completed")).to_have_text("3")
     expect(page.locator("#announcer")).to_contain_text("completed")
 
-    # Retry: a new attempt of the failed document (which fails again: its file is still cut short).
-    failed.get_by_role("button", name=f"Retry {contract.name}").click()
-    expect(failed.locator(".attempt")).to_have_text("attempt 2")
-    expect(failed).to_have_attribute("data-status", "failed")
+    # No Retry for a file that can only fail the same way (it is cut short).
+    expect(failed.get_by_role("button", name=f"Retry {contract.name}")).to_be_hidden()
     doc_id = failed.get_attribute("data-doc-id")
-    assert httpx.get(f"{server.url}/status/{doc_id}").json()["metadata"]["attempt"] == 2
+    assert httpx.get(f"{server.url}/status/{doc_id}").json()["metadata"]["retryable"] is False
 
 
 def test_dashboard_shows_a_lost_connection_and_catches_up(
@@ -327,7 +325,7 @@ def test_dashboard_fits_a_phone_and_a_desktop(
     assert overflow[0] <= overflow[1], f"the page is {overflow[0]} px wide in a {overflow[1]} px window"
     for part in (".cell-progress .progress", ".percent", ".cell-eta", ".cell-elapsed", ".badge", ".filename"):
         assert _in_view(page, held_row.locator(part)), part
-    assert _in_view(page, row(page, broken[0]).locator(".retry"))
+    assert _in_view(page, row(page, broken[0]).locator(".error-text"))
     if width >= 1280:  # the desktop keeps its table: one line per document under the column headers
         expect(page.get_by_role("region", name="Documents").locator("thead")).to_be_visible()
         boxes = [held_row.locator(p).bounding_box() for p in (".filename", ".percent", ".cell-eta")]
@@ -362,7 +360,7 @@ def test_uploads_follow_their_documents_and_fold_when_finished(
         re.compile(r"^Embedding text · \d+%$")
     )
     expect(upload_item(page, broken.name).locator(".upload-state")).to_contain_text(
-        "Failed: UnreadableDocumentError"
+        "Failed: 'cut-short.pdf' cannot be read"
     )
     expect(upload_item(page, broken.name)).to_have_attribute("data-status", "failed")
     # Finished ones fold into one line a few seconds later; the active one stays.
@@ -440,6 +438,11 @@ def test_dashboard_cancels_an_active_document_and_shows_the_workers(
     body = httpx.get(f"{server.url}/status/{doc_id}").json()
     assert (body["status"], body["error"]) == ("failed", "cancelled")
     expect(row(page, "after.md")).to_have_attribute("data-status", "completed")
+
+    # A cancelled document can be retried: a new attempt, which completes.
+    active.get_by_role("button", name="Retry long-report.txt").click()
+    expect(active.locator(".attempt")).to_have_text("attempt 2")
+    expect(active).to_have_attribute("data-status", "completed")
 
     # A worker process on the same store appears in the panel at the next poll.
     info = {"host": "node-a", "pid": 4242, "engine": "rq", "processes": 3}

@@ -401,7 +401,7 @@ def test_server_log_has_no_traceback_for_deep_webhook_bodies(make_server: Callab
     [
         (["--port", "99999"], {}, "port"),
         (["--port", "eighty"], {}, "--port"),
-        (["--workers", "0"], {}, "workers"),
+        (["--workers", "-1"], {}, "workers"),
         ([], {"DOCSTATUS_MAX_UPLOAD_BYTES": "lots"}, "DOCSTATUS_MAX_UPLOAD_BYTES"),
         (["--store", "ftp://nowhere"], {}, "store"),
         (["--no-such-option"], {}, "unrecognized"),

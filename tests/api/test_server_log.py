@@ -18,24 +18,15 @@ from servers import Server
 
 pytestmark = pytest.mark.timeout(120)
 
-# `docstatus serve` itself, with one more format whose processor logs a WARNING through the
-# worker pool's logger: the kind of line the pool writes for each failed document.
-SERVE_WITH_WARNING = """
-import logging
+# `docstatus serve` itself, with one more format whose processor (in a child process) logs a
+# WARNING through the worker's logger.
+SERVE_WITH_WARNING = f"""
 import sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
 
+from _processors import Warns
 from docstatus.cli import main
 from docstatus.formats import register_format
-
-
-class Warns:
-    def __init__(self, *args, **options):
-        pass
-
-    def process(self, job, reporter):
-        logging.getLogger("docstatus.worker.pool").warning("document %s needs a look", job.doc_id)
-        return {}
-
 
 register_format("warns", [".warns"], "text", "text/plain", processor=Warns)
 sys.exit(main(["serve", "--log-level", "warning"]))

@@ -88,7 +88,7 @@ def test_list_shows_the_short_id(server: Server, uploaded: str) -> None:
     header = next(line for line in result.stdout.splitlines() if "Document" in line)
     assert header.split()[:2] == ["ID", "Document"]
     row = next(line for line in result.stdout.splitlines() if "short.txt" in line)
-    assert row.split()[0] == uploaded[:12]
+    assert row.split()[0] == uploaded[:8]
     assert uploaded[:13] not in result.stdout
 
 

@@ -17,7 +17,8 @@ from docstatus.cli.client import Reply, StreamEvent
 from docstatus.cli.fittable import Column, FitTable
 
 WIDTH = 80
-HEADERS = ["Document", "Status", "Progress", "Stage", "Elapsed", "ETA"]
+HEADERS = ["ID", "Document", "Status", "Progress", "Stage", "Elapsed", "ETA"]
+ID_WIDTH = 8 + 2  # the short id column and its gap
 ERROR = (
     "UnreadableDocumentError: 'broken.docx' cannot be read: it is not a valid Word document "
     "(a damaged ZIP package: File is not a zip file)"
@@ -73,6 +74,12 @@ class FakeClient:
         self.docs = docs
         self._events = events
 
+    def resolve(self, doc_id: str) -> str:
+        return str(next(d["doc_id"] for d in self.docs if d["doc_id"].startswith(doc_id)))
+
+    def lookup(self, doc_id: str) -> Reply:
+        return self.status(self.resolve(doc_id))
+
     def status(self, doc_id: str) -> Reply:
         body = next(d for d in self.docs if d["doc_id"] == doc_id)
         return Reply(body, json.dumps(body))
@@ -100,17 +107,20 @@ def _lines(out: io.StringIO) -> list[str]:
 
 
 def _check_table(lines: list[str]) -> None:
-    header = next(line for line in lines if line.startswith("Document"))
+    header = next(line for line in lines if line.startswith("ID "))
     assert header.split() == HEADERS, "\n".join(lines)
+    ids = {d["doc_id"][:8] for d in DOCS}
+    assert {line[:8] for line in lines if line[:8] in ids} == ids, "\n".join(lines)  # whole short ids
+    lines = [line[ID_WIDTH:] if line[:8] in ids else line for line in lines]
     text = "\n".join(lines)
     # Every row is one line: cut names end in an ellipsis, short values are whole.
-    row = next(line for line in lines if line.startswith("a-very-long"))
-    assert row.startswith("a-very-long-d…  embedding_visual  ") and "42%  rendering pa…" in row, text
+    row = next(line for line in lines if line.startswith("a-very-lo"))
+    assert row.startswith("a-very-lo…  embedding_visual  ") and "42%  renderin…" in row, text
     assert row.endswith("1h 02m   1h 02m"), text  # elapsed and ETA whole, right-aligned
-    notes = next(line for line in lines if line.startswith("notes with"))
-    assert re.search(r"embedding ch…     1\.0s  12m 3\ds$", notes), text  # the ETA counts down meanwhile
+    notes = next(line for line in lines if line.startswith("notes wit"))
+    assert re.search(r"embeddin…     1\.0s  12m 3\ds$", notes), text  # the ETA counts down meanwhile
     # The error takes its own lines, below its row, whole (it fits in three lines).
-    at = lines.index(next(line for line in lines if line.startswith("broken.docx")))
+    at = lines.index(next(line for line in lines if line.startswith("broken.do")))
     assert "failed" in lines[at] and "parsing" in lines[at] and "Unreadable" not in lines[at]
     assert lines[at + 1].startswith("  UnreadableDocumentError")
     below = " ".join(line.strip() for line in lines[at + 1 : at + 3])

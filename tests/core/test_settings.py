@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from docstatus.errors import ConfigError, StatusError
-from docstatus.settings import ServiceSettings
+from docstatus.settings import ServiceSettings, cpu_count
 
 
 def test_defaults_match_the_interface() -> None:
     settings = ServiceSettings.from_env({})
     assert settings == ServiceSettings()
-    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8002, 2)
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8002, cpu_count())
+    assert (settings.lease_seconds, settings.max_attempts, settings.queue) == (30.0, 3, None)
     assert settings.store == "sqlite:///docstatus-data/status.db"
     assert settings.uploads == Path("docstatus-data/uploads")
     assert settings.data_dir == Path("docstatus-data")
@@ -80,7 +81,7 @@ def test_the_token_is_not_in_the_repr() -> None:
         ("DOCSTATUS_PORT", "eighty"),
         ("DOCSTATUS_PORT", "70000"),
         ("DOCSTATUS_PORT", "-1"),
-        ("DOCSTATUS_WORKERS", "0"),
+        ("DOCSTATUS_WORKERS", "-1"),
         ("DOCSTATUS_WORKERS", "1.5"),
         ("DOCSTATUS_WORKERS", "100000"),
         ("DOCSTATUS_MAX_UPLOAD_BYTES", "0"),
@@ -141,9 +142,23 @@ def test_settings_are_immutable_and_replace_validates() -> None:
         settings.port = 1  # type: ignore[misc]
     assert settings.replace(port=1).port == 1
     with pytest.raises(ConfigError):
-        settings.replace(workers=0)
+        settings.replace(workers=-1)
 
 
 def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCSTATUS_WORKERS", "7")
     assert ServiceSettings.from_env().workers == 7
+
+
+def test_a_queue_moves_the_work_to_docstatus_worker_unless_workers_are_given() -> None:
+    queued = ServiceSettings.from_env({"DOCSTATUS_QUEUE": "redis://localhost:6379/1"})
+    assert (queued.queue, queued.workers) == ("redis://localhost:6379/1", 0)
+    both = ServiceSettings.from_env({"DOCSTATUS_QUEUE": "redis://q:6379/0", "DOCSTATUS_WORKERS": "2"})
+    assert both.workers == 2
+    assert ServiceSettings.from_env({"DOCSTATUS_QUEUE": ""}).queue is None
+    with pytest.raises(ConfigError, match=r"DOCSTATUS_QUEUE.*must be a Redis URL"):
+        ServiceSettings.from_env({"DOCSTATUS_QUEUE": "amqp://rabbit"})
+    with pytest.raises(ConfigError, match="lease_seconds"):
+        ServiceSettings(lease_seconds=0)
+    with pytest.raises(ConfigError, match="max_attempts"):
+        ServiceSettings(max_attempts=0)

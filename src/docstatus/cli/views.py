@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..models import Status
+from .args import MIN_SHORT_ID
 from .client import Client, StreamEvent
 from .fittable import Column, FitTable
 
@@ -41,9 +42,9 @@ __all__ = [
 ]
 
 EXIT_OK = 0
-#: Characters of a doc id shown as its short id (the dashboard shows as many); any unique
-#: prefix of at least MIN_SHORT_ID of them is accepted back.
-SHORT_ID = 12
+#: Characters of a doc id the terminal tables show: the shortest prefix every command accepts
+#: back (MIN_SHORT_ID), so the table fits 80 columns; the dashboard, with more room, shows 12.
+SHORT_ID = MIN_SHORT_ID
 #: The watched document failed, or a document is not known.
 EXIT_FAILED = 1
 
@@ -168,10 +169,10 @@ def documents_table(docs: Iterable[_Tracked]) -> FitTable:
     table = FitTable(
         [
             Column("ID"),
-            Column("Document", flexible=True, min_width=12, max_width=36),
+            Column("Document", flexible=True, min_width=10, max_width=36),
             Column("Status"),
             Column("Progress"),
-            Column("Stage", flexible=True, min_width=10),
+            Column("Stage", flexible=True, min_width=9),
             Column("Elapsed", justify="right"),
             Column("ETA", justify="right"),
         ]
@@ -182,7 +183,7 @@ def documents_table(docs: Iterable[_Tracked]) -> FitTable:
             str(d.get("doc_id", ""))[:SHORT_ID],
             Text(str(d.get("filename", ""))),
             _badge(str(d.get("status"))),
-            _bar(d, width=8),
+            _bar(d, width=6),
             _detail(d),
             format_duration(doc.elapsed()),
             format_duration(doc.eta()),

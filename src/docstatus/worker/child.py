@@ -19,6 +19,7 @@ metadata))`` or ``("lost",)``.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
@@ -48,6 +49,8 @@ class ChildConfig:
     output_path: Path
     #: The store to write progress to directly; ``None``: through the parent.
     store_url: str | None
+    #: The level of the parent's ``docstatus`` logger: the child logs at the same level.
+    log_level: int = logging.WARNING
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,29 @@ def _watch_parent(lifeline: Connection) -> None:
     os._exit(ORPHANED)
 
 
+class _LevelFirst(logging.Formatter):
+    """``WARNING:  message``: the shape of the server's own lines (uvicorn's), on the shared stderr."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname}:{' ' * (8 - len(record.levelname))} {super().format(record)}"
+
+
+def _log_to_stderr(level: int) -> None:
+    # The child's stderr is its parent's (the server log): its processors' lines go there too.
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LevelFirst("%(message)s"))
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(level)
+
+
 def _load(conn: Connection, pickled: bytes) -> tuple[ChildConfig, StatusManager | None, OutputStore] | None:
     # Loading the processors runs their modules' code: a failure is told to the parent, which
     # refuses to start rather than fail every document one crash at a time.
     try:
         config: ChildConfig = pickle.loads(pickled)
+        _log_to_stderr(config.log_level)
         manager = StatusManager(store=config.store_url) if config.store_url else None
         output = OutputStore(config.output_path)
     except Exception as exc:

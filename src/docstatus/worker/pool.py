@@ -577,6 +577,7 @@ class WorkerPool:
             data_dir=self.data_dir,
             output_path=Path(run.output.path),
             store_url=self.store_url,
+            log_level=logging.getLogger("docstatus").getEffectiveLevel(),
         )
         return _Child(config, name="docstatus-child")
 

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DocumentTimeoutError, LeaseLostError, StatusError
-from ..formats import default_processors
 from ..manager import Lease, StatusManager
 from ..models import Status
 from ..output.store import OutputStore
@@ -165,10 +164,13 @@ class Dispatcher:
 # -- in the work horse ------------------------------------------------------------------
 
 
+#: The processors a horse runs unless ``DOCSTATUS_PROCESSORS`` names others.
+DEFAULT_PROCESSORS = "docstatus.formats:default_processors"
+
+
 def _processors() -> Mapping[str, Processor]:
-    target = os.environ.get(PROCESSORS_ENV)
-    if not target:
-        return default_processors()
+    # Named, not imported: the worker package sits below the formats, which build on it.
+    target = os.environ.get(PROCESSORS_ENV) or DEFAULT_PROCESSORS
     module, _, name = target.partition(":")
     factory: Callable[[], Mapping[str, Processor]] = getattr(importlib.import_module(module), name)
     return factory()

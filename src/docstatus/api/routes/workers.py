@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from ...manager import StatusManager
 from ...stores.base import LeaseEntry, WorkerEntry
 from ..errors import error_responses
+from ..params import STRICT_QUERY
 from ..schemas import WorkersBody
 
 __all__ = ["workers_json", "workers_router"]
@@ -57,7 +58,7 @@ def workers_json(manager: StatusManager) -> dict[str, Any]:
 
 def workers_router(manager: StatusManager) -> APIRouter:
     """``GET /workers`` over ``manager``'s store, to mount in any FastAPI app."""
-    router = APIRouter(tags=["service"])
+    router = APIRouter(tags=["service"], dependencies=[STRICT_QUERY])
 
     @router.get(
         "/workers",

@@ -175,7 +175,8 @@ function renderRow(row, data) {
   setProgress(row.progress, row.fill, percent, `${percent}%, ${row.badge.textContent}`);
   row.stage.textContent = stageText(data);
   row.pages.textContent = pagesText(data);
-  row.retry.hidden = data.status !== "failed";
+  // A failure for good (a damaged, encrypted or unsupported file) would only fail again.
+  row.retry.hidden = data.status !== "failed" || (data.metadata || {}).retryable === false;
   row.retry.disabled = false;
   row.retry.setAttribute("aria-label", `Retry ${data.filename}`);
   row.cancel.hidden = !ACTIVE.has(data.status);
