@@ -8,10 +8,13 @@ running RQ workers whose work horses claim documents in the status store.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +28,7 @@ import pytest
 from _redis_server import RedisServer
 from docstatus import StatusManager
 from helpers import wait_until
-from servers import SERVE, Server
+from servers import SERVE, Server, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -191,3 +194,76 @@ def test_a_worker_killed_mid_document_is_noticed_and_the_document_completes_once
         for e in cluster.manager.changes_since(0, 100_000)
         if e["doc_id"] == doc_id and e["status"]
     ]
+
+
+def _recipe() -> list[list[str]]:
+    """The README's two-machine recipe: its `docstatus serve` and `docstatus worker` commands."""
+    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Every core, then every machine") :]
+    block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines() if line.startswith("docstatus ")]
+
+
+def test_the_readme_two_machine_recipe_runs_as_written(tmp_path: Path, redis: RedisServer) -> None:
+    serve, worker = _recipe()
+    assert serve[:2] == ["docstatus", "serve"] and worker[:2] == ["docstatus", "worker"]
+    port = free_port()
+
+    def here(args: list[str], machine: str) -> list[str]:
+        # This machine stands in for each: the recipe's hosts and folders, mapped to local ones.
+        mapped = []
+        for arg in args[1:]:
+            arg = arg.replace("redis-host:6379", f"127.0.0.1:{redis.port}")
+            arg = arg.replace("/shared", str(tmp_path / "shared"))
+            arg = arg.replace("/var/lib/docstatus", str(tmp_path / machine))
+            mapped.append("127.0.0.1" if arg == "0.0.0.0" else arg)
+        return mapped
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCSTATUS_")}
+    env["DOCSTATUS_PORT"] = str(port)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes = []
+    try:
+        for machine, args in (("a", serve), ("b", worker)):
+            with open(logs / f"{machine}.log", "wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", SERVE, *here(args, machine)],
+                        env=env,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _healthy(url), DEADLINE)
+        answer = httpx.post(f"{url}/uploads", files={"file": ("recipe.txt", b"made on machine A, run on B")})
+        doc_id = answer.json()["doc_id"]
+
+        def finished() -> bool:
+            return httpx.get(f"{url}/status/{doc_id}").json()["status"] in ("completed", "failed")
+
+        wait_until(finished, DEADLINE)
+        status = httpx.get(f"{url}/status/{doc_id}").json()
+        assert status["status"] == "completed", (status, _read_logs(logs))
+        assert status["metadata"]["worker"] != f"{socket.gethostname()}:{processes[0].pid}"
+        assert (tmp_path / "b" / "output.db").exists()  # machine B stored the output
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _read_logs(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.log")))
