@@ -96,7 +96,7 @@ def alive(pid: int) -> bool:
 def parent_of(pid: int) -> int:
     """The parent process id of ``pid``, from ``/proc``."""
     with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().split(")")[-1].split()[2])
+        return int(stat.read().split(")")[-1].split()[1])
 
 
 def claims(manager: StatusManager, doc_id: str) -> int:
