@@ -6,13 +6,17 @@ on when the file is removed. That shows documents mid-way for as long as a test 
 timing anything. ``TEST_CHUNK_SECONDS`` (default 0) makes each text chunk of a held document
 take that long, as a real embedding model would, so the service has a progress rate to estimate
 the ETA from. A held document for which ``<TEST_GATES>/<filename>.fail`` exists fails when
-released. ``Stalling`` reports "parsing" and then never finishes.
+released. PDFs are held the same way once their visual embedding passes that fraction of the
+pages, and every page they embed is logged, one line each, in ``<TEST_GATES>/<filename>.pages``
+before it is reported (so pages embedded after a refused report are counted too).
+``Stalling`` reports "parsing" and then never finishes; ``Killing`` SIGKILLs its own process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +39,21 @@ class HeldReporter:
         if not self.hold.exists():
             return
         threading.Event().wait(float(os.environ.get("TEST_CHUNK_SECONDS", "0")))
-        if chunk >= total * float(self.hold.read_text() or 0.5):
+        self._wait(chunk, total)
+
+    def visual_page(self, page: int, total: int) -> None:
+        with self.hold.with_suffix(".pages").open("a") as log:
+            log.write(f"{page}\n")
+        self.inner.visual_page(page, total)
+        if self.hold.exists():
+            self._wait(page, total)
+
+    def _wait(self, done: int, total: int) -> None:
+        try:
+            fraction = float(self.hold.read_text() or 0.5)
+        except FileNotFoundError:  # released meanwhile
+            return
+        if done >= total * fraction:
             while self.hold.exists():
                 self.inner.check()
                 threading.Event().wait(0.02)
@@ -54,9 +72,9 @@ class Held:
 
 
 def held_processors() -> dict[str, Processor]:
-    """The real processors, with text documents (.txt, .md) held by their gate files."""
+    """The real processors, with text documents (.txt, .md) and PDFs held by their gate files."""
     processors = default_processors()
-    for name in ("txt", "md"):
+    for name in ("txt", "md", "pdf"):
         processors[name] = Held(processors[name])
     return processors
 
@@ -84,3 +102,19 @@ class Warns:
     def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any] | None:
         logging.getLogger("docstatus.worker.pool").warning("document %s needs a look", job.doc_id)
         return {}
+
+
+class Killing:
+    """SIGKILLs the process running it, every time: a parser that takes its process down."""
+
+    def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any] | None:
+        reporter.parsing(metadata={"about": "to be killed"})
+        os.kill(os.getpid(), signal.SIGKILL)
+        return None
+
+
+def killing_processors() -> dict[str, Processor]:
+    """The real processors, with a .txt processor that kills its own process."""
+    processors = default_processors()
+    processors["txt"] = Killing()
+    return processors

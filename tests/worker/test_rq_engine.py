@@ -1,15 +1,15 @@
 """The RQ engine for real: ``serve --queue`` replicas and ``docstatus worker`` processes on one Redis.
 
-Everything is its own process: a redis-server, two ``docstatus serve --queue
-… --workers 0`` replicas sharing one uploads folder, and ``docstatus worker``
-commands (each in its own process group, as on separate machines), each
-running RQ workers whose work horses claim documents in the status store.
+Everything is its own process (see ``_cluster.Cluster``): a redis-server,
+two ``docstatus serve --queue … --workers 0`` replicas sharing one uploads
+folder, and ``docstatus worker`` commands (each in its own process group, as
+on separate machines), each running RQ workers whose work horses claim
+documents in the status store.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import shlex
@@ -18,101 +18,20 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from _cluster import Cluster, alive, claims
 from _redis_server import RedisServer
-from docstatus import StatusManager
 from helpers import wait_until
-from servers import SERVE, Server, free_port
+from servers import SERVE, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
 DEADLINE = 60.0
-TESTS = Path(__file__).parent.parent
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    (tmp_path / "redis").mkdir()
-    server.start()
-    yield server
-    server.stop()
-
-
-class Cluster:
-    """One Redis, its store and queue, a shared uploads folder, and the processes started on it."""
-
-    def __init__(self, root: Path, redis: RedisServer) -> None:
-        self.root = root
-        self.store = f"{redis.url}?prefix=docs"
-        self.queue = redis.url
-        self.servers: list[Server] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.manager = StatusManager(store=self.store, cleanup_interval_seconds=None)
-
-    def env(self, **more: str) -> dict[str, str]:
-        return {
-            "DOCSTATUS_STORE": self.store,
-            "DOCSTATUS_QUEUE": self.queue,
-            "DOCSTATUS_LEASE_SECONDS": "1.5",
-            "PYTHONPATH": str(TESTS),
-            **more,
-        }
-
-    def serve(self) -> Server:
-        server = Server(self.root, env=self.env(DOCSTATUS_WORKERS="0")).start()
-        self.servers.append(server)
-        return server
-
-    def worker(self, processes: int = 1, **env: str) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-c", SERVE, "worker", "--uploads", str(self.root / "uploads")]
-        command += ["--data-dir", str(self.root / "data"), "--processes", str(processes)]
-        log = open(self.root / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115 - the child keeps it
-        with log:
-            full = {k: v for k, v in os.environ.items() if not k.startswith("DOCSTATUS_")}
-            full.update(self.env(**env))
-            process = subprocess.Popen(command, env=full, stdout=log, stderr=log, start_new_session=True)
-        self.workers.append(process)
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.root.glob("*.log")))
-
-    def close(self) -> None:
-        for process in self.workers:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.workers:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        for server in self.servers:
-            server.stop()
-        self.manager.close()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, redis: RedisServer) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, redis)
-    yield made
-    made.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def _follow(url: str, seen: list[dict[str, Any]], stop: threading.Event) -> None:
@@ -122,12 +41,6 @@ def _follow(url: str, seen: list[dict[str, Any]], stop: threading.Event) -> None
                 seen.append(json.loads(line.removeprefix("data:")))
             if stop.is_set():
                 return
-
-
-def _claims(manager: StatusManager, doc_id: str) -> int:
-    changes = [e for e in manager.changes_since(0, 100_000) if e["doc_id"] == doc_id and e["status"]]
-    statuses = [e["status"]["status"] for e in changes]
-    return sum(1 for a, b in itertools.pairwise(statuses) if (a, b) == ("queued", "parsing"))
 
 
 def test_two_replicas_and_three_workers_process_fifty_documents_once_each(cluster: Cluster) -> None:
@@ -158,7 +71,7 @@ def test_two_replicas_and_three_workers_process_fifty_documents_once_each(cluste
         status = cluster.manager.require_status(doc_id)
         assert status.status == "completed", (status.error, cluster.logs())
         assert status.metadata["attempt"] == 1
-        assert _claims(cluster.manager, doc_id) == 1
+        assert claims(cluster.manager, doc_id) == 1
     workers = {cluster.manager.require_status(d).metadata.get("worker") for d in ids}
     assert len(workers) >= 2  # the work was shared
     # The stream on replica B saw the documents uploaded to replica A, to their end.
@@ -181,7 +94,7 @@ def test_a_worker_killed_mid_document_is_noticed_and_the_document_completes_once
     holder = cluster.manager.require_status(doc_id).metadata["worker"]
     horse = int(holder.rpartition(":")[2])
     os.killpg(victim.pid, signal.SIGKILL)  # the worker command and its RQ workers, not the horse
-    wait_until(lambda: not _alive(horse), DEADLINE)  # the orphaned horse stopped by itself
+    wait_until(lambda: not alive(horse), DEADLINE)  # the orphaned horse stopped by itself
     (gates / "held.txt.hold").unlink()
     cluster.worker()  # another machine's worker takes the retry
     wait_until(lambda: cluster.manager.require_status(doc_id).is_finished, DEADLINE)
@@ -189,7 +102,7 @@ def test_a_worker_killed_mid_document_is_noticed_and_the_document_completes_once
     assert status.status == "completed", (status.error, cluster.logs())
     assert status.metadata["attempt"] == 2
     assert holder in status.metadata["recovery"] and "was lost" in status.metadata["recovery"]
-    assert _claims(cluster.manager, doc_id) == 2, [
+    assert claims(cluster.manager, doc_id) == 2, [
         e["status"]["status"]
         for e in cluster.manager.changes_since(0, 100_000)
         if e["doc_id"] == doc_id and e["status"]
@@ -198,7 +111,7 @@ def test_a_worker_killed_mid_document_is_noticed_and_the_document_completes_once
 
 def _recipe() -> list[list[str]]:
     """The README's two-machine recipe: its `docstatus serve` and `docstatus worker` commands."""
-    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    text = (Path(__file__).parent.parent.parent / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### Every core, then every machine") :]
     block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
     joined = block.replace("\\\n", " ")

@@ -335,6 +335,7 @@ class WorkerService:
         self._host = socket.gethostname()
         self._started_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         self._children: list[Any] = []
+        self._generation = 0
         self._stopping = threading.Event()
 
     @property
@@ -344,7 +345,9 @@ class WorkerService:
 
     def _spawn(self, index: int) -> Any:
         ctx = multiprocessing.get_context("spawn")
-        name = f"docstatus-{self._host}-{os.getpid()}-{index}"
+        # A new name for each start: RQ refuses a name whose killed owner is still registered.
+        self._generation += 1
+        name = f"docstatus-{self._host}-{os.getpid()}-{index}-{self._generation}"
         process = ctx.Process(target=rq_worker_main, args=(self.queue_url, name), name=name)
         process.start()
         return process
