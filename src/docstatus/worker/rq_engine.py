@@ -59,6 +59,10 @@ PROCESSORS_ENV = "DOCSTATUS_PROCESSORS"
 #: Extra seconds RQ allows a job past the document time limit, which the horse enforces itself.
 RQ_TIMEOUT_MARGIN = 30
 
+#: Job ids a dispatcher remembers having seen on the queue, and for how long.
+KNOWN_JOBS = 100_000
+RECHECK_SECONDS = 60.0
+
 #: Exit status of a work horse that found its parent gone, or its lease lost while stuck.
 HORSE_GONE = 70
 
@@ -118,6 +122,7 @@ class Dispatcher:
         self.document_timeout = document_timeout
         interval = min(scan_interval, lease_seconds / 3)
         self._keeper = LeaseKeeper(self.chore, interval)
+        self._known: dict[str, float] = {}
 
     def start(self) -> None:
         """Run the chore on a background thread (at once, then every interval). Idempotent."""
@@ -139,7 +144,13 @@ class Dispatcher:
     def _enqueue(self, doc_id: str, filename: str, attempt: int) -> bool:
         rq = _rq()
         jid = job_id(doc_id, attempt)
+        # A job seen lately needs no round trip at each chore; one seen long ago is checked
+        # again (a Redis that lost its data has lost the job too).
+        seen = self._known.get(jid)
+        if seen is not None and time.monotonic() - seen < RECHECK_SECONDS:
+            return False
         if rq.job.Job.exists(jid, connection=self.connection):
+            self._remember(jid)
             return False
         self.queue.enqueue(
             run_document,
@@ -150,7 +161,13 @@ class Dispatcher:
             result_ttl=3600,
             failure_ttl=86400,
         )
+        self._remember(jid)
         return True
+
+    def _remember(self, jid: str) -> None:
+        if len(self._known) >= KNOWN_JOBS:
+            self._known.clear()  # bounded: forgetting only costs an EXISTS at the next chore
+        self._known[jid] = time.monotonic()
 
     def chore(self) -> None:
         """Expire lost workers' leases, then enqueue every queued document without a job."""
