@@ -23,6 +23,7 @@ every queued document that has no job), within the lease plus a few seconds.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import multiprocessing
@@ -62,6 +63,9 @@ RQ_TIMEOUT_MARGIN = 30
 #: Job ids a dispatcher remembers having seen on the queue, and for how long.
 KNOWN_JOBS = 100_000
 RECHECK_SECONDS = 60.0
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 #: Exit status of a work horse that found its parent gone, or its lease lost while stuck.
 HORSE_GONE = 70
@@ -193,12 +197,22 @@ def _processors() -> Mapping[str, Processor]:
     return factory()
 
 
+def _die_with_parent() -> None:
+    """Make this work horse end with its RQ worker: RQ's horse outlives a killed parent otherwise."""
+    try:  # Linux: the kernel kills the horse the moment its parent dies.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    # Elsewhere, and for a parent that died before the call above: look every half second.
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+
+
 def _watch_parent(parent: int) -> None:
-    # RQ's work horse outlives a killed worker process; ours must not keep working.
     while True:
-        threading.Event().wait(0.5)
         if os.getppid() != parent:
             os._exit(HORSE_GONE)
+        threading.Event().wait(0.5)
 
 
 def _lost(lease: Lease) -> None:
@@ -216,7 +230,7 @@ def run_document(doc_id: str) -> str:
     that is not queued any more (another worker has it, or it finished) is
     left alone.
     """
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    _die_with_parent()
     settings = ServiceSettings.from_env()
     with StatusManager(store=settings.store, cleanup_interval_seconds=None) as manager:
         worker = f"{socket.gethostname()}:{os.getpid()}"
