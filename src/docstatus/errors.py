@@ -17,6 +17,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "ConfigError",
+    "DocumentActiveError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
     "DuplicateDocumentError",
@@ -122,6 +123,13 @@ class InvalidTransitionError(StatusError, ValueError):
         self.doc_id = doc_id
         self.current = current
         self.target = target
+
+
+class DocumentActiveError(InvalidTransitionError):
+    """A document that has not finished cannot be removed: cancel it first."""
+
+    def __init__(self, doc_id: str, current: str) -> None:
+        super().__init__(doc_id, current, "removed", "it has not finished; cancel it first")
 
 
 class LeaseLostError(StatusError):
