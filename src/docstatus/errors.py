@@ -126,10 +126,14 @@ class InvalidTransitionError(StatusError, ValueError):
 
 
 class DocumentActiveError(InvalidTransitionError):
-    """A document that has not finished cannot be removed: cancel it first."""
+    """A document that has not finished (queued or in progress) cannot be removed: cancel it first."""
+
+    code = "DOCUMENT_ACTIVE"
 
     def __init__(self, doc_id: str, current: str) -> None:
-        super().__init__(doc_id, current, "removed", "it has not finished; cancel it first")
+        super().__init__(doc_id, current, "removed")
+        self.message = f"Document {doc_id!r} is {current} and cannot be removed: cancel it first"
+        self.args = (self.message,)
 
 
 class LeaseLostError(StatusError):
