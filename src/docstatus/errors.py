@@ -17,6 +17,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "ConfigError",
+    "DocumentActiveError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
     "DuplicateDocumentError",
@@ -122,6 +123,17 @@ class InvalidTransitionError(StatusError, ValueError):
         self.doc_id = doc_id
         self.current = current
         self.target = target
+
+
+class DocumentActiveError(InvalidTransitionError):
+    """A document that has not finished (queued or in progress) cannot be removed: cancel it first."""
+
+    code = "DOCUMENT_ACTIVE"
+
+    def __init__(self, doc_id: str, current: str) -> None:
+        super().__init__(doc_id, current, "removed")
+        self.message = f"Document {doc_id!r} is {current} and cannot be removed: cancel it first"
+        self.args = (self.message,)
 
 
 class LeaseLostError(StatusError):

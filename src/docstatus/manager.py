@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from . import janitor
-from .errors import DocumentNotFoundError, InvalidTransitionError, LeaseLostError
+from .errors import DocumentActiveError, DocumentNotFoundError, InvalidTransitionError, LeaseLostError
 from .events import Event, EventHub, Subscriber, to_event
 from .models import (
     FINISHED,
@@ -461,6 +461,28 @@ class StatusManager:
             # also needs the GIL, and this thread would take the lock again
             # before the waiter ever ran. Yielding the GIL lets it in.
             time.sleep(0)
+
+    def remove(self, doc: DocRef) -> ProcessingStatus:
+        """Remove a finished (completed or failed) document now, whatever its age; returns its last status.
+
+        The removal is a ``removed`` event, as a cleanup's are. Raises
+        ``DocumentNotFoundError`` when there is no such document and
+        ``DocumentActiveError`` (an ``InvalidTransitionError``) while it is
+        queued or active: cancel it first. Checked and removed atomically, so
+        a document that is active at that moment is never removed.
+        """
+        doc_id = _doc_id_of(doc)
+        last = self.require_status(doc_id)
+        for _ in range(3):
+            change = self._store.remove_finished(doc_id)
+            if change is not None:
+                self._changed(change)
+                return last
+            last = self.require_status(doc_id)
+            if last.status not in FINISHED:
+                break
+            # It finished between the read and the removal: try again.
+        raise DocumentActiveError(doc_id, last.status.value)
 
     def run_scheduled_cleanup(self) -> None:
         """The janitor's entry point (automatic cleanup)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from .errors import ConfigError, StatusError
 from .formats import default_processors
 from .ingest.intake import Intake
+from .ingest.retention import Reaper, Removed
 from .manager import StatusManager
+from .models import ProcessingStatus
 from .output.store import OutputStore
 from .settings import ServiceSettings
 from .worker.job import Processor
@@ -150,9 +152,26 @@ class Service:
             max_bytes=self.settings.max_upload_bytes,
             on_queued=self.enqueue,
         )
+        # A removed status takes its upload and output with it, whoever removed it.
+        self.reaper = Reaper(self.manager, self.intake, self.output)
+        self._unsubscribe: Callable[[], None] = self.manager.subscribe(self.reaper.on_event)
         self._lock = threading.Lock()
         self._closed = False
         self._started = False
+
+    def remove(self, doc_id: str) -> tuple[ProcessingStatus, Removed]:
+        """Remove a finished document now, with its upload and its output; its last status and what went.
+
+        Raises ``DocumentNotFoundError`` for an unknown document and
+        ``DocumentActiveError`` (nothing removed) while it is queued or active.
+        """
+        upload = self.intake.upload_of(self.manager.require_status(doc_id))
+        had_output = self.output.has(doc_id)
+        last = self.manager.remove(doc_id)
+        # The subscribed reaper has usually removed the content already (on the
+        # removed event); this covers a service that is not started.
+        self.reaper.remove(doc_id, upload)
+        return last, Removed(upload, had_output)
 
     def enqueue(self, doc_id: str) -> None:
         """Process the queued document ``doc_id`` soon: the intake's (and a requeue's) hook."""
@@ -174,6 +193,13 @@ class Service:
             removed = self.intake.remove_stale_uploads()
             if removed:
                 log.info("removed %d unfinished uploads left by a previous process", removed)
+            swept = self.reaper.sweep()
+            if swept.uploads or swept.outputs:
+                log.info(
+                    "removed %d uploads and the output of %d documents whose status was gone",
+                    len(swept.uploads),
+                    len(swept.outputs),
+                )
             if self.pool is not None:
                 self.pool.start()
             if self.dispatcher is not None:
@@ -200,6 +226,7 @@ class Service:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self._unsubscribe()
                 self.manager.close()
                 if self._owns_output:
                     self.output.close()

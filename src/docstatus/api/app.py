@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from .. import __version__
+from ..models import ProcessingStatus
 from ..service import Service
 from ..settings import ServiceSettings
 from .errors import install_error_handlers
@@ -20,7 +21,7 @@ from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
 from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
-from .routes.status import status_router
+from .routes.status import removed_json, status_router
 from .routes.uploads import uploads_router
 from .routes.workers import workers_router
 
@@ -40,8 +41,10 @@ Track the processing status of every document in the pipeline.
   for many, `GET /status/stream` for every change as it happens (server-sent events).
 * `POST /status/{doc_id}/cancel` stops a queued or active document; `GET /workers` lists
   the live worker processes and the documents each holds.
+* `DELETE /status/{doc_id}` removes a finished document with its upload and its output;
+  `POST /status/cleanup` does so for every document finished longer ago than an age.
 * Errors are always `{"error": message, "code": CODE, "details": {...}}`.
-* When the service has an API token, every `POST` and every read of document content
+* When the service has an API token, every `POST` and `DELETE` and every read of document content
   (`GET /documents/...`, page thumbnails, `GET /search`) needs `Authorization: Bearer <token>`
   (use **Authorize** above); status reads (`/status/...`, `/health`, `/metrics`) stay open.
 """
@@ -107,7 +110,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(chosen.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     app.include_router(
@@ -115,6 +118,7 @@ def create_app(
             service.manager,
             api_token=chosen.api_token,
             on_requeued=service.enqueue,
+            remover=lambda doc_id: removed_json(*_removal(service, doc_id)),
             ping_seconds=ping_seconds,
         )
     )
@@ -133,3 +137,8 @@ def create_app(
     app.include_router(workers_router(service.manager))
     app.include_router(dashboard_router())
     return app
+
+
+def _removal(service: Service, doc_id: str) -> tuple[ProcessingStatus, str | None, bool]:
+    last, removed = service.remove(doc_id)
+    return last, removed.upload, removed.output

@@ -20,6 +20,7 @@ __all__ = [
     "DocumentList",
     "HealthBody",
     "QueueBody",
+    "RemovedBody",
     "StatusBody",
     "UploadAnswer",
     "UploadBatch",
@@ -72,6 +73,15 @@ class CleanupBody(BaseModel):
     """The result of a cleanup."""
 
     removed: int = Field(..., description="How many finished documents were removed")
+
+
+class RemovedBody(BaseModel):
+    """A document removed on demand, with what went with it."""
+
+    doc_id: str
+    status: StatusBody = Field(..., description="Its last status, as it was when removed")
+    upload: str | None = Field(..., description="The removed upload's file name (none if it had none)")
+    output: bool = Field(..., description="Whether its output (pages, chunks, thumbnails) was removed")
 
 
 class UploadAnswer(BaseModel):

@@ -180,13 +180,23 @@ class Client:
             raise DocumentNotFoundError(doc_id)
         return self._request("POST", f"/status/{quote(doc_id, safe='')}/cancel", doc_id=doc_id)
 
+    def delete(self, doc_id: str) -> Reply:
+        """``DELETE /status/{doc_id}``: remove a finished document with its upload and output.
+
+        :class:`DocumentNotFoundError` if the service does not know it; an
+        :class:`ApiError` with status 409 while it is queued or in progress.
+        """
+        if not doc_id or doc_id in _UNADDRESSABLE:
+            raise DocumentNotFoundError(doc_id)
+        return self._request("DELETE", f"/status/{quote(doc_id, safe='')}", doc_id=doc_id)
+
     def _request(
         self, method: str, path: str, *, params: dict[str, Any] | None = None, doc_id: str | None = None
     ) -> Reply:
         # UTF-8 bytes: httpx encodes str header values as ASCII, and the service compares the
         # header's bytes with its token's UTF-8 bytes.
         auth = b"Bearer " + self._token.encode(errors="surrogateescape") if self._token else b""
-        headers = {b"Authorization": auth} if auth and method == "POST" else {}
+        headers = {b"Authorization": auth} if auth and method in ("POST", "DELETE") else {}
         try:
             response = self._http.request(method, path, params=params, headers=headers)
         except httpx.TransportError as exc:

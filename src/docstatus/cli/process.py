@@ -14,18 +14,23 @@ x/y, ETA). A file the pipeline refuses (empty, unsupported, content that
 contradicts its extension) becomes a *failed* document with the reason, like
 one that fails while being processed. Exit status: 0 when every document
 completed (or had been completed before), 1 when any failed, 2 for bad
-arguments or unreadable files (nothing is processed then).
+arguments or unreadable files (nothing is processed then), 130 after Ctrl-C:
+the run stops at once (its child processes killed) and every document it
+queued that had not finished is failed with :data:`INTERRUPTED_ERROR`, so
+none is left queued with nobody to take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import math
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +49,26 @@ from ..worker.job import failure_message, failure_metadata
 from ..worker.pool import OUTPUT_FILE, WorkerPool
 from .args import fail, number
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "LocalRun", "add_parser", "check_files", "process_files"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "INTERRUPTED_ERROR",
+    "LocalRun",
+    "add_parser",
+    "check_files",
+    "process_files",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+#: The error of a document this run queued and Ctrl-C stopped before it finished.
+INTERRUPTED_ERROR = "interrupted (Ctrl-C) before it finished"
 
 #: Extra seconds past the document timeout before a document stuck inside a library call is given up.
 STUCK_GRACE = 30.0
@@ -196,6 +216,8 @@ class _Runner:
         except BaseException:
             self.close()
             raise
+        #: Documents this run queued (created or retried): what an interruption must not leave behind.
+        self.queued_here: list[str] = []
         self.pool = WorkerPool(
             self.manager,
             settings.uploads,
@@ -214,6 +236,8 @@ class _Runner:
         try:
             accepted = _copy(source, self.intake)
             doc.doc_id = accepted.doc_id
+            if not accepted.duplicate or accepted.requeued:
+                self.queued_here.append(accepted.doc_id)
         except UnsupportedFormatError as exc:
             doc.doc_id = _record_refusal(self.manager, source, exc)
         except StatusError as exc:  # e.g. over the upload size limit
@@ -233,6 +257,19 @@ class _Runner:
             self.manager.mark_failed(doc.doc_id, message)
         except StatusError:
             return
+
+    def interrupt(self) -> None:
+        """Fail this run's unfinished documents, then stop the pool at once (running children killed).
+
+        Failed first: that releases their leases, so nothing the children still
+        write is kept, and the pool has nothing to requeue. Failed rather than
+        removed, so the interruption shows in the store, and running the same
+        file again retries it.
+        """
+        for doc_id in self.queued_here:
+            with contextlib.suppress(StatusError):  # finished meanwhile, or gone
+                self.manager.mark_failed(doc_id, INTERRUPTED_ERROR)
+        self.pool.stop(timeout=0.0)
 
     def close(self) -> None:
         if hasattr(self, "pool"):
@@ -303,22 +340,72 @@ def process_files(
     settings = settings or ServiceSettings.from_env()
     runner = _Runner(settings, workers or settings.workers, limits)
     docs = [_Doc(Path(p).name) for p in paths]
+    interrupted = False
     try:
         with _progress(console) as progress:
             watch = _Watch(runner.manager, progress)
             try:
-                runner.pool.start()
-                for path, doc in zip(paths, docs, strict=True):
-                    doc.task = progress.add_task(doc.name, total=100, stage="queued", pages="", eta="")
-                    runner.submit(Path(path), doc, watch)
-                watch.wait(docs, runner.settings.document_timeout + STUCK_GRACE, runner.give_up)
+                _run(runner, watch, progress, paths, docs)
+            except KeyboardInterrupt:
+                interrupted = True
+                with _no_second_interrupt():
+                    runner.interrupt()
+                    _refresh(runner.manager, docs)
             finally:
                 watch.unsubscribe()
     finally:
-        runner.close()
+        with _no_second_interrupt():
+            runner.close()
     _summary(console, docs)
+    statuses = [doc.status for doc in docs]
+    if interrupted:
+        _say_what_was_left(console, docs)
+        return LocalRun(statuses, EXIT_INTERRUPTED)
     failed = any(doc.status.get("status") != "completed" for doc in docs)
-    return LocalRun([doc.status for doc in docs], EXIT_FAILED if failed else EXIT_OK)
+    return LocalRun(statuses, EXIT_FAILED if failed else EXIT_OK)
+
+
+def _run(
+    runner: _Runner, watch: _Watch, progress: Any, paths: Sequence[str | Path], docs: list[_Doc]
+) -> None:
+    runner.pool.start()
+    for path, doc in zip(paths, docs, strict=True):
+        doc.task = progress.add_task(doc.name, total=100, stage="queued", pages="", eta="")
+        runner.submit(Path(path), doc, watch)
+    watch.wait(docs, runner.settings.document_timeout + STUCK_GRACE, runner.give_up)
+
+
+def _refresh(manager: StatusManager, docs: list[_Doc]) -> None:
+    for doc in docs:
+        current = manager.get_status_json(doc.doc_id) if doc.doc_id else None
+        if current is not None:
+            doc.status = current
+
+
+def _say_what_was_left(console: Any, docs: list[_Doc]) -> None:
+    left = [doc for doc in docs if doc.status.get("error") == INTERRUPTED_ERROR or not doc.doc_id]
+    if not left:
+        console.print("Interrupted (Ctrl-C); every document had already finished.", highlight=False)
+        return
+    names = ", ".join(doc.name for doc in left)
+    console.print(
+        f"Interrupted (Ctrl-C): {len(left)} of {len(docs)} documents did not finish ({names}); "
+        "they are marked failed. Run the command again to process them.",
+        highlight=False,
+    )
+
+
+@contextlib.contextmanager
+def _no_second_interrupt() -> Iterator[None]:
+    """Ctrl-C ignored while an interrupted run cleans up (main thread only), so nothing is left half done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- the command ------------------------------------------------------------------------
@@ -337,7 +424,8 @@ def add_parser(commands: Any) -> None:
         description=(
             "Process FILEs through the pipeline in this process (no server): parse, render and embed "
             "pages, chunk and embed text, store the output under the data folder. Exit status 0 when "
-            "every document completed, 1 when any failed, 2 for bad arguments or unreadable files."
+            "every document completed, 1 when any failed, 2 for bad arguments or unreadable files, "
+            "130 after Ctrl-C (what did not finish is marked failed)."
         ),
     )
     process.add_argument("files", nargs="+", metavar="FILE", help="documents to process")
@@ -372,3 +460,5 @@ def _process(args: argparse.Namespace) -> int:
         return fail("process", str(exc))
     except StatusError as exc:
         return fail("process", str(exc), status=1)
+    except KeyboardInterrupt:  # before any document was queued (opening the store, checking files)
+        return EXIT_INTERRUPTED

@@ -1,4 +1,4 @@
-"""``docstatus status | list | cleanup | watch | cancel``: a running service, seen from the terminal.
+"""``docstatus status | list | cleanup | delete | watch | cancel``: a running service, seen from the terminal.
 
 The handlers talk to the service through :class:`~docstatus.cli.client.Client`
 and show it with :mod:`docstatus.cli.views`; both need the ``cli`` extra and
@@ -37,6 +37,7 @@ INTERRUPTED = 130
 _DEFAULT_URL = "http://127.0.0.1:8002"
 _REMOTE_EXITS = (
     "Exit status: 0 done; 1 the document failed (watch --doc), had already finished (cancel), "
+    "is still active (delete), "
     "was removed or is not known; "
     "2 bad usage (also a missing or wrong --token); 3 the service is unreachable; 130 interrupted (Ctrl-C)."
 )
@@ -63,7 +64,7 @@ def _remote_parser(commands: Any, name: str, help: str, description: str, *, jso
 
 
 def add_parsers(commands: Any) -> None:
-    """Add ``status``, ``list``, ``cleanup``, ``watch`` and ``cancel`` to the main parser's ``commands``."""
+    """Add the commands that talk to a running service to the main parser's ``commands``."""
     status = _remote_parser(
         commands,
         "status",
@@ -124,6 +125,20 @@ def add_parsers(commands: Any) -> None:
     )
     watch.set_defaults(handler=_remote, run="watch")
 
+    delete = _remote_parser(
+        commands,
+        "delete",
+        "remove a finished document with its upload and output",
+        "Remove a completed or failed document now, with its uploaded file and its output (pages, "
+        "chunks, thumbnails). A queued or active document is left as it is (exit 1): cancel it first.",
+        json_help="print the service's JSON answer (what was removed) as it is",
+    )
+    delete.add_argument(
+        "doc_id", type=_doc_id, metavar="DOC_ID", help="its id, or a unique prefix of 8+ characters"
+    )
+    delete.add_argument("--token", help="the service's API token (default: $DOCSTATUS_API_TOKEN)")
+    delete.set_defaults(handler=_remote, run="delete")
+
     cancel = _remote_parser(
         commands,
         "cancel",
@@ -154,6 +169,8 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
             return views.run_list(client, args.status, args.limit, console, as_json=args.json, out=sys.stdout)
         if args.run == "cleanup":
             return views.run_cleanup(client, args.max_age, console, as_json=args.json, out=sys.stdout)
+        if args.run == "delete":
+            return views.run_delete(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
         if args.run == "cancel":
             return views.run_cancel(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
         return views.run_watch(client, args.doc, console, as_json=args.json, out=sys.stdout)

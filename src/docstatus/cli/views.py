@@ -34,6 +34,7 @@ __all__ = [
     "format_duration",
     "run_cancel",
     "run_cleanup",
+    "run_delete",
     "run_list",
     "run_status",
     "run_watch",
@@ -280,6 +281,26 @@ def run_cancel(client: Client, doc_id: str, console: Console, *, as_json: bool, 
         return EXIT_OK
     name = str(reply.body.get("filename", ""))
     console.print(Text(f"Cancelled {name} ({doc_id}) at {_percent(reply.body)}%."))
+    return EXIT_OK
+
+
+def run_delete(client: Client, doc_id: str, console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus delete DOC_ID``: 0 once the finished document and its content are removed.
+
+    ``doc_id`` is a full id or a unique prefix (see :meth:`Client.lookup`).
+    """
+    reply = client.delete(client.resolve(doc_id))
+    if as_json:
+        out.write(reply.text + "\n")
+        return EXIT_OK
+    body = reply.body
+    name = str(body.get("status", {}).get("filename", ""))
+    parts = (
+        ["its status"]
+        + (["its upload"] if body.get("upload") else [])
+        + (["its output"] if body.get("output") else [])
+    )
+    console.print(Text(f"Removed {name} ({body.get('doc_id', doc_id)}): {', '.join(parts)}."))
     return EXIT_OK
 
 

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
+import math
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -55,6 +58,7 @@ TEMP_PREFIX = ".upload-"
 _TEMP_SUFFIX = ".part"
 
 _READ_SIZE = 1 << 20
+_HEX = frozenset("0123456789abcdef")
 
 
 # -- results ---------------------------------------------------------------------
@@ -248,6 +252,63 @@ class Intake:
                     removed += 1
         return removed
 
+    def upload_of(self, status: ProcessingStatus) -> str | None:
+        """The file name of the document's stored upload (``<doc_id><ext>``), if it has one now.
+
+        ``None`` for a document submitted by path: that file is the user's.
+        """
+        name = status.metadata.get("path")
+        if not isinstance(name, str) or not _is_upload_name(status.doc_id, name):
+            return None
+        return name if _older(self.uploads_dir / name, math.inf) else None
+
+    def remove_upload(self, doc_id: str, name: str | None = None) -> str | None:
+        """Remove the stored upload of ``doc_id`` if no document has that id (any more).
+
+        Only the intake's own copies (``<doc_id><ext>``, named by their
+        content's SHA-256) are removed, never a file submitted by path. The
+        status is checked with the intake's lock held, so an upload of the same
+        content accepted meanwhile in this process keeps its file. Returns the
+        removed file's name, or ``None``. ``name`` is the file's name when known
+        (:meth:`upload_of`); else files with the extensions of the formats
+        registry (or none) are looked for, and another one is left to :meth:`orphans`.
+        """
+        if not _is_upload_id(doc_id):
+            return None
+        guesses = [doc_id, *(doc_id + ext for ext in sorted(self.formats.extensions()))]
+        names = [name, *guesses] if name is not None and _is_upload_name(doc_id, name) else guesses
+        with self._lock:
+            if self.manager.get_status(doc_id) is not None:
+                return None
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.uploads_dir / name).unlink()
+                    return name
+        return None
+
+    def orphans(self, older_than: float, limit: int) -> list[str]:
+        """Up to ``limit`` stored uploads untouched for ``older_than`` seconds whose document is gone.
+
+        The names of the files removed (each checked as :meth:`remove_upload`
+        does). A file not yet ``older_than`` seconds old is never removed: a
+        just-accepted upload is renamed into place before its status is
+        created, possibly by another process sharing the folder.
+        """
+        cutoff = time.time() - older_than
+        removed = []
+        with os.scandir(self.uploads_dir) as entries:
+            names = [
+                e.name for e in itertools.islice(entries, limit) if _is_upload_id(e.name.partition(".")[0])
+            ]
+        for name in names:
+            path = self.uploads_dir / name
+            with self._lock:
+                if _older(path, cutoff) and self.manager.get_status(name.partition(".")[0]) is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed.append(name)
+        return removed
+
     # -- internals -------------------------------------------------------------
 
     def _hash_file(self, path: Path, shown: str, name: str) -> tuple[str, int]:
@@ -351,6 +412,25 @@ class Intake:
             self.on_queued(doc_id)
         except Exception:
             log.exception("on_queued callback failed for %s; it stays queued in the store", doc_id)
+
+
+def _is_upload_id(doc_id: str) -> bool:
+    """Whether ``doc_id`` can name an upload: a SHA-256 hex digest."""
+    return len(doc_id) == 64 and all(c in _HEX for c in doc_id)
+
+
+def _is_upload_name(doc_id: str, name: str) -> bool:
+    """Whether ``name`` is what the intake names an upload of ``doc_id``: ``<doc_id><ext>``, no folder."""
+    return name.partition(".")[0] == doc_id and "/" not in name and "\\" not in name
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    """Whether ``path`` is a regular file (not a symlink) last modified before ``cutoff``."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff
 
 
 def _has_file(uploads: Path, status: ProcessingStatus) -> bool:

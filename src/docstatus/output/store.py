@@ -328,6 +328,15 @@ class OutputStore:
         )
         return deleted > 0
 
+    def doc_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Up to ``limit`` stored doc_ids greater than ``after``, in order: pages through every document."""
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT doc_id FROM documents WHERE doc_id > ? ORDER BY doc_id LIMIT ?", (after, limit)
+            ).fetchall()
+        )
+        return [str(doc_id) for (doc_id,) in rows]
+
     def count(self) -> int:
         """How many documents are stored."""
         row = self._read(lambda db: db.execute("SELECT COUNT(*) FROM documents").fetchone())

@@ -157,6 +157,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def remove_finished(self, doc_id: str) -> Change | None:
+        """Remove the record of ``doc_id`` if it is finished (completed or failed), atomically.
+
+        What :meth:`expire` does for one record, whatever its age: a ``removed``
+        change with its own sequence number. ``None``, and nothing changes,
+        when there is no such record or it is not finished (checked in the
+        same atomic step as the removal, so an active record is never removed).
+        """
+
+    @abstractmethod
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         """Up to ``limit`` logged changes with a sequence number above ``seq``, in order.
 

@@ -291,13 +291,21 @@ class MemoryStore(Store):
                 doc_id, at = next(iter(finished.items()))
                 if at >= before:
                     break
-                del finished[doc_id]
-                record = self._data.pop(doc_id, None)
-                self._order.pop(doc_id, None)
-                if record is not None:
-                    self._counts[record["status"]] -= 1
-                removed.append(self._logged("removed", doc_id, None))
+                removed.append(self._remove(doc_id))
         return removed
+
+    def remove_finished(self, doc_id: str) -> Change | None:
+        with self._lock:
+            return self._remove(doc_id) if doc_id in self._finished else None
+
+    def _remove(self, doc_id: str) -> Change:
+        # With the lock held, for a finished doc_id.
+        del self._finished[doc_id]
+        record = self._data.pop(doc_id, None)
+        self._order.pop(doc_id, None)
+        if record is not None:
+            self._counts[record["status"]] -= 1
+        return self._logged("removed", doc_id, None)
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         with self._lock:

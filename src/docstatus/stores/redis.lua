@@ -155,25 +155,36 @@ local function op_log(A)
   return redis.call('XRANGE', K_LOG, A[2], '+', 'COUNT', A[3])
 end
 
+-- Removes a finished record as a 'removed' change; returns its seq.
+local function remove_record(doc_id)
+  local key = K_DOC .. doc_id
+  local count = redis.call('HGET', key, 'c')
+  redis.call('DEL', key)
+  redis.call('ZREM', K_RECENT, doc_id)
+  redis.call('ZREM', K_FINISHED, doc_id)
+  if count then redis.call('HINCRBY', K_COUNTS, count, -1) end
+  local seq = redis.call('INCR', K_SEQ)
+  redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', 'removed', 'd', doc_id)
+  redis.call('PUBLISH', CHANNEL, seq)
+  return seq
+end
+
 local function op_expire(A)
   -- A[2]: '(' .. before, A[3]: limit. Removes the records that finished before ``before``,
   -- oldest first; returns {seq, doc_id, ...}.
   local out = {}
   local ids = redis.call('ZRANGEBYSCORE', K_FINISHED, '-inf', A[2], 'LIMIT', 0, A[3])
   for _, doc_id in ipairs(ids) do
-    local key = K_DOC .. doc_id
-    local count = redis.call('HGET', key, 'c')
-    redis.call('DEL', key)
-    redis.call('ZREM', K_RECENT, doc_id)
-    redis.call('ZREM', K_FINISHED, doc_id)
-    if count then redis.call('HINCRBY', K_COUNTS, count, -1) end
-    local seq = redis.call('INCR', K_SEQ)
-    redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', 'removed', 'd', doc_id)
-    redis.call('PUBLISH', CHANNEL, seq)
-    out[#out + 1] = seq
+    out[#out + 1] = remove_record(doc_id)
     out[#out + 1] = doc_id
   end
   return out
+end
+
+local function op_remove(A)
+  -- A[2]: doc_id. Removes the record if it is in the finished index; its seq, or 0.
+  if redis.call('ZSCORE', K_FINISHED, A[2]) == false then return 0 end
+  return remove_record(A[2])
 end
 
 local function op_renew(A)
@@ -255,7 +266,7 @@ end
 
 local OPS = {
   cas = op_cas, create = op_create, read = op_read, recent = op_recent, active = op_active,
-  log = op_log, expire = op_expire, renew = op_renew, expired = op_expired, leases = op_leases,
+  log = op_log, expire = op_expire, remove = op_remove, renew = op_renew, expired = op_expired, leases = op_leases,
   now = op_now, heartbeat = op_heartbeat, workers = op_workers, forget = op_forget,
 }
 __ENTRY__

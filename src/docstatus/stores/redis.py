@@ -139,6 +139,7 @@ _OPERATIONS = (
     "active",
     "log",
     "expire",
+    "remove",
     "renew",
     "expired",
     "leases",
@@ -616,6 +617,13 @@ class RedisStore(Store):
         for change in removed:
             self._cache.drop(change.doc_id)
         return removed
+
+    def remove_finished(self, doc_id: str) -> Change | None:
+        if not _encodable(doc_id):
+            return None
+        seq = int(self._call("remove", doc_id))
+        self._cache.drop(doc_id)
+        return Change(seq, "removed", doc_id, None) if seq else None
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         if limit <= 0:

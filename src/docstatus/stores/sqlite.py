@@ -473,6 +473,21 @@ class SQLiteStore(Store):
             self._remember(change.doc_id, None, None)
         return removed
 
+    def remove_finished(self, doc_id: str) -> Change | None:
+        if _key(doc_id) is None:
+            return None
+
+        def remove(conn: Connection) -> Change | None:
+            gone = conn.execute(
+                "DELETE FROM docs WHERE doc_id = ? AND finished_at IS NOT NULL", (doc_id,)
+            ).rowcount
+            return Change(self._log(conn, "removed", doc_id, None), "removed", doc_id, None) if gone else None
+
+        change = self._run(remove, write=True)
+        if change is not None:
+            self._remember(doc_id, None, None)
+        return change
+
     def import_records(self, records: Iterable[Record]) -> int:
         """Insert many new records in one transaction, each logged as ``created``.
 

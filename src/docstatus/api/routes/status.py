@@ -11,16 +11,19 @@ from starlette.concurrency import run_in_threadpool
 
 from ...errors import DocumentNotFoundError, NotRetryableError
 from ...manager import MAX_LIMIT, StatusManager
-from ...models import Status
+from ...models import ProcessingStatus, Status
 from ...records import status_json
 from ...worker.job import can_retry
 from ..auth import token_dependencies
 from ..errors import error_responses
 from ..params import STRICT_QUERY
-from ..schemas import CleanupBody, DocumentList, QueueBody, StatusBody
+from ..schemas import CleanupBody, DocumentList, QueueBody, RemovedBody, StatusBody
 from .stream import add_stream_route
 
-__all__ = ["status_json", "status_router"]
+__all__ = ["Remover", "removed_json", "status_json", "status_router"]
+
+#: Removes one finished document and says what went (``DELETE /status/{doc_id}``'s body).
+Remover = Callable[[str], dict[str, Any]]
 
 Limit = Annotated[int, Query(ge=0, le=MAX_LIMIT, description="At most this many documents")]
 DocId = Annotated[str, Path(description="The document's id (the SHA-256 of an upload's content)")]
@@ -53,14 +56,16 @@ def status_router(
     *,
     api_token: str | None = None,
     on_requeued: Callable[[str], None] | None = None,
+    remover: Remover | None = None,
     stream: bool = True,
     ping_seconds: float = 15.0,
 ) -> APIRouter:
     """The ``/status`` endpoints over ``manager``, to mount in any FastAPI app.
 
-    ``api_token`` protects the POST endpoints; ``on_requeued(doc_id)`` is
+    ``api_token`` protects the POST and DELETE endpoints; ``on_requeued(doc_id)`` is
     called after ``POST /status/{doc_id}/requeue`` (a worker pool's
-    ``enqueue``). With ``stream`` the router also serves ``GET /status/stream``
+    ``enqueue``); ``remover`` serves ``DELETE /status/{doc_id}`` (default: the
+    status alone, for an app without content). With ``stream`` the router also serves ``GET /status/stream``
     (SSE, see :mod:`docstatus.api.routes.stream`); it is registered before
     ``/status/{doc_id}``, which therefore cannot address a document whose
     id is ``stream``, ``queue`` or ``active``. Install
@@ -72,7 +77,9 @@ def status_router(
     if stream:
         add_stream_route(router, manager, ping_seconds=ping_seconds)
     _add_document(router, manager)
-    _add_changes(router, manager, token_dependencies(api_token), on_requeued)
+    guarded = token_dependencies(api_token)
+    _add_changes(router, manager, guarded, on_requeued)
+    _add_removal(router, remover or _status_remover(manager), guarded)
     return router
 
 
@@ -214,3 +221,28 @@ def _cancel(manager: StatusManager, doc_id: str) -> dict[str, Any]:
     if body is None:  # removed meanwhile
         raise DocumentNotFoundError(doc_id)
     return body
+
+
+def removed_json(last: ProcessingStatus, upload: str | None, output: bool) -> dict[str, Any]:
+    """The body of ``DELETE /status/{doc_id}``: the last status (as ``GET`` gave it) and what went."""
+    body = last.model_dump(mode="json")
+    body["timestamp"] = body["updated_at"]
+    return {"doc_id": last.doc_id, "status": body, "upload": upload, "output": output}
+
+
+def _status_remover(manager: StatusManager) -> Remover:
+    return lambda doc_id: removed_json(manager.remove(doc_id), None, False)
+
+
+def _add_removal(router: APIRouter, remover: Remover, guarded: list[Any]) -> None:
+    @router.delete(
+        "/{doc_id}",
+        response_model=RemovedBody,
+        summary="Remove a finished document",
+        dependencies=guarded,
+        responses=error_responses(401, 404, 409),
+    )
+    async def remove(doc_id: DocId) -> JSONResponse:
+        """Remove a completed or failed document now, with its upload and its output (pages, chunks,
+        thumbnails). 409 ``DOCUMENT_ACTIVE`` while it is queued or in progress: cancel it first."""
+        return JSONResponse(await run_in_threadpool(remover, doc_id))
