@@ -143,7 +143,6 @@ def test_an_orphaned_horse_stops_and_its_document_is_retried_after_lease_expiry(
     requeued = next(i for i, c in enumerate(after) if c["status"] == "queued")
     assert after[requeued]["metadata"]["attempt"] == 2, after[requeued]
     assert all(change["metadata"].get("worker") != holder for change in after[requeued:])
-    assert len(after[:requeued]) <= 1  # at most a report in flight when its parent was killed
 
 
 def test_a_stopped_worker_resumed_past_its_lease_has_its_writes_refused(
