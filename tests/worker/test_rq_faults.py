@@ -169,7 +169,12 @@ def test_a_stopped_worker_resumed_past_its_lease_has_its_writes_refused(
     finally:
         os.kill(horse, signal.SIGCONT)
         os.killpg(stopped.pid, signal.SIGCONT)
-    wait_until(lambda: not alive(horse), DEADLINE)  # refused (LeaseLostError), it exited
+    try:
+        wait_until(lambda: not alive(horse), DEADLINE)  # refused (LeaseLostError), it exited
+    except AssertionError:
+        state = Path(f"/proc/{horse}/stat").read_text(errors="replace")
+        stack = Path(f"/proc/{horse}/wchan").read_text(errors="replace")
+        raise AssertionError(f"the stale horse is still alive: {state} {stack}\n{cluster.logs()}") from None
     assert _changes_after(cluster.manager, doc_id, seq) == []
     final = cluster.manager.require_status(doc_id)
     assert final.status == "completed" and final.metadata["attempt"] == 2
