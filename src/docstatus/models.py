@@ -283,6 +283,9 @@ _EXAMPLE: dict[str, Any] = {
     "updated_at": "2025-10-07T19:01:30Z",
     "completed_at": None,
     "elapsed_time": 90.0,
+    "processing_started_at": "2025-10-07T19:00:03Z",
+    "wait_time": 3.0,
+    "run_time": 87.0,
     "estimated_remaining": 48.5,
     "metadata": {"format": "pdf", "format_type": "visual", "file_size": 2458624},
     "error": None,
@@ -307,10 +310,25 @@ class ProcessingStatus(BaseModel):
     )
     page: Annotated[int | None, keyword(check_count)] = Field(None, description="Current page number")
     total_pages: Annotated[int | None, keyword(check_count)] = Field(None, description="Total pages")
-    started_at: Annotated[datetime, MANAGED] = Field(..., description="Processing start time (UTC)")
+    started_at: Annotated[datetime, MANAGED] = Field(
+        ..., description="Processing start time (UTC): when this attempt was queued"
+    )
     updated_at: Annotated[datetime, MANAGED] = Field(..., description="Last update time (UTC)")
     completed_at: Annotated[datetime | None, MANAGED] = Field(None, description="Completion time (UTC)")
-    elapsed_time: Annotated[float, MANAGED] = Field(..., description="Seconds since start")
+    elapsed_time: Annotated[float, MANAGED] = Field(
+        ..., description="Seconds since start (started_at): wait_time + run_time"
+    )
+    processing_started_at: Annotated[datetime | None, MANAGED] = Field(
+        None,
+        description="When processing started: the claim, queued -> parsing (UTC); null while queued "
+        "and for a document that failed without being processed",
+    )
+    wait_time: Annotated[float | None, MANAGED] = Field(
+        None, description="Seconds queued before processing started (live while queued)"
+    )
+    run_time: Annotated[float | None, MANAGED] = Field(
+        None, description="Seconds of processing: since processing_started_at (null until it starts)"
+    )
     estimated_remaining: Annotated[float | None, keyword(check_seconds)] = Field(
         None, description="Estimated seconds remaining"
     )
@@ -321,7 +339,7 @@ class ProcessingStatus(BaseModel):
         None, description="Error message if failed"
     )
 
-    @field_validator("started_at", "updated_at", "completed_at")
+    @field_validator("started_at", "updated_at", "completed_at", "processing_started_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:

@@ -162,6 +162,7 @@ def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float)
         "started_at": stamp,
         "updated_at": stamp,
         "elapsed_time": 0.0,
+        "wait_time": 0.0,
         "metadata": metadata,
         "_track": Track.start(now).stored(),
     }
@@ -185,11 +186,40 @@ def _advance(new: Record, track: Track, progress: float, now: float) -> None:
     new["updated_at"] = iso(now)
     elapsed = now - track.started
     # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
-    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    new["elapsed_time"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+    _split_elapsed(new, elapsed)
+
+
+def _split_elapsed(new: Record, elapsed: float) -> None:
+    """Elapsed time as the wait in the queue and the run since processing started.
+
+    While the document is queued all of it is waiting; once processing has
+    started the wait is fixed and the rest is run time. (A record written
+    before these fields existed has no start: its time counts as waiting.)
+    """
+    if new.get("processing_started_at") is None:
+        new["wait_time"] = elapsed
+        return
+    wait = new.get("wait_time")
+    if wait is not None:
+        run = elapsed - wait
+        new["run_time"] = run if run > 0.0 else 0.0
+
+
+def _start_processing(new: Record, now: float) -> None:
+    """Processing starts with ``new``'s change at ``now`` (the first change that leaves ``queued``)."""
+    if new.get("processing_started_at") is None:
+        new["processing_started_at"] = iso(now)
+        wait = now - float(new["_track"][0])
+        new["wait_time"] = wait if wait > 0.0 else 0.0
+        new["run_time"] = 0.0
 
 
 def _finish(new: Record, status: str, progress: float, now: float) -> None:
     _release(new)
+    if status == Status.COMPLETED.value:
+        # Completing a queued document: it was processed, in no time this store saw.
+        _start_processing(new, now)
     new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
@@ -215,8 +245,11 @@ def apply_update(
     new = dict(record)
     if fields:
         _merge_fields(new, fields)
-    if target != current and "stage" not in fields:
-        new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
+    if target != current:
+        if "stage" not in fields:
+            new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
+        if current == "queued" and target != "failed":
+            _start_processing(new, now)
     if target in _TERMINAL:
         _finish(new, target, 1.0 if target == "completed" else new["progress"], now)
         return new
@@ -242,7 +275,8 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
         changed = RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
     elapsed = now - track.started
-    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    new["elapsed_time"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+    _split_elapsed(new, elapsed)
     if "estimated_remaining" in fields:
         new["estimated_remaining"] = fields["estimated_remaining"]
         given = 1
@@ -473,7 +507,8 @@ def _fields_of(record: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(record)
     del values["_track"]
     if len(values) != len(_FIELDS):
-        values = {name: record[name] for name in _FIELDS}
+        # A record written before a field existed lacks it: the model's default.
+        values = {name: record.get(name, _BLANK[name]) for name in _FIELDS}
     return values
 
 
@@ -494,7 +529,8 @@ def _snapshot(record: Mapping[str, Any], now: float | None) -> dict[str, Any]:
     if now is None:
         now = float(track.started + values["elapsed_time"])
     elapsed = now - track.started
-    values["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    values["elapsed_time"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+    _split_elapsed(values, elapsed)
     if not track.eta_given:
         values["estimated_remaining"] = RateEstimator.remaining(track, values["progress"], now)
     return values
