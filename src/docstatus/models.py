@@ -40,8 +40,10 @@ __all__ = [
     "ProcessingStatus",
     "RateEstimator",
     "Role",
+    "Stages",
     "Status",
     "Track",
+    "WorkEstimator",
     "can_transition",
     "check_count",
     "check_metadata",
@@ -283,6 +285,9 @@ _EXAMPLE: dict[str, Any] = {
     "updated_at": "2025-10-07T19:01:30Z",
     "completed_at": None,
     "elapsed_time": 90.0,
+    "processing_started_at": "2025-10-07T19:00:03Z",
+    "wait_time": 3.0,
+    "run_time": 87.0,
     "estimated_remaining": 48.5,
     "metadata": {"format": "pdf", "format_type": "visual", "file_size": 2458624},
     "error": None,
@@ -307,10 +312,25 @@ class ProcessingStatus(BaseModel):
     )
     page: Annotated[int | None, keyword(check_count)] = Field(None, description="Current page number")
     total_pages: Annotated[int | None, keyword(check_count)] = Field(None, description="Total pages")
-    started_at: Annotated[datetime, MANAGED] = Field(..., description="Processing start time (UTC)")
+    started_at: Annotated[datetime, MANAGED] = Field(
+        ..., description="Processing start time (UTC): when this attempt was queued"
+    )
     updated_at: Annotated[datetime, MANAGED] = Field(..., description="Last update time (UTC)")
     completed_at: Annotated[datetime | None, MANAGED] = Field(None, description="Completion time (UTC)")
-    elapsed_time: Annotated[float, MANAGED] = Field(..., description="Seconds since start")
+    elapsed_time: Annotated[float, MANAGED] = Field(
+        ..., description="Seconds since start (started_at): wait_time + run_time"
+    )
+    processing_started_at: Annotated[datetime | None, MANAGED] = Field(
+        None,
+        description="When processing started: the claim, queued -> parsing (UTC); null while queued "
+        "and for a document that failed without being processed",
+    )
+    wait_time: Annotated[float | None, MANAGED] = Field(
+        None, description="Seconds queued before processing started (live while queued)"
+    )
+    run_time: Annotated[float | None, MANAGED] = Field(
+        None, description="Seconds of processing: since processing_started_at (null until it starts)"
+    )
     estimated_remaining: Annotated[float | None, keyword(check_seconds)] = Field(
         None, description="Estimated seconds remaining"
     )
@@ -321,7 +341,7 @@ class ProcessingStatus(BaseModel):
         None, description="Error message if failed"
     )
 
-    @field_validator("started_at", "updated_at", "completed_at")
+    @field_validator("started_at", "updated_at", "completed_at", "processing_started_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
@@ -457,3 +477,123 @@ class RateEstimator:
 
 # The bias correction's base, computed once: SMOOTHING is a constant.
 _DECAY = 1 - RateEstimator.SMOOTHING
+
+
+@dataclass(slots=True)
+class Stages:
+    """When the document entered its current status, and how long the earlier stages took.
+
+    What the work-based ETA (:class:`WorkEstimator`) carries from one change
+    to the next; a record stores it as the list of its five fields, in order
+    (``Stages(*stored)`` reads one, :meth:`stored` writes one). Durations of
+    stages not (yet) passed through are 0.
+    """
+
+    #: When the current status was entered (epoch seconds).
+    entered: float
+    #: The units (pages in the visual stage, chunks in the text stage) already done then.
+    units: int
+    #: Seconds spent parsing, in the visual stage and in the text stage.
+    parsing: float
+    visual: float
+    text: float
+
+    @classmethod
+    def start(cls, now: float) -> Stages:
+        """Processing starts at ``now`` (parsing): no stage passed yet."""
+        return cls(now, 0, 0.0, 0.0, 0.0)
+
+    def stored(self) -> list[float]:
+        """The list a record stores: ``[entered, units, parsing, visual, text]``."""
+        return [self.entered, self.units, self.parsing, self.visual, self.text]
+
+    def enter(self, left: str, units: int, now: float) -> None:
+        """The document leaves status ``left`` for the next one at ``now``, ``units`` done in it."""
+        spent = now - self.entered
+        spent = spent if spent > 0.0 else 0.0
+        if left == "parsing":
+            self.parsing += spent
+        elif left == "embedding_visual":
+            self.visual += spent
+        elif left == "embedding_text":
+            self.text += spent
+        self.entered = now
+        self.units = units
+
+
+class WorkEstimator:
+    """Seconds left from the work actually left, rather than from the progress bar's fixed weights.
+
+    The stage in progress is estimated from its own observed rate: pages
+    left at the seconds per page seen so far, chunks left at the seconds per
+    chunk. Stages not started yet are estimated from the stages already
+    observed: the text stage (chunking and embedding) as
+    :attr:`TEXT_PER_VISUAL` of the visual stage, storing as
+    :attr:`STORING_SHARE` of all the work before it; these priors were
+    measured on the reference pipeline (``benchmarks/bench_eta.py``).
+    ``None`` while nothing has been observed that the estimate could use.
+    """
+
+    #: The text stage's duration as a share of the visual stage's (a document with pages).
+    TEXT_PER_VISUAL = 0.05
+    #: Storing's duration as a share of the time spent before it.
+    STORING_SHARE = 0.01
+
+    @staticmethod
+    def remaining(
+        stages: Stages, status: str, done: int | None, total: int | None, changed_at: float, now: float
+    ) -> float | None:
+        """Seconds left at ``now`` for a document in ``status`` (last changed at ``changed_at``).
+
+        ``done`` of ``total`` are the current stage's units (pages or chunks;
+        ``None`` for a stage without units).
+        """
+        if status == "embedding_visual":
+            left = WorkEstimator._visual(stages, done, total, changed_at)
+        elif status == "embedding_text":
+            left = WorkEstimator._text(stages, done, total, changed_at)
+        elif status == "storing":
+            left = WorkEstimator._storing(stages, stages.parsing + stages.visual + stages.text, changed_at)
+        else:
+            return None
+        if left is None:
+            return None
+        left -= now - changed_at
+        return left if left > 0.0 else 0.0
+
+    @staticmethod
+    def _per_unit(stages: Stages, done: int | None, changed_at: float) -> float | None:
+        if done is None or done <= stages.units:
+            return None
+        return (changed_at - stages.entered) / (done - stages.units)
+
+    @staticmethod
+    def _visual(stages: Stages, done: int | None, total: int | None, changed_at: float) -> float | None:
+        per_page = WorkEstimator._per_unit(stages, done, changed_at)
+        if per_page is None or total is None or done is None:
+            return None
+        whole = total * per_page
+        text = WorkEstimator.TEXT_PER_VISUAL * whole
+        storing = WorkEstimator.STORING_SHARE * (stages.parsing + whole + text)
+        return (total - done) * per_page + text + storing
+
+    @staticmethod
+    def _text(stages: Stages, done: int | None, total: int | None, changed_at: float) -> float | None:
+        spent = changed_at - stages.entered
+        per_chunk = WorkEstimator._per_unit(stages, done, changed_at)
+        if per_chunk is not None and total is not None and done is not None:
+            whole = spent + (total - done) * per_chunk
+        elif stages.visual > 0.0:
+            whole = WorkEstimator.TEXT_PER_VISUAL * stages.visual  # no chunk done yet: the prior
+        else:
+            return None
+        storing = WorkEstimator.STORING_SHARE * (stages.parsing + stages.visual + whole)
+        left = whole - spent
+        return (left if left > 0.0 else 0.0) + storing
+
+    @staticmethod
+    def _storing(stages: Stages, before: float, changed_at: float) -> float | None:
+        if before <= 0.0:
+            return None
+        left = WorkEstimator.STORING_SHARE * before - (changed_at - stages.entered)
+        return left if left > 0.0 else 0.0

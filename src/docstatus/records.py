@@ -8,7 +8,9 @@ ISO-8601 strings for times, plus private keys: ``_track``, the
 the ETA without parsing strings, stored as a list of six numbers; and
 ``_lease``, absent until a worker first claims the document, then
 ``{"epoch": int, "worker": str | None, "seconds": float}`` (``worker`` None:
-not held; the epoch only grows). Neither is ever part of the status JSON.
+not held; the epoch only grows); and ``_stages``, absent until processing
+starts, then the :class:`~docstatus.models.Stages` of the work-based ETA as a
+list of five numbers. None is ever part of the status JSON.
 
 Every ``apply_*`` function is pure: it takes the stored record, returns a new
 one, and raises before returning if the change is not allowed. Stores call them
@@ -36,8 +38,10 @@ from .models import (
     MAX_ERROR,
     ProcessingStatus,
     RateEstimator,
+    Stages,
     Status,
     Track,
+    WorkEstimator,
     progress_for,
 )
 
@@ -54,6 +58,7 @@ __all__ = [
     "apply_update",
     "check_lease",
     "copy_json",
+    "estimate_remaining",
     "finished_at",
     "is_finished",
     "lease_of",
@@ -83,6 +88,7 @@ _TIME_FIELDS: tuple[str, ...] = tuple(
     name for name, info in ProcessingStatus.model_fields.items() if _is_time(info.annotation)
 )
 _BLANK: dict[str, Any] = {name: _default(name) for name in _FIELDS}
+_FIELD_SET = frozenset(_FIELDS)
 _RECORD_KEYS = frozenset({*_FIELDS, "_track"})
 # What to_model copies and fills in: a snapshot with every field set (to None).
 _SNAPSHOT_TEMPLATE = ProcessingStatus.model_construct(**dict.fromkeys(_FIELDS))
@@ -162,6 +168,7 @@ def new_record(doc_id: str, filename: str, metadata: dict[str, Any], now: float)
         "started_at": stamp,
         "updated_at": stamp,
         "elapsed_time": 0.0,
+        "wait_time": 0.0,
         "metadata": metadata,
         "_track": Track.start(now).stored(),
     }
@@ -185,11 +192,82 @@ def _advance(new: Record, track: Track, progress: float, now: float) -> None:
     new["updated_at"] = iso(now)
     elapsed = now - track.started
     # max(0.0, elapsed) without the call: the same value, NaN and -0.0 included.
-    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    new["elapsed_time"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+    _split_elapsed(new, elapsed)
+
+
+def _split_elapsed(new: Record, elapsed: float) -> None:
+    """Elapsed time as the wait in the queue and the run since processing started.
+
+    While the document is queued all of it is waiting; once processing has
+    started the wait is fixed and the rest is run time. (A record written
+    before these fields existed has no start: its time counts as waiting.)
+    """
+    if new.get("processing_started_at") is None:
+        new["wait_time"] = elapsed
+        return
+    wait = new.get("wait_time")
+    if wait is not None:
+        run = elapsed - wait
+        new["run_time"] = run if run > 0.0 else 0.0
+
+
+def _start_processing(new: Record, now: float) -> None:
+    """Processing starts with ``new``'s change at ``now`` (the first change that leaves ``queued``)."""
+    if new.get("processing_started_at") is None:
+        new["processing_started_at"] = iso(now)
+        wait = now - float(new["_track"][0])
+        new["wait_time"] = wait if wait > 0.0 else 0.0
+        new["run_time"] = 0.0
+        new["_stages"] = Stages.start(now).stored()
+
+
+def _units(record: Mapping[str, Any], status: str) -> tuple[int | None, int | None]:
+    """``(done, total)`` of the units ``status`` works through: pages, chunks, or none."""
+    if status == "embedding_visual":
+        return record["page"], record["total_pages"]
+    if status == "embedding_text":
+        meta = record["metadata"]
+        return meta.get("chunk"), meta.get("total_chunks")
+    return None, None
+
+
+def _enter_stage(new: Record, left: str, entered: str, now: float) -> None:
+    """``new`` leaves status ``left`` for ``entered`` at ``now``: the time ``left`` took is kept."""
+    stored = new.get("_stages")
+    if stored is not None:
+        stages = Stages(*stored)
+        stages.enter(left, _units(new, entered)[0] or 0, now)
+        new["_stages"] = stages.stored()
+
+
+def estimate_remaining(record: Mapping[str, Any], track: Track, now: float) -> float | None:
+    """The ETA of an active ``record`` at ``now`` (its ``elapsed_time`` as of its last change).
+
+    From the work left (:class:`~docstatus.models.WorkEstimator`) when the
+    record says what the work is; from the smoothed progress rate
+    (:class:`~docstatus.models.RateEstimator`) when it cannot: progress given
+    by the caller without pages or chunks, or a record stored before stages
+    were kept.
+    """
+    stored = record.get("_stages")
+    status = record["status"]
+    done, total = _units(record, status)
+    if stored is None or (total is None and status in _COUNTED):
+        return RateEstimator.remaining(track, record["progress"], now)
+    changed_at = track.started + record["elapsed_time"]
+    return WorkEstimator.remaining(Stages(*stored), status, done, total, changed_at, now)
+
+
+# The statuses whose work is counted in units (pages, chunks).
+_COUNTED = frozenset({"embedding_visual", "embedding_text"})
 
 
 def _finish(new: Record, status: str, progress: float, now: float) -> None:
     _release(new)
+    if status == Status.COMPLETED.value:
+        # Completing a queued document: it was processed, in no time this store saw.
+        _start_processing(new, now)
     new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
@@ -215,14 +293,25 @@ def apply_update(
     new = dict(record)
     if fields:
         _merge_fields(new, fields)
-    if target != current and "stage" not in fields:
-        new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
+    if target != current:
+        _moved(new, current, target, "stage" in fields, now)
     if target in _TERMINAL:
         _finish(new, target, 1.0 if target == "completed" else new["progress"], now)
         return new
     new["status"] = target
     _progressed(new, target, progress, fields, now)
     return new
+
+
+def _moved(new: Record, current: str, target: str, stage_given: bool, now: float) -> None:
+    """``new`` moves from ``current`` to ``target`` at ``now``: stage, processing start, stage times."""
+    if not stage_given:
+        new["stage"] = DEFAULT_STAGE[target]  # type: ignore[index]  # str keys find StrEnum members
+    if current == "queued":
+        if target != "failed":
+            _start_processing(new, now)
+    elif target not in _TERMINAL:
+        _enter_stage(new, current, target, now)
 
 
 def _progressed(new: Record, status: str, progress: float | None, fields: dict[str, Any], now: float) -> None:
@@ -242,12 +331,13 @@ def _progressed(new: Record, status: str, progress: float | None, fields: dict[s
         changed = RateEstimator.advance(track, progress, now)
     new["updated_at"] = iso(now)
     elapsed = now - track.started
-    new["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    new["elapsed_time"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+    _split_elapsed(new, elapsed)
     if "estimated_remaining" in fields:
         new["estimated_remaining"] = fields["estimated_remaining"]
         given = 1
     else:
-        new["estimated_remaining"] = RateEstimator.remaining(track, new["progress"], now)
+        new["estimated_remaining"] = estimate_remaining(new, track, now)
         given = 0
     if track.eta_given != given:
         track.eta_given = given
@@ -468,12 +558,14 @@ def _parse_time(value: str | None) -> datetime | None:
 def _fields_of(record: Mapping[str, Any]) -> dict[str, Any]:
     # A record holds the model's fields and _track (new_record makes it so; a store
     # may keep private keys of its own beside them): the copy less _track is the
-    # fields, unless there were more keys, and copying is several times cheaper
+    # fields, unless keys differ (more, or a field a record written before it existed
+    # lacks), and copying is several times cheaper
     # than picking the fields one by one.
     values = dict(record)
     del values["_track"]
-    if len(values) != len(_FIELDS):
-        values = {name: record[name] for name in _FIELDS}
+    if len(values) != len(_FIELDS) or not values.keys() >= _FIELD_SET:
+        # A record written before a field existed lacks it: the model's default.
+        values = {name: record.get(name, _BLANK[name]) for name in _FIELDS}
     return values
 
 
@@ -494,9 +586,10 @@ def _snapshot(record: Mapping[str, Any], now: float | None) -> dict[str, Any]:
     if now is None:
         now = float(track.started + values["elapsed_time"])
     elapsed = now - track.started
-    values["elapsed_time"] = elapsed if elapsed > 0.0 else 0.0
+    values["elapsed_time"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+    _split_elapsed(values, elapsed)
     if not track.eta_given:
-        values["estimated_remaining"] = RateEstimator.remaining(track, values["progress"], now)
+        values["estimated_remaining"] = estimate_remaining(record, track, now)
     return values
 
 

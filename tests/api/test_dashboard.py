@@ -458,3 +458,30 @@ def test_dashboard_cancels_an_active_document_and_shows_the_workers(
         expect(worker.locator(".worker-seen")).to_contain_text("ago")
         store.forget_worker("node-a:4242")
         expect(page.locator("#worker-count")).to_have_text("1")
+
+
+def test_dashboard_shows_the_run_and_the_queue_wait_apart(
+    servers: list[Server], page: Page, tmp_path: Path
+) -> None:
+    # Records changed at known times, stored before the server starts: the times shown are exact.
+    from docstatus.records import Mutation, new_record
+
+    start = time.time() - 60
+    queued = new_record("q" * 64, "still-waiting.pdf", {"format": "pdf"}, start)
+    claimed = Mutation("claim", start + 3.0, fields={"worker": "elsewhere:1", "seconds": 30.0})(
+        new_record("d" * 64, "waited-first.pdf", {"format": "pdf"}, start)
+    )
+    done = Mutation("complete", start + 5.0)(claimed)
+    store = StatusManager(store=f"sqlite:///{tmp_path / 'status.db'}", cleanup_interval_seconds=None)
+    store.store.create(done)
+    store.store.create(queued)
+    store.close()
+    server = Server(tmp_path).start()
+    servers.append(server)
+    page.goto(server.url)
+    finished = row(page, "waited-first.pdf")
+    expect(finished.locator(".cell-elapsed .run")).to_have_text("2.0s")  # the run, without the wait
+    expect(finished.locator(".cell-elapsed .waited")).to_have_text("waited 3.0s")
+    waiting = row(page, "still-waiting.pdf")
+    expect(waiting.locator(".cell-elapsed .run")).to_have_text("—")  # not started: no run yet
+    expect(waiting.locator(".cell-elapsed .waited")).to_have_text(re.compile(r"^waiting 1m 0\ds$"))

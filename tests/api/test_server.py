@@ -159,7 +159,7 @@ class Subscriber:
 
 
 #: Fields computed when an event is sent (live while a document is active), not when it happened.
-LIVE_FIELDS = ("elapsed_time", "estimated_remaining")
+LIVE_FIELDS = ("elapsed_time", "wait_time", "run_time", "estimated_remaining")
 
 
 def stable(body: dict[str, Any]) -> dict[str, Any]:

@@ -208,6 +208,8 @@ def test_every_field_declares_who_sets_it() -> None:
     assert list(FIELD_ROLES) == list(ProcessingStatus.model_fields)
     # DESIGN §2, written out: the fields the manager owns, the arguments, the keywords.
     owned = {"doc_id", "filename", "started_at", "updated_at", "completed_at", "elapsed_time"}
+    # Beside them, the split of elapsed time into the queue wait and the run.
+    owned |= {"processing_started_at", "wait_time", "run_time"}
     assert owned == MANAGED_FIELDS
     assert UPDATE_PARAMETERS == (
         "status",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from docstatus import ProcessingStatus
+from docstatus.models import WorkEstimator
 from docstatus.records import Mutation, changed_at, new_record, status_json, to_model
 
 # Whole seconds too: a zero fraction is where pydantic's datetime format differs most.
@@ -114,7 +116,14 @@ def test_the_stored_track_keeps_its_six_number_form_and_its_arithmetic() -> None
         assert record["_track"] == [1_700_000_000.25, 1_700_000_000 + at, progress, rate, samples, eta_given]
         assert [type(v) for v in record["_track"][4:]] == [int, int]
         etas.append(record["estimated_remaining"])
-    assert etas == [6.750000000000002, 6.034351145038167, 6.0275229357798175, 7.5, 0.8458161872542466, None]
+    # The ETA itself comes from the work left (pages and chunks at their observed rates, the
+    # stages to come from the priors), not from the track: nothing to go on while parsing or
+    # at the first page; then 2 pages left at 1.5 s + the text and storing priors; the
+    # caller's 7.5; 1 chunk left at 2 s + storing's prior.
+    assert etas[0] is None and etas[1] is None and etas[3] == 7.5 and etas[5] is None
+    text, storing = WorkEstimator.TEXT_PER_VISUAL, WorkEstimator.STORING_SHARE
+    assert etas[2] == pytest.approx(2 * 1.5 + text * 6 + storing * (1 + 6 + text * 6))
+    assert etas[4] == pytest.approx(2 + storing * (1 + 2 + 4))
 
 
 def test_snapshots_are_whole_models_that_share_nothing() -> None:

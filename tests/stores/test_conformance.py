@@ -54,6 +54,8 @@ def _dump(manager: StatusManager, doc_id: str) -> dict[str, Any]:
     body = status.model_dump(mode="json")
     body.pop("elapsed_time")  # live while active
     body.pop("estimated_remaining")
+    body.pop("wait_time")  # live while queued
+    body.pop("run_time")  # live while processing
     return body
 
 
@@ -703,7 +705,12 @@ def test_listings_as_json_are_the_snapshots_json(manager: StatusManager) -> None
     _at(manager, "failed", "failed")
     _at(manager, "busy", "embedding_text")
     manager.update_status("busy", "embedding_text", chunk=1, total_chunks=4)
-    live = ("elapsed_time", "estimated_remaining")  # as of each call: compared apart, below
+    live = (
+        "elapsed_time",
+        "wait_time",
+        "run_time",
+        "estimated_remaining",
+    )  # as of each call: compared apart, below
 
     def settled(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in body.items() if k not in live} for body in bodies]

@@ -54,8 +54,11 @@ class Metrics:
 
     ``uploads_accepted`` and ``uploads_rejected`` are counters the intake
     endpoints increment (labels ``source`` = ``upload``/``webhook``, and
-    ``code`` for rejections); ``processing_seconds`` observes the elapsed
-    time of every document that completes or fails, by ``format`` and ``outcome``.
+    ``code`` for rejections); ``processing_seconds`` observes the run time
+    (from the start of processing, the queue wait apart) of every document
+    that completes or fails after processing started, by ``format`` and
+    ``outcome``; ``queue_wait_seconds`` observes, by ``format``, how long each
+    document waited in the queue, once, when its processing starts.
     """
 
     def __init__(self, manager: StatusManager) -> None:
@@ -64,8 +67,15 @@ class Metrics:
         self.registry.register(_DocumentCounts(manager))
         self.processing_seconds = Histogram(
             "docstatus_processing_seconds",
-            "Time from queued to completed or failed",
+            "Time from the start of processing to completed or failed (the queue wait apart)",
             ["format", "outcome"],
+            buckets=PROCESSING_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "docstatus_queue_wait_seconds",
+            "Time from queued to the start of processing",
+            ["format"],
             buckets=PROCESSING_BUCKETS,
             registry=self.registry,
         )
@@ -93,10 +103,18 @@ class Metrics:
 
     def _on_event(self, event: Event) -> None:
         status = event["status"]
-        if status is None or status["status"] not in _FINISHED:
+        if status is None:
             return
+        started = status.get("processing_started_at")
+        if started is None or (status["status"] not in _FINISHED and started != status["updated_at"]):
+            return  # not started yet, or neither the change that started it nor the last one
         fmt = str(status.get("metadata", {}).get("format") or "unknown")
-        self.processing_seconds.labels(fmt, status["status"]).observe(float(status["elapsed_time"]))
+        if started == status["updated_at"] and status.get("wait_time") is not None:
+            # The change that started processing (a document completed straight from the
+            # queue starts and ends in one change).
+            self.queue_wait_seconds.labels(fmt).observe(float(status["wait_time"]))
+        if status["status"] in _FINISHED and status.get("run_time") is not None:
+            self.processing_seconds.labels(fmt, status["status"]).observe(float(status["run_time"]))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -117,7 +117,8 @@ function createRow() {
     percent: q(".percent"),
     stage: q(".cell-stage"),
     pages: q(".cell-pages"),
-    elapsed: q(".cell-elapsed"),
+    elapsed: q(".cell-elapsed .run"),
+    waited: q(".cell-elapsed .waited"),
     eta: q(".cell-eta"),
     retry: q(".retry"),
     cancel: q(".cancel"),
@@ -186,16 +187,31 @@ function renderRow(row, data) {
   renderTimes(docs.get(data.doc_id));
 }
 
+/** The time spent processing (the queue wait apart), and the wait's line under it, or "" for none. */
+function runAndWait(data, since) {
+  const queued = data.status === "queued";
+  const wait = data.wait_time ?? null;
+  if (wait === null) {
+    // A status without the split (an older server): all of its elapsed time, as before.
+    return [data.elapsed_time === null ? null : data.elapsed_time + since, ""];
+  }
+  const run = data.run_time === null || data.run_time === undefined ? null : data.run_time + since;
+  const waited = queued ? wait + since : wait;
+  return [run, queued ? `waiting ${formatDuration(waited)}` : `waited ${formatDuration(waited)}`];
+}
+
 /** Elapsed and ETA: the server's values, advanced locally between events for active documents. */
 function renderTimes(doc) {
   const { data, at, row } = doc;
   const active = ACTIVE.has(data.status);
   const since = active ? (performance.now() - at) / 1000 : 0;
-  const elapsed = data.elapsed_time === null ? null : data.elapsed_time + since;
+  const [run, waitText] = runAndWait(data, since);
   const eta = active && data.estimated_remaining !== null ? Math.max(0, data.estimated_remaining - since) : null;
-  const elapsedText = formatDuration(elapsed);
+  const elapsedText = formatDuration(run);
   const etaText = formatDuration(eta);
   if (row.elapsed.textContent !== elapsedText) row.elapsed.textContent = elapsedText;
+  if (row.waited.textContent !== waitText) row.waited.textContent = waitText;
+  row.waited.hidden = waitText === "";
   if (row.eta.textContent !== etaText) row.eta.textContent = etaText;
 }
 
