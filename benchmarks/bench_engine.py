@@ -480,7 +480,10 @@ def run() -> list[Table]:
     logging.getLogger("docstatus").addHandler(logging.NullHandler())
     with tempfile.TemporaryDirectory(prefix="docstatus-bench-pdfs-") as tmp:
         pdfs = _batch(Path(tmp))
+        before = os.getloadavg()[0]
         _pages_rows(pages, pdfs)
+        # Other work on the machine takes cores from the 2-process runs first: say how busy it was.
+        pages.title += f"; 1-min load average {before:.2f} before, {os.getloadavg()[0]:.2f} after"
         _lease_tables(leases)
         _kill_rows(kills, pdfs[0])
     return [pages, leases, kills]
