@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ LEASE_CALLS = 1000
 LEASE_ROUNDS = 5
 TARGET_SCALING = "≥ 1.7× 1 worker"
 TARGET_FLOOR = "≥ 0.85× floor"
+# The same target in CPU per page: 1 / 0.85.
+TARGET_CPU = "≤ 1.18× floor"
 
 
 # -- the batch -----------------------------------------------------------------------
@@ -109,8 +112,30 @@ def _require_completed(manager: StatusManager, doc_ids: list[str]) -> None:
 # -- docstatus: the pool, the command ------------------------------------------------
 
 
-def _pool_seconds(pdfs: list[Path], workers: int) -> float:
-    """Wall seconds for the pool to complete ``pdfs``, from the first enqueue."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by this process and the processes ``pids``."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return time.process_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(manager: StatusManager, count: int) -> list[int]:
+    """The pids of the ``count`` child processes of the pool registered in ``manager``'s store."""
+    # A pool's first heartbeat may come before every slot has named its child; the next
+    # one (the periodic chore) names them all.
+    deadline = time.monotonic() + 10.0
+    while True:
+        entries = manager.workers()
+        pids = [int(str(c).rsplit(":", 1)[1]) for w in entries for c in w.info.get("children", [])]
+        if len(pids) == count or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+def _pool_seconds(pdfs: list[Path], workers: int, cpu: list[float]) -> float:
+    """Wall seconds for the pool to complete ``pdfs`` from the first enqueue; its CPU seconds into ``cpu``."""
     with tempfile.TemporaryDirectory(prefix="docstatus-bench-engine-") as tmp:
         root = Path(tmp)
         manager = _sqlite(root)
@@ -127,12 +152,15 @@ def _pool_seconds(pdfs: list[Path], workers: int) -> float:
             )
             pool.start()
             try:
+                pids = _children(manager, workers)
+                used = _cpu_seconds(pids)
                 start = time.perf_counter()
                 for doc_id in doc_ids:
                     pool.enqueue(doc_id)
                 if not pool.wait_idle(600):
                     raise RuntimeError("the benchmark batch did not finish")
                 wall = time.perf_counter() - start
+                cpu.append(_cpu_seconds(pids) - used)
             finally:
                 pool.stop()
             _require_completed(manager, doc_ids)
@@ -174,10 +202,11 @@ def _warm(_: int) -> None:
     time.sleep(0.2)
 
 
-def _render_and_text(path: str) -> int:
-    """What formats/pdf.py asks of PDFium per page, and nothing else; the page count."""
+def _render_and_text(path: str) -> tuple[int, float]:
+    """What formats/pdf.py asks of PDFium per page, and nothing else; the page count and CPU seconds."""
     import pypdfium2 as pdfium
 
+    used = time.process_time()
     long_side = Limits().render_long_side
     pdf = pdfium.PdfDocument(path)
     try:
@@ -199,7 +228,7 @@ def _render_and_text(path: str) -> int:
                     textpage.close()
             finally:
                 page.close()
-        return len(pdf)
+        return len(pdf), time.process_time() - used
     finally:
         pdf.close()
 
@@ -219,9 +248,10 @@ def _open_output(path: str) -> None:
     _output = OutputStore(path)
 
 
-def _pipeline(path: str) -> int:
-    """The pool's PDF processor on ``path``, called directly in this process; the page count."""
+def _pipeline(path: str) -> tuple[int, float]:
+    """The pool's PDF processor on ``path``, called directly here; the page count and CPU seconds."""
     assert _output is not None
+    used = time.process_time()
     source = Path(path)
     job = Job(
         doc_id=f"{int(source.stem.rsplit('-', 1)[1]):064x}",
@@ -234,20 +264,24 @@ def _pipeline(path: str) -> int:
     )
     reporter = Reporter(None, job.doc_id, writer=_Nowhere(), claimed=True)
     result = default_processors()["pdf"].process(job, reporter)
-    return int((result or {})["num_pages"])
+    return int((result or {})["num_pages"]), time.process_time() - used
 
 
-def _plain_seconds(pdfs: list[Path], processes: int, task: Callable[[str], int]) -> float:
-    """Wall seconds for ``processes`` warmed plain processes to run ``task`` on every PDF."""
+def _plain_seconds(
+    pdfs: list[Path], processes: int, task: Callable[[str], tuple[int, float]], cpu: list[float]
+) -> float:
+    """Wall seconds for ``processes`` warmed plain processes to run ``task`` on each PDF; CPU into ``cpu``."""
     with tempfile.TemporaryDirectory(prefix="docstatus-bench-floor-") as tmp:
         output = str(Path(tmp) / "output.db")
         with _context().Pool(processes, initializer=_open_output, initargs=(output,)) as pool:
             pool.map(_warm, range(processes), chunksize=1)
             start = time.perf_counter()
-            pages = pool.map(task, [str(p) for p in pdfs], chunksize=1)
+            done = pool.map(task, [str(p) for p in pdfs], chunksize=1)
             wall = time.perf_counter() - start
-    if sum(pages) != PDFS * PAGES:
-        raise RuntimeError(f"the floor saw {sum(pages)} pages, not {PDFS * PAGES}")
+    pages = sum(n for n, _ in done)
+    if pages != PDFS * PAGES:
+        raise RuntimeError(f"the floor saw {pages} pages, not {PDFS * PAGES}")
+    cpu.append(sum(seconds for _, seconds in done))
     return wall
 
 
@@ -267,17 +301,31 @@ _PAGES_ROWS = [
 ]
 
 
+#: The CPU rows: (measurement, its run, floor, the floor's run, target).
+_CPU_ROWS = [
+    ("CPU per page, pool, 1 worker", "pool1", "render + text", "floor1", TARGET_CPU),
+    ("CPU per page, pool, 2 workers", "pool2", "render + text", "floor2", TARGET_CPU),
+    ("CPU per page, pool, 1 worker", "pool1", "same processor, no engine", "bare1", ""),
+    ("CPU per page, pool, 2 workers", "pool2", "same processor, no engine", "bare2", ""),
+]
+
+
 def _pages_rows(table: Table, pdfs: list[Path]) -> None:
     runs: dict[str, Callable[[], float]] = {}
+    cpu: dict[str, list[float]] = {}
     for n in (1, 2):
-        runs[f"pool{n}"] = lambda n=n: _pool_seconds(pdfs, n)
-        runs[f"floor{n}"] = lambda n=n: _plain_seconds(pdfs, n, _render_and_text)
-        runs[f"bare{n}"] = lambda n=n: _plain_seconds(pdfs, n, _pipeline)
-    runs["command2"] = lambda: _command_seconds(pdfs, 2)
+        cpu |= {f"pool{n}": [], f"floor{n}": [], f"bare{n}": []}
+        runs[f"pool{n}"] = partial(_pool_seconds, pdfs, n, cpu[f"pool{n}"])
+        runs[f"floor{n}"] = partial(_plain_seconds, pdfs, n, _render_and_text, cpu[f"floor{n}"])
+        runs[f"bare{n}"] = partial(_plain_seconds, pdfs, n, _pipeline, cpu[f"bare{n}"])
+    runs["command2"] = partial(_command_seconds, pdfs, 2)
     seconds = median_interleaved(runs, ROUNDS)
     rate = {name: PDFS * PAGES / wall for name, wall in seconds.items()}
     for name, run, floor_name, floor, target in _PAGES_ROWS:
         table.add(Row(name, rate[run], floor_name, rate[floor], target, "pages/s"))
+    ms = {name: statistics.median(values) / (PDFS * PAGES) * 1000 for name, values in cpu.items()}
+    for name, run, floor_name, floor, target in _CPU_ROWS:
+        table.add(Row(name, ms[run], floor_name, ms[floor], target, "ms"))
 
 
 # -- lease costs ---------------------------------------------------------------------
