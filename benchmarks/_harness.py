@@ -2,17 +2,20 @@
 
 Each row measures docstatus and, where there is one, its floor in the same
 run, and prints the ratio. Timings are the best of several repeats (the least
-disturbed by the rest of the machine), in microseconds per operation.
+disturbed by the rest of the machine), in microseconds per operation, or,
+for runs of seconds where the best would reward one lucky moment, the median
+of interleaved rounds (:func:`median_interleaved`).
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Row", "Table", "best_interleaved", "per_op", "per_op_threads"]
+__all__ = ["Row", "Table", "best_interleaved", "median_interleaved", "per_op", "per_op_threads"]
 
 
 def per_op(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
@@ -37,6 +40,22 @@ def best_interleaved(fns: Mapping[str, Callable[[], object]], number: int, round
         for name, fn in fns.items():
             best[name] = min(best[name], per_op(fn, number, repeat=2))
     return best
+
+
+def median_interleaved(fns: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """The median of what each of ``fns`` (by name) returns over ``rounds`` interleaved turns.
+
+    Each function measures itself once per call (e.g. the wall seconds of one
+    batch) and returns the number. A turn runs every function once, A B A B;
+    every other turn goes in the reverse order, so that none always runs
+    right after the same neighbour (a warm cache, a busy disk).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    for turn in range(rounds):
+        for name in order if turn % 2 == 0 else reversed(order):
+            samples[name].append(fns[name]())
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def per_op_threads(

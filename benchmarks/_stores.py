@@ -3,14 +3,23 @@
 Each store suite measures ``update_status`` on one document against its own
 floor; then the same four listings on a store of ``DOCS`` documents,
 ``ACTIVE`` of them still being processed. Keeping those here makes the two
-tables measure the same thing.
+tables measure the same thing. :func:`redis_server` is the private
+redis-server every suite that measures Redis starts.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
 
 from docstatus import StatusManager
 from docstatus.records import Record, apply_complete, new_record
@@ -24,6 +33,7 @@ __all__ = [
     "listing_rows",
     "open_manager",
     "population",
+    "redis_server",
     "threaded_row",
     "update_fn",
 ]
@@ -75,3 +85,38 @@ def listing_rows(table: Table, manager: StatusManager, counts: int) -> None:
     middle = f"{DOCS // 2:064x}"
     table.add(Row(f"get_status at {DOCS:,} docs", per_op(lambda: manager.get_status(middle), 2000)))
     table.add(Row(f"count_by_status at {DOCS:,} docs", per_op(manager.count_by_status, counts)))
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private redis-server on a free loopback port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make system-deps installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="docstatus-bench-redis-") as tmp:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""]
+        process = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            _wait_until_up(port, process)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def _wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 15
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+    finally:
+        client.close()
+    raise RuntimeError(f"redis-server did not start on port {port}")

@@ -14,57 +14,17 @@ Listings are measured at 100,000 documents, 10 of them active.
 from __future__ import annotations
 
 import itertools
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import redis
 
 from docstatus.stores.redis import RedisStore, _commit_args
 
 from ._harness import Row, Table, best_interleaved
-from ._stores import DOCS, META, listing_rows, open_manager, population, threaded_row, update_fn
+from ._stores import DOCS, META, listing_rows, open_manager, population, redis_server, threaded_row, update_fn
 
 TARGET_UPDATE = "≤ 1.3× floor"
-
-
-@contextmanager
-def _redis_server() -> Iterator[str]:
-    """A private redis-server on a free loopback port; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (make system-deps installs it)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="docstatus-bench-redis-") as tmp:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""]
-        process = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        try:
-            _wait_until_up(port, process)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(30)
-
-
-def _wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 15
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-    finally:
-        client.close()
-    raise RuntimeError(f"redis-server did not start on port {port}")
 
 
 def _hset_fn(client: redis.Redis) -> Callable[[], None]:
@@ -174,7 +134,7 @@ def _listing_rows(table: Table, url: str) -> None:
 
 def run() -> list[Table]:
     table = Table("Redis store (one FCALL per change, server on loopback)")
-    with _redis_server() as url:
+    with redis_server() as url:
         _update_rows(table, url)
         _listing_rows(table, url)
     return [table]
