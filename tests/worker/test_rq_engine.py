@@ -25,7 +25,10 @@ import httpx
 import pytest
 
 from _cluster import Cluster, alive, claims
+from _documents import numbered_pages, pdf_bytes
 from _redis_server import RedisServer
+from docstatus.output import OutputStore
+from docstatus.worker.pool import OUTPUT_FILE
 from helpers import wait_until
 from servers import SERVE, free_port
 
@@ -80,33 +83,33 @@ def test_two_replicas_and_three_workers_process_fifty_documents_once_each(cluste
     assert "Traceback" not in cluster.logs()
 
 
-def test_a_worker_killed_mid_document_is_noticed_and_the_document_completes_once(
+def test_a_worker_and_its_horse_killed_mid_pdf_retry_it_once_with_each_page_stored_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     gates = tmp_path / "gates"
     gates.mkdir()
     server = cluster.serve()
     victim = cluster.worker(DOCSTATUS_PROCESSORS="_processors:held_processors", TEST_GATES=str(gates))
-    (gates / "held.txt.hold").write_text("0.5")
-    content = b"".join(f"Paragraph {i}. ".encode() * 40 + b"\n\n" for i in range(12))
-    doc_id = httpx.post(f"{server.url}/uploads", files={"file": ("held.txt", content)}).json()["doc_id"]
-    wait_until(lambda: cluster.manager.require_status(doc_id).status == "embedding_text", DEADLINE)
+    (gates / "held.pdf.hold").write_text("0.5")  # held once half its pages are embedded
+    content = pdf_bytes(numbered_pages(8))
+    doc_id = httpx.post(f"{server.url}/uploads", files={"file": ("held.pdf", content)}).json()["doc_id"]
+    wait_until(lambda: (cluster.manager.require_status(doc_id).page or 0) >= 4, DEADLINE)
     holder = cluster.manager.require_status(doc_id).metadata["worker"]
     horse = int(holder.rpartition(":")[2])
-    os.killpg(victim.pid, signal.SIGKILL)  # the worker command and its RQ workers, not the horse
-    wait_until(lambda: not alive(horse), DEADLINE)  # the orphaned horse stopped by itself
-    (gates / "held.txt.hold").unlink()
+    os.killpg(victim.pid, signal.SIGKILL)  # the worker command and its RQ workers...
+    wait_until(lambda: not alive(horse), DEADLINE)  # ...and the horse (its own group) dies with them
+    (gates / "held.pdf.hold").unlink()
     cluster.worker()  # another machine's worker takes the retry
     wait_until(lambda: cluster.manager.require_status(doc_id).is_finished, DEADLINE)
     status = cluster.manager.require_status(doc_id)
     assert status.status == "completed", (status.error, cluster.logs())
     assert status.metadata["attempt"] == 2
     assert holder in status.metadata["recovery"] and "was lost" in status.metadata["recovery"]
-    assert claims(cluster.manager, doc_id) == 2, [
-        e["status"]["status"]
-        for e in cluster.manager.changes_since(0, 100_000)
-        if e["doc_id"] == doc_id and e["status"]
-    ]
+    assert claims(cluster.manager, doc_id) == 2
+    with OutputStore(tmp_path / "data" / OUTPUT_FILE) as output:
+        stored = output.get(doc_id)
+    assert stored is not None
+    assert [page.number for page in stored.pages] == list(range(1, 9))  # each page once
 
 
 def _recipe() -> list[list[str]]:
