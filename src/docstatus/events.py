@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
+from .errors import StoreUnavailableError
 from .records import copy_json, status_json
 from .stores.base import Change, Store
 
@@ -165,6 +166,7 @@ class EventHub:
 
 def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
     # Holds the hub only for one wait at a time, so a dropped manager's hub dies.
+    unreachable = False
     while True:
         hub = ref()
         if hub is None or hub._retire_watcher():
@@ -172,7 +174,17 @@ def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
         try:
             hub._store.wait_for_change(hub._delivered, timeout=1.0)
             hub.pump()
+        except StoreUnavailableError as exc:
+            # An outage is one line when it starts, not a traceback a second while it lasts.
+            if not unreachable:
+                log.warning("%s; events resume when it answers", exc)
+            unreachable = True
+            time.sleep(1.0)
         except Exception:
             log.exception("watching the status store for changes failed; retrying")
             time.sleep(1.0)
+        else:
+            if unreachable:
+                log.warning("status store %s answers again; events resume", hub._store.url)
+            unreachable = False
         del hub
