@@ -59,12 +59,13 @@ def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds:
         for a document that does not exist, 204 for one that has already finished
         and has no change left to send.
         """
-        since = await start_seq(manager, parse_last_event_id(last_event_id))
+        resume = parse_last_event_id(last_event_id)
+        since = await start_seq(manager, resume)
         if doc_id is not None and await run_in_threadpool(_nothing_to_follow, manager, doc_id, since):
             return Response(status_code=204)
         stop = anyio.Event()
         return EventSourceResponse(
-            event_frames(manager, since, doc_id, stop),
+            event_frames(manager, since, doc_id, stop, ahead=resume is not None and resume > since),
             ping=ping_seconds,
             shutdown_event=stop,
             shutdown_grace_period=SHUTDOWN_GRACE,
