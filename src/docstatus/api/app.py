@@ -116,6 +116,7 @@ def create_app(
             api_token=chosen.api_token,
             on_requeued=service.enqueue,
             ping_seconds=ping_seconds,
+            max_streams=chosen.max_streams,
         )
     )
     app.include_router(

@@ -55,13 +55,15 @@ def status_router(
     on_requeued: Callable[[str], None] | None = None,
     stream: bool = True,
     ping_seconds: float = 15.0,
+    max_streams: int | None = None,
 ) -> APIRouter:
     """The ``/status`` endpoints over ``manager``, to mount in any FastAPI app.
 
     ``api_token`` protects the POST endpoints; ``on_requeued(doc_id)`` is
     called after ``POST /status/{doc_id}/requeue`` (a worker pool's
     ``enqueue``). With ``stream`` the router also serves ``GET /status/stream``
-    (SSE, see :mod:`docstatus.api.routes.stream`); it is registered before
+    (SSE, see :mod:`docstatus.api.routes.stream`), at most ``max_streams``
+    at once (``None``: no limit); it is registered before
     ``/status/{doc_id}``, which therefore cannot address a document whose
     id is ``stream``, ``queue`` or ``active``. Install
     :func:`~docstatus.api.errors.install_error_handlers` on the app for the
@@ -70,7 +72,7 @@ def status_router(
     router = APIRouter(prefix="/status", tags=["status"], dependencies=[STRICT_QUERY])
     _add_listings(router, manager)
     if stream:
-        add_stream_route(router, manager, ping_seconds=ping_seconds)
+        add_stream_route(router, manager, ping_seconds=ping_seconds, max_streams=max_streams)
     _add_document(router, manager)
     _add_changes(router, manager, token_dependencies(api_token), on_requeued)
     return router
