@@ -35,6 +35,7 @@ __all__ = [
     "StatusError",
     "StoreSchemaError",
     "StoreUnavailableError",
+    "TooManyStreamsError",
     "UnreadableDocumentError",
     "UnsupportedFormatError",
     "UploadClosedError",
@@ -165,6 +166,18 @@ class StoreUnavailableError(StatusError):
         super().__init__(f"Status store {store} is unavailable: {cause}", store=store)
         self.store = store
         self.__cause__ = cause
+
+
+class TooManyStreamsError(StatusError):
+    """The service already serves as many event streams as it allows; try again later."""
+
+    code = "TOO_MANY_STREAMS"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The service already serves its limit of {limit} event streams; retry later", limit=limit
+        )
+        self.limit = limit
 
 
 class StoreSchemaError(StoreUnavailableError):

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import janitor
 from .errors import DocumentActiveError, DocumentNotFoundError, InvalidTransitionError, LeaseLostError
-from .events import Event, EventHub, Subscriber, to_event
+from .events import Event, EventHub, Mailbox, Subscriber, reset_event, to_event
 from .models import (
     FINISHED,
     KEYWORD_CHECKS,
@@ -510,41 +510,51 @@ class StatusManager:
         """The sequence number of the most recent change."""
         return self._store.last_seq()
 
-    #: Events an async stream buffers for a slow consumer; past that it stops
+    #: Events an async stream keeps for a slow consumer exactly as they came; past
+    #: that it keeps only each document's latest state (see :class:`~docstatus.events.Mailbox`).
+    STREAM_EXACT = 100
+    #: Events an async stream buffers for a slow consumer at most; past that it stops
     #: buffering and catches up from the store's change log instead.
     STREAM_BUFFER = 1000
+    #: Changes a catching-up stream reads from the log at a time.
+    STREAM_BATCH = 100
 
     async def events(self, since: int | None = None) -> AsyncIterator[Event]:
         """Every change as an async stream; with ``since``, first the logged changes after it.
 
         Stops when the consumer stops iterating. Events are never repeated
         and arrive in ``seq`` order. A consumer that falls more than
-        ``STREAM_BUFFER`` events behind costs no more memory: it is served
-        from the store's change log until it has caught up.
+        ``STREAM_EXACT`` events behind gets the latest state of each document
+        instead of every change; one more than ``STREAM_BUFFER`` behind costs no
+        more memory: it is served from the store's change log until it has
+        caught up. A ``reset`` event (see :class:`~docstatus.events.Event`) says
+        that changes were missed: the store restarted empty, ``since`` is ahead
+        of the store, or the changes after it are no longer in the log; the
+        consumer should read the listing again. Events go on after it.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        box = Mailbox(self.STREAM_EXACT, self.STREAM_BUFFER)
         lagging = since is not None  # a resumed stream starts by reading the log
 
         def offer(event: Event) -> None:  # runs on the loop's thread
             nonlocal lagging
-            if not lagging and queue.qsize() >= self.STREAM_BUFFER:
+            if event["type"] == "reset":
+                lagging = False  # the log before the reset is moot
+            if not lagging and not box.put(event):
                 lagging = True
-            if not lagging:
-                queue.put_nowait(event)
 
-        unsubscribe = self.subscribe(lambda event: loop.call_soon_threadsafe(offer, event))
+        unsubscribe = self._hub.subscribe(lambda event: loop.call_soon_threadsafe(offer, event), resets=True)
         last = since if since is not None else -1
         try:
             while True:
-                if lagging and queue.empty():
+                if lagging and not len(box):
                     lagging = False  # buffer again from here; the log covers what came before
                     async for event in self._logged_after(last):
                         last = event["seq"]
                         yield event
                     continue
-                event = await queue.get()
-                if event["seq"] > last:
+                event = await box.get()
+                if event["seq"] > last or event["type"] == "reset":
                     last = event["seq"]
                     yield event
         finally:
@@ -552,7 +562,16 @@ class StatusManager:
 
     async def _logged_after(self, seq: int) -> AsyncIterator[Event]:
         # The change log from ``seq`` on, read off the event loop (a store may block).
-        while backlog := await asyncio.to_thread(self.changes_since, seq):
+        latest = await asyncio.to_thread(lambda: self.last_seq)
+        if seq > latest:
+            yield reset_event(latest, "the stream's position is ahead of the status store: it was reset")
+            seq = latest
+        while backlog := await asyncio.to_thread(self.changes_since, seq, self.STREAM_BATCH):
+            if backlog[0]["seq"] > seq + 1:
+                # Retention dropped changes this consumer never saw: say so, and go on from now.
+                seq = await asyncio.to_thread(lambda: self.last_seq)
+                yield reset_event(seq, "changes were dropped from the retained log", backlog[0]["seq"])
+                continue
             for event in backlog:
                 seq = event["seq"]
                 yield event

@@ -90,6 +90,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "document_timeout": _parse_float,
     "lease_seconds": _parse_float,
     "max_attempts": _parse_int,
+    "max_streams": _parse_int,
 }
 
 
@@ -192,6 +193,8 @@ class ServiceSettings:
     document_timeout: float = 600.0
     lease_seconds: float = 30.0
     max_attempts: int = 3
+    #: Event streams (``GET /status/stream``) served at once; one more is a 503.
+    max_streams: int = 500
 
     def __post_init__(self) -> None:
         checked = {
@@ -210,6 +213,7 @@ class ServiceSettings:
             "document_timeout": _check_positive_seconds(self.document_timeout, "document_timeout"),
             "lease_seconds": _check_positive_seconds(self.lease_seconds, "lease_seconds"),
             "max_attempts": _check_int("max_attempts", self.max_attempts, 1, 100),
+            "max_streams": _check_int("max_streams", self.max_streams, 1, 100_000),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -225,7 +229,8 @@ class ServiceSettings:
         document may take to process before it fails), ``_LEASE_SECONDS``
         (how long a worker's claim lasts without a renewal; a lost worker's
         document is retried after it) and ``_MAX_ATTEMPTS`` (attempts of a
-        document whose worker was lost, before it fails). ``_WORKERS``
+        document whose worker was lost, before it fails), ``_MAX_STREAMS`` (event
+        streams served at once). ``_WORKERS``
         defaults to the number of CPUs this process may use, and to 0 when a
         ``_QUEUE`` is given (``docstatus worker`` processes do the work then).
         An override of ``None`` counts as not given (convenient for optional

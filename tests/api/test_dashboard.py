@@ -259,6 +259,29 @@ def test_dashboard_shows_a_lost_connection_and_catches_up(
     expect(page.locator("#count-completed")).to_have_text("1")
 
 
+def test_dashboard_reloads_its_listing_on_a_reset(servers: list[Server], page: Page, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Server(tmp_path / "a").start()
+    servers.append(first)
+    page.goto(first.url)
+    answer = httpx.post(f"{first.url}/uploads", files={"file": ("old-store.txt", b"in the first store")})
+    first.wait_status(answer.json()["doc_id"], "completed", "failed")
+    expect(row(page, "old-store.txt")).to_have_attribute("data-status", "completed")
+
+    # Another store on the same address: the page resumes from an id it never reached, gets a
+    # reset, and shows that store's listing (the old document is gone from it).
+    first.stop()
+    expect(page.locator("#connection")).not_to_have_attribute("data-state", "live")
+    second = Server(tmp_path / "b").start(port=first.port)
+    servers.append(second)
+    expect(row(page, "old-store.txt")).to_have_count(0)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    answer = httpx.post(f"{second.url}/uploads", files={"file": ("new-store.txt", b"in the second store")})
+    second.wait_status(answer.json()["doc_id"], "completed", "failed")
+    expect(row(page, "new-store.txt")).to_have_attribute("data-status", "completed")
+
+
 def test_dashboard_files_are_served_with_a_strict_policy() -> None:
     app = FastAPI()
     install_error_handlers(app)

@@ -10,16 +10,13 @@ as a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ import pytest
 
 from docstatus.models import Status, can_transition
 from servers import SERVE, Server
+from sse_client import Frame, Subscriber
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,78 +82,6 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(make_server: Callable[..., Server]) -> Server:
     return make_server().start()
-
-
-# -- an SSE client ------------------------------------------------------------------
-
-
-@dataclass
-class Frame:
-    id: str | None
-    event: str | None
-    data: str | None
-
-    def json(self) -> Any:
-        return None if self.data is None else json.loads(self.data)
-
-
-async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
-    """Parse a text/event-stream into frames (comment lines skipped; id-only frames kept)."""
-    fields: dict[str, list[str]] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if fields:
-                data = "\n".join(fields["data"]) if "data" in fields else None
-                yield Frame(fields.get("id", [None])[-1], fields.get("event", [None])[-1], data)
-            fields = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            fields.setdefault(name, []).append(value.removeprefix(" "))
-
-
-class Subscriber:
-    """A background task reading one event stream into ``self.frames``."""
-
-    def __init__(self, client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> None:
-        self.frames: list[Frame] = []
-        self.ended_cleanly = False
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._read(client, path, headers or {}))
-
-    async def _read(self, client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> None:
-        async with client.stream("GET", path, headers=headers) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            async for frame in frames(response):
-                self.frames.append(frame)
-                self._changed.set()
-        self.ended_cleanly = True
-        self._changed.set()
-
-    @property
-    def events(self) -> list[Frame]:
-        return [f for f in self.frames if f.event is not None]
-
-    async def wait_for(self, predicate: Callable[[Subscriber], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if self._task.done():
-                self._task.result()
-                raise AssertionError(f"stream ended early: {self.frames}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting; frames so far: {self.frames}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def finished(self, timeout: float = 20) -> None:
-        await asyncio.wait_for(asyncio.shield(self._task), timeout)
 
 
 #: Fields computed when an event is sent (live while a document is active), not when it happened.

@@ -10,8 +10,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -331,6 +332,51 @@ def test_watch_resumes_after_the_server_restarts(tmp_path: Path) -> None:
                 if event["doc_id"] == doc_id and event["status"] == "completed":
                     break
             assert watcher.poll() is None  # still watching
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(timeout=10) == 130
+        finally:
+            watcher.kill()
+            server.stop(signal.SIGKILL)
+
+
+def _read_json_until(stream: Any, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    while not lines or not predicate(lines[-1]):
+        line = stream.readline()
+        assert line, f"the watch ended early after {lines}"
+        lines.append(json.loads(line))
+    return lines
+
+
+def _completed(doc_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event.get("doc_id") == doc_id and event.get("status") == "completed"
+
+
+def test_watch_reads_the_listing_again_on_a_reset(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    server = Server(tmp_path / "a").start()
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", SERVE, "watch", "--url", server.url, "--json"],
+        env=environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with watcher:
+        try:
+            assert watcher.stdout is not None
+            assert json.loads(watcher.stdout.readline())["total"] == 0
+            doc_id = upload(server, "before.txt", b"seen by the watch before the store is replaced")
+            _read_json_until(watcher.stdout, _completed(doc_id))
+            server.stop()
+            # Another store on the same address: the watch resumes from an id this store never reached.
+            server = Server(tmp_path / "b").start(port=server.port)
+            lines = _read_json_until(watcher.stdout, lambda e: "queue" in e)
+            assert "ahead" in lines[-2]["reason"], lines  # the reset, then the listing read again
+            assert lines[-1]["total"] == 0, lines
+            after = upload(server, "after.txt", b"uploaded after the reset")
+            _read_json_until(watcher.stdout, _completed(after))
             watcher.send_signal(signal.SIGINT)
             assert watcher.wait(timeout=10) == 130
         finally:

@@ -831,3 +831,17 @@ def test_a_stopped_server_is_unavailable_and_a_restarted_one_loses_nothing(tmp_p
             assert [e["seq"] for e in manager.changes_since(0)] == list(range(1, acknowledged + 2))
     finally:
         server.stop()
+
+
+def test_the_epoch_is_kept_in_the_store_and_made_again_when_missing(
+    store: RedisStore, redis_url: str, client: redis.Redis
+) -> None:
+    first = store.epoch()
+    assert first and store.epoch() == first
+    with _manager(redis_url) as other:
+        assert other.store.epoch() == first  # every process sharing the store sees the same one
+    keys = [k for k in client.scan_iter(match="*epoch") if client.get(k) == first.encode()]
+    assert len(keys) == 1
+    client.delete(keys[0])  # what a server that restarted empty has lost
+    second = store.epoch()
+    assert second and second != first and store.epoch() == second

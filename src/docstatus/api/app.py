@@ -120,6 +120,7 @@ def create_app(
             on_requeued=service.enqueue,
             remover=lambda doc_id: removed_json(*_removal(service, doc_id)),
             ping_seconds=ping_seconds,
+            max_streams=chosen.max_streams,
         )
     )
     app.include_router(

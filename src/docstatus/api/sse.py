@@ -4,7 +4,12 @@ Each change is one event: ``event: status`` with the status JSON exactly as
 ``GET /status/{doc_id}`` returns it, or ``event: removed`` with
 ``{"doc_id": ...}`` when cleanup drops a document; its ``id:`` is the change's
 sequence number. A client that reconnects with ``Last-Event-ID`` (browsers do
-it themselves) first gets every logged change it missed, then live ones. The
+it themselves) first gets every logged change it missed, then live ones.
+``event: reset`` (data ``{"reason": ..., "seq": ..., "first_seq": ...}``) says
+changes were missed and will not be sent (they were dropped from the retained
+log, the store restarted empty, or the id is ahead of the store): the client
+reads the listing again and goes on from the reset's ``id``. A client that
+reads too slowly gets each document's latest state instead of every change. The
 first frame of every stream carries only an ``id:`` (the current sequence
 number, no event), so even a client that has seen no change yet resumes from
 where it connected. Comment lines keep idle connections open, and the stream
@@ -23,18 +28,26 @@ import anyio
 from sse_starlette import ServerSentEvent
 
 from ..errors import InvalidRequestError
-from ..events import Event
+from ..events import Event, reset_event
 from ..manager import StatusManager
 from ..models import FINISHED
 
 __all__ = ["RETRY_MS", "event_frame", "event_frames", "is_final", "parse_last_event_id", "start_seq"]
+
+#: The reason of the ``reset`` a client gets when it resumes from an id the store never reached.
+AHEAD = "the stream's position is ahead of the status store: it was reset"
 
 #: Milliseconds a browser waits before reconnecting (sent in the first frame).
 RETRY_MS = 1000
 
 
 def event_frame(event: Event) -> ServerSentEvent:
-    """The SSE frame for one change."""
+    """The SSE frame for one change, or for a ``reset`` (data: ``reason``, ``seq``, maybe ``first_seq``)."""
+    if event["type"] == "reset":
+        body = {"reason": event.get("reason", ""), "seq": event["seq"]}
+        if "first_seq" in event:
+            body["first_seq"] = event["first_seq"]
+        return ServerSentEvent(json.dumps(body), event="reset", id=str(event["seq"]))
     if event["type"] == "removed" or event["status"] is None:
         return ServerSentEvent(json.dumps({"doc_id": event["doc_id"]}), event="removed", id=str(event["seq"]))
     data = json.dumps(event["status"], separators=(",", ":"))
@@ -63,14 +76,19 @@ def parse_last_event_id(raw: str | None) -> int | None:
 
 
 async def event_frames(
-    manager: StatusManager, since: int, doc_id: str | None, stop: anyio.Event
+    manager: StatusManager, since: int, doc_id: str | None, stop: anyio.Event, *, ahead: bool = False
 ) -> AsyncIterator[ServerSentEvent]:
     """The frames of one stream: the opening ``id:`` frame, then every change after ``since``.
 
-    Only ``doc_id``'s changes when given, and then the stream ends after the
-    document's final change (completed, failed or removed); ends when ``stop`` is set.
+    Only ``doc_id``'s changes when given (and every ``reset``), and then the
+    stream ends after the document's final change (completed, failed or
+    removed); ends when ``stop`` is set. ``ahead``: the client resumed from an
+    id beyond the store's latest change (the store was reset), so a ``reset``
+    frame follows the opening one.
     """
     yield ServerSentEvent(id=str(since), retry=RETRY_MS)
+    if ahead:
+        yield event_frame(reset_event(since, AHEAD))
     events = cast(AsyncGenerator[Event, None], manager.events(since))
     stopping = asyncio.ensure_future(stop.wait())
     step: asyncio.Future[Event] | None = None
@@ -81,7 +99,7 @@ async def event_frames(
             if not step.done():
                 return
             event = step.result()
-            if doc_id is None or event["doc_id"] == doc_id:
+            if doc_id is None or event["doc_id"] == doc_id or event["type"] == "reset":
                 yield event_frame(event)
                 if doc_id is not None and is_final(event):
                     return

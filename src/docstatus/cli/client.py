@@ -77,10 +77,12 @@ class StreamEvent:
     stream is open (changes from then on will follow, so a caller can read the
     current state safely now); ``"disconnected"`` when the stream broke and is
     being reopened; ``"ended"`` when the followed document had already finished
-    (the last item). ``id`` is the last event id seen.
+    (the last item); ``"reset"`` when the service says changes were missed
+    (``data`` has its ``reason``): read the current state again. ``id`` is the
+    last event id seen.
     """
 
-    kind: Literal["status", "removed", "connected", "disconnected", "ended"]
+    kind: Literal["status", "removed", "connected", "disconnected", "ended", "reset"]
     id: str
     data: dict[str, Any] | None = None
     #: The event's data exactly as the service sent it ("" for ``connected``/``disconnected``).
@@ -293,6 +295,8 @@ def _decode(source: EventSource, last_id: str) -> Iterator[StreamEvent]:
             yield StreamEvent("status", sse.id, _event_data(sse.data), sse.data)
         elif sse.event == "removed":
             yield StreamEvent("removed", sse.id, _event_data(sse.data), sse.data)
+        elif sse.event == "reset":
+            yield StreamEvent("reset", sse.id, _reset_data(sse.data), sse.data)
 
 
 def _event_data(raw: str) -> dict[str, Any]:
@@ -302,6 +306,16 @@ def _event_data(raw: str) -> dict[str, Any]:
         raise SSEError(f"an event's data is not JSON: {raw[:100]!r}") from None
     if not isinstance(data, dict) or not isinstance(data.get("doc_id"), str):
         raise SSEError(f"an event's data is not a document status: {raw[:100]!r}")
+    return data
+
+
+def _reset_data(raw: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise SSEError(f"a reset event's data is not a JSON object: {raw[:100]!r}")
     return data
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -23,6 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import DocumentNotFoundError
 from ..models import Status
 from .args import MIN_SHORT_ID
 from .client import Client, StreamEvent
@@ -366,6 +367,12 @@ class _Board:
         elif event.kind == "status" and event.data is not None:
             self.load(event.data)
 
+    def reload(self, listing: dict[str, Any]) -> None:
+        """Show exactly the documents of ``listing`` (the answer of ``GET /status/queue``)."""
+        self.docs.clear()
+        for data in listing.get("queue", []):
+            self.load(data)
+
     def load(self, data: dict[str, Any]) -> None:
         known = self.docs.get(str(data["doc_id"]))
         if known is None or known.newer(data):
@@ -482,7 +489,7 @@ def _watch_one(
     view = _One(_Tracked(reply.body))
     if not _is_finished(view.doc.data):
         with contextlib.nullcontext() if as_json else _live(view, console):
-            ended = _follow_one(view, events, out if as_json else None)
+            ended = _follow_one(view, events, out if as_json else None, lambda: _reread(client, doc_id))
         if not ended:
             if not as_json:
                 console.print(Text(f"✘ {view.doc.data.get('filename')} was removed", style="red"))
@@ -490,17 +497,35 @@ def _watch_one(
     return _finish(console, view.doc.data, as_json=as_json)
 
 
-def _follow_one(view: _One, events: Iterator[StreamEvent], out: TextIO | None) -> bool:
-    """Update ``view`` until its document ends (True) or is removed (False)."""
+def _reread(client: Client, doc_id: str) -> dict[str, Any] | None:
+    """The document's current status, or ``None`` once it is gone (after a ``reset``)."""
+    try:
+        body: dict[str, Any] = client.status(doc_id).body
+    except DocumentNotFoundError:
+        return None
+    return body
+
+
+def _follow_one(
+    view: _One,
+    events: Iterator[StreamEvent],
+    out: TextIO | None,
+    reread: Callable[[], dict[str, Any] | None],
+) -> bool:
+    """Update ``view`` until its document ends (True) or is removed (False).
+
+    On a ``reset`` (changes were missed) the status is read again with ``reread``.
+    """
     for event in events:
         if out is not None:
             _emit(out, event)
         view.connected = event.kind != "disconnected"
-        if event.kind == "removed":
+        data = reread() if event.kind == "reset" else event.data
+        if event.kind == "removed" or (event.kind == "reset" and data is None):
             return False
-        if event.kind == "status" and event.data is not None and view.doc.newer(event.data):
-            view.doc = _Tracked(event.data)
-            if _is_finished(event.data):
+        if event.kind in ("status", "reset") and data is not None and view.doc.newer(data):
+            view.doc = _Tracked(data)
+            if _is_finished(data):
                 return True
     return False  # pragma: no cover - the event stream never ends by itself
 
@@ -510,15 +535,19 @@ def _watch_all(
 ) -> int:
     reply = client.queue(limit=1000)
     board = _Board()
-    for data in reply.body.get("queue", []):
-        board.load(data)
+    board.reload(reply.body)
     if as_json:
         out.write(reply.text + "\n")
         out.flush()
         for event in events:
             _emit(out, event)
+            if event.kind == "reset":  # changes were missed: the current listing, read again
+                out.write(client.queue(limit=1000).text + "\n")
+                out.flush()
         return EXIT_OK
     with _live(board, console):
         for event in events:
+            if event.kind == "reset":
+                board.reload(client.queue(limit=1000).body)
             board.apply(event)
     return EXIT_OK

@@ -178,6 +178,17 @@ class Store(ABC):
     def last_seq(self) -> int:
         """The sequence number of the most recent change (0 for none)."""
 
+    def epoch(self) -> str:
+        """An id of the store's history: it changes when the sequence numbers start again.
+
+        A server that restarts empty (Redis without persistence) hands out
+        numbers already used, so a reader that compares only numbers would wait
+        forever for ones above its last; a changed epoch says to start over.
+        Equal epochs mean the numbers continue. The default, for stores whose
+        history lives as long as the store object or its file, never changes.
+        """
+        return ""
+
     # -- leases ----------------------------------------------------------------
     # The lease index follows the records: after every create and modify (and
     # expire_lease) the store compares records.lease_of(old) with lease_of(new),

@@ -20,6 +20,7 @@ Data layout, every key under the prefix (``docstatus:`` by default):
 * ``seq`` - the change counter; ``log`` - a stream of changes with IDs ``<seq>-0``,
   capped near ``LOG_SIZE`` (``changes_since``); an entry is ``t`` (the change type),
   ``d`` (the doc_id) and ``r`` (the record's JSON text; none for a removal);
+* ``epoch`` - a random id of this history of ``seq``, made again when missing (``epoch()``);
 * ``changes`` - a pub/sub channel carrying each change's seq (``wait_for_change``).
 * ``leases`` (doc_id by expiry), ``lease_epochs``, ``lease_workers`` - the lease index;
 * ``workers`` (worker_id -> info JSON), ``workers_seen`` (-> last heartbeat), ``workers_expiry``
@@ -68,6 +69,7 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -637,6 +639,22 @@ class RedisStore(Store):
         except RedisError as exc:
             raise self._unavailable(exc) from exc
         return int(cast(bytes, value)) if value is not None else 0
+
+    def epoch(self) -> str:
+        """A random id kept in the ``epoch`` key, made by the first reader that finds it missing.
+
+        A server that restarted empty has lost the key with everything else, so
+        the next reader makes a new one (``SET NX``: one wins when several race).
+        """
+        key = self._key("epoch")
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(key, secrets.token_hex(8), nx=True)
+            pipe.get(key)
+            _, value = pipe.execute()
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return cast(bytes, value).decode()
 
     def wait_for_change(self, after_seq: int, timeout: float) -> None:
         """Block until a change after ``after_seq`` is published, or ``timeout`` passes.

@@ -31,13 +31,19 @@ def health_router(manager: StatusManager, *, workers_running: Callable[[], bool]
         responses=error_responses(503),
     )
     async def health() -> JSONResponse:
-        """200 ``{"status": "ok", ...}`` when the store answers, 503 otherwise."""
+        """200 ``{"status": "ok", ...}`` when the store answers; otherwise 503 ``{"status": "unavailable"}``.
+
+        The 503 body is the error shape with ``details.reason`` (why the store
+        did not answer), so a load balancer takes the replica out while an
+        operator reads the cause; it is 200 again as soon as the store answers.
+        """
         try:
             last_seq = await run_in_threadpool(lambda: manager.last_seq)
         except Exception as exc:
             # Any failure to reach the store means unhealthy, whatever the store raised.
             log.warning("health check: status store %s unavailable: %s", manager.store.url, exc)
-            body = error_json("Status store unavailable", "STORE_UNAVAILABLE", {"store": manager.store.url})
+            details = {"store": manager.store.url, "reason": str(exc)[:500] or type(exc).__name__}
+            body = error_json("Status store unavailable", "STORE_UNAVAILABLE", details)
             return JSONResponse({"status": "unavailable", **body}, status_code=503)
         body = {
             "status": "ok",

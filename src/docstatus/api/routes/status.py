@@ -59,6 +59,7 @@ def status_router(
     remover: Remover | None = None,
     stream: bool = True,
     ping_seconds: float = 15.0,
+    max_streams: int | None = None,
 ) -> APIRouter:
     """The ``/status`` endpoints over ``manager``, to mount in any FastAPI app.
 
@@ -66,7 +67,8 @@ def status_router(
     called after ``POST /status/{doc_id}/requeue`` (a worker pool's
     ``enqueue``); ``remover`` serves ``DELETE /status/{doc_id}`` (default: the
     status alone, for an app without content). With ``stream`` the router also serves ``GET /status/stream``
-    (SSE, see :mod:`docstatus.api.routes.stream`); it is registered before
+    (SSE, see :mod:`docstatus.api.routes.stream`), at most ``max_streams``
+    at once (``None``: no limit); it is registered before
     ``/status/{doc_id}``, which therefore cannot address a document whose
     id is ``stream``, ``queue`` or ``active``. Install
     :func:`~docstatus.api.errors.install_error_handlers` on the app for the
@@ -75,7 +77,7 @@ def status_router(
     router = APIRouter(prefix="/status", tags=["status"], dependencies=[STRICT_QUERY])
     _add_listings(router, manager)
     if stream:
-        add_stream_route(router, manager, ping_seconds=ping_seconds)
+        add_stream_route(router, manager, ping_seconds=ping_seconds, max_streams=max_streams)
     _add_document(router, manager)
     guarded = token_dependencies(api_token)
     _add_changes(router, manager, guarded, on_requeued)

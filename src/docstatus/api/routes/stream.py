@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import DocumentNotFoundError
+from ...errors import DocumentNotFoundError, TooManyStreamsError
 from ...manager import StatusManager
 from ..errors import error_responses
 from ..params import STRICT_QUERY
 from ..sse import event_frames, parse_last_event_id, start_seq
 
-__all__ = ["add_stream_route", "stream_router"]
+__all__ = ["StreamSlots", "add_stream_route", "stream_router"]
 
 #: Seconds a stream may take to finish cleanly once the server shuts down.
 SHUTDOWN_GRACE = 2.0
@@ -35,14 +36,48 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds: float = 15.0) -> None:
-    """Add ``GET /stream`` (under the router's prefix) streaming ``manager``'s changes."""
+class StreamSlots:
+    """How many event streams are open, against a limit (``None``: no limit).
+
+    Used on the event loop's thread only (no lock needed). A stream takes a
+    slot before its response starts and gives it back the moment it ends,
+    whether it finished, the client went away or the server is stopping.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> None:
+        """Take a slot; ``TooManyStreamsError`` (503) when every one is taken."""
+        if self.limit is not None and self.open >= self.limit:
+            raise TooManyStreamsError(self.limit)
+        self.open += 1
+
+    async def held(self, frames: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+        """``frames``, giving the slot back when they end or are abandoned."""
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            self.open -= 1
+
+
+def add_stream_route(
+    router: APIRouter, manager: StatusManager, *, ping_seconds: float = 15.0, max_streams: int | None = None
+) -> None:
+    """Add ``GET /stream`` (under the router's prefix) streaming ``manager``'s changes.
+
+    At most ``max_streams`` at once (``None``: no limit); one more is a 503
+    ``TOO_MANY_STREAMS`` in the error shape.
+    """
+    slots = StreamSlots(max_streams)
 
     @router.get(
         "/stream",
         summary="Live status changes (server-sent events)",
         response_class=EventSourceResponse,
-        responses={**_STREAM_DOC, **error_responses(400, 404)},
+        responses={**_STREAM_DOC, **error_responses(400, 404, 503)},
     )
     async def stream(
         doc_id: Annotated[
@@ -57,14 +92,18 @@ def add_stream_route(router: APIRouter, manager: StatusManager, *, ping_seconds:
         With ``doc_id``: only that document's changes, and the stream ends after
         its final one (completed, failed or removed); 404 ``DOCUMENT_NOT_FOUND``
         for a document that does not exist, 204 for one that has already finished
-        and has no change left to send.
+        and has no change left to send; 503 ``TOO_MANY_STREAMS`` when the service
+        already serves its limit of streams (``DOCSTATUS_MAX_STREAMS``).
         """
-        since = await start_seq(manager, parse_last_event_id(last_event_id))
+        resume = parse_last_event_id(last_event_id)
+        since = await start_seq(manager, resume)
         if doc_id is not None and await run_in_threadpool(_nothing_to_follow, manager, doc_id, since):
             return Response(status_code=204)
         stop = anyio.Event()
+        slots.take()
+        frames = event_frames(manager, since, doc_id, stop, ahead=resume is not None and resume > since)
         return EventSourceResponse(
-            event_frames(manager, since, doc_id, stop),
+            slots.held(frames),
             ping=ping_seconds,
             shutdown_event=stop,
             shutdown_grace_period=SHUTDOWN_GRACE,

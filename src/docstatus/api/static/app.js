@@ -370,6 +370,11 @@ function connect() {
     const { doc_id: docId } = JSON.parse(event.data);
     onChange(() => removeDoc(docId));
   });
+  // Changes were missed (the store was reset, or they left the server's log): the listing,
+  // read again, is the truth; events after the reset apply on top of it.
+  source.addEventListener("reset", () => {
+    if (pending === null) loadListThenEvents();
+  });
 }
 
 const CONNECTION_TEXT = {
