@@ -23,6 +23,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidTransitionError",
     "LeaseLostError",
+    "LinkedFileError",
     "MissingDependencyError",
     "NotRetryableError",
     "DocumentLimitError",
@@ -219,6 +220,28 @@ class PathOutsideUploadsError(StatusError, PermissionError):
     def __init__(self, path: str) -> None:
         super().__init__(f"Path {path!r} is outside the uploads folder", path=path)
         self.path = path
+
+
+class LinkedFileError(PathOutsideUploadsError):
+    """A submitted file has other hard links: it may be a file from outside the uploads folder.
+
+    A hard link looks like any file inside the folder, so the only safe answer
+    is to refuse every file whose link count is above one (reported as a 403,
+    like a path outside the folder).
+    """
+
+    code = "PATH_LINKED"
+
+    def __init__(self, path: str, links: int) -> None:
+        StatusError.__init__(
+            self,
+            f"Path {path!r} has {links} hard links: a file linked from elsewhere cannot be submitted "
+            "(copy or move it into the uploads folder instead)",
+            path=path,
+            links=links,
+        )
+        self.path = path
+        self.links = links
 
 
 class UploadNotFoundError(StatusError, FileNotFoundError):

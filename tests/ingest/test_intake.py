@@ -12,6 +12,7 @@ import pytest
 
 from docstatus import ProcessingStatus, StatusManager
 from docstatus.errors import (
+    LinkedFileError,
     PathOutsideUploadsError,
     StatusError,
     UnsupportedFormatError,
@@ -370,6 +371,22 @@ def test_submit_path_refuses_anything_outside_uploads(
     # Untouched: same content, size and modification time.
     assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
     assert manager.list_all() == []
+
+
+def test_submit_path_refuses_a_hard_link_to_a_file_outside(
+    intake: Intake, manager: StatusManager, uploads: Path, outside: Path
+) -> None:
+    os.link(outside, uploads / "linked.txt")
+    with pytest.raises(LinkedFileError) as info:
+        intake.submit_path("linked.txt")
+    assert info.value.code == "PATH_LINKED" and info.value.links == 2
+    assert isinstance(info.value, PathOutsideUploadsError)
+    assert "hard links" in str(info.value)
+    assert manager.list_all() == []
+    # The same bytes as a file of its own are accepted: only the extra link is refused.
+    (uploads / "linked.txt").unlink()
+    (uploads / "copy.txt").write_bytes(outside.read_bytes())
+    assert intake.submit_path("copy.txt").duplicate is False
 
 
 def test_submit_path_queues_a_file_in_place(

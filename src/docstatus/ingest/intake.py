@@ -34,6 +34,7 @@ from typing import IO, Any
 from ..errors import (
     DocumentNotFoundError,
     DuplicateDocumentError,
+    LinkedFileError,
     PathOutsideUploadsError,
     UnsupportedFormatError,
     UploadClosedError,
@@ -219,7 +220,8 @@ class Intake:
 
         ``path`` is relative to the uploads folder or absolute; symlinks are
         followed, and a path that ends up outside the uploads folder raises
-        :class:`PathOutsideUploadsError` without the file being opened.
+        :class:`PathOutsideUploadsError` without the file being opened, and a
+        file with other hard links raises :class:`LinkedFileError` (a 403).
         :class:`UploadNotFoundError` when there is no such regular file,
         :class:`UploadTooLargeError` past ``max_bytes``,
         :class:`UnsupportedFormatError` for formats the pipeline rejects. The
@@ -254,7 +256,11 @@ class Intake:
         digest = hashlib.sha256()
         size = 0
         with open_regular(self.uploads_dir, path, shown) as handle:
-            if os.fstat(handle.fileno()).st_size > self.max_bytes:
+            info = os.fstat(handle.fileno())
+            if info.st_nlink > 1:
+                # Inside the folder by path, but the same file may be reachable from anywhere.
+                raise LinkedFileError(shown, info.st_nlink)
+            if info.st_size > self.max_bytes:
                 raise UploadTooLargeError(name, self.max_bytes)
             for block in iter(lambda: handle.read(_READ_SIZE), b""):
                 size += len(block)
