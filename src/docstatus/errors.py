@@ -17,6 +17,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "ConfigError",
+    "DiskFullError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
     "DuplicateDocumentError",
@@ -264,6 +265,19 @@ class ConfigError(StatusError, ValueError):
         self.name = name
         self.value = value
         self.reason = reason
+
+
+class DiskFullError(StatusError, OSError):
+    """The server's disk (or the user's quota) is full: the file could not be stored; nothing was kept."""
+
+    code = "DISK_FULL"
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(
+            f"The server's disk is full: {filename!r} could not be stored (try again later)",
+            filename=filename,
+        )
+        self.filename = filename
 
 
 class UploadClosedError(StatusError, ValueError):

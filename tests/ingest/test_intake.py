@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -12,6 +13,7 @@ import pytest
 
 from docstatus import ProcessingStatus, StatusManager
 from docstatus.errors import (
+    DiskFullError,
     LinkedFileError,
     PathOutsideUploadsError,
     StatusError,
@@ -513,3 +515,18 @@ def test_detect_format_by_extension_and_content(tmp_path: Path) -> None:
 def test_intake_rejects_a_bad_limit(manager: StatusManager, uploads: Path) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         Intake(manager, uploads, max_bytes=0)
+
+
+def test_an_upload_that_finds_the_disk_full_is_removed(
+    intake: Intake, manager: StatusManager, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real full disk (a tmpfs) is in tests/api/test_limits_server.py; this runs unprivileged.
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(DiskFullError) as info:
+        upload(intake, "a.txt", b"some text")
+    assert info.value.code == "DISK_FULL" and isinstance(info.value, OSError)
+    assert "disk is full" in str(info.value)
+    assert listing(uploads) == [] and manager.list_all() == []

@@ -19,19 +19,21 @@ uploads folder: paths are resolved with symlinks followed and checked first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from ..errors import (
+    DiskFullError,
     DocumentNotFoundError,
     DuplicateDocumentError,
     LinkedFileError,
@@ -100,19 +102,35 @@ class _Candidate:
 
 # -- uploads ---------------------------------------------------------------------
 
+#: The errors of a write that found no room (the disk, or the user's quota, is full).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _disk_full_as(filename: str) -> Iterator[None]:
+    """Report a write that found no room as :class:`DiskFullError` (a 507), not a bare ``OSError``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise DiskFullError(filename) from exc
+        raise
+
 
 class UploadWriter:
     """One upload being received. Use from one thread; a context manager that aborts on error.
 
     Bytes are written to a temporary file inside the uploads folder and hashed
     as they arrive. Past the intake's ``max_bytes``, :meth:`write` removes the
-    temporary file and raises :class:`UploadTooLargeError`.
+    temporary file and raises :class:`UploadTooLargeError`; on a full disk,
+    any step removes it and raises :class:`DiskFullError`.
     """
 
     def __init__(self, intake: Intake, filename: str) -> None:
         self._intake = intake
         self.filename = safe_filename(filename)
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=intake.uploads_dir)
+        with _disk_full_as(self.filename):
+            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=intake.uploads_dir)
         self._path = Path(temp)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
@@ -129,7 +147,8 @@ class UploadWriter:
         if self._size + len(chunk) > self._intake.max_bytes:
             self.abort()
             raise UploadTooLargeError(self.filename, self._intake.max_bytes)
-        handle.write(chunk)
+        with self._aborting_when_full():
+            handle.write(chunk)
         self._hash.update(chunk)
         self._size += len(chunk)
 
@@ -141,9 +160,10 @@ class UploadWriter:
         """
         handle = self._open_file()
         try:
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
+            with self._aborting_when_full():
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
             self._file = None
             doc_id = self._hash.hexdigest()
             candidate = self._intake._check(self._path, self.filename, self._size, doc_id, "upload")
@@ -154,9 +174,22 @@ class UploadWriter:
     def abort(self) -> None:
         """Discard the upload: close and remove the temporary file. Idempotent."""
         handle, self._file = self._file, None
-        if handle is not None:
-            handle.close()
-        self._path.unlink(missing_ok=True)
+        try:
+            if handle is not None:
+                # Closing flushes the buffer, which fails again on a full disk: the file goes anyway.
+                with contextlib.suppress(OSError):
+                    handle.close()
+        finally:
+            self._path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _aborting_when_full(self) -> Iterator[None]:
+        try:
+            with _disk_full_as(self.filename):
+                yield
+        except DiskFullError:
+            self.abort()
+            raise
 
     def _open_file(self) -> IO[bytes]:
         if self._file is None:

@@ -1,0 +1,94 @@
+"""Limits and failure modes of the real service (``docstatus serve`` in a subprocess, over loopback).
+
+Each test drives the service into one limit the README lists: a full disk, a
+content swap after intake, cross-site posts, connections that never finish
+their headers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from servers import Server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    service = Server(tmp_path)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _text(lines: int, word: str = "hello") -> bytes:
+    return "".join(f"{word} line {i}\n" for i in range(lines)).encode()
+
+
+def _upload(server: Server, name: str, data: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(f"{server.url}/uploads", files={"file": (name, data)}, headers=headers, timeout=30)
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted on ``folder`` (root only; the test is skipped otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root): the full-disk test did not run")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the full-disk test did not run")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to the last byte; the file that holds the space."""
+    filler = folder / "filler.bin"
+    block = b"\0" * (1 << 16)
+    written = 0
+    with open(filler, "wb", buffering=0) as handle:
+        while written < (1 << 40):
+            try:
+                written += handle.write(block) or 0
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                return filler
+    raise AssertionError("the file system never filled up")
+
+
+def test_a_full_disk_is_a_507_that_leaves_nothing_and_heals_when_space_frees(server: Server) -> None:
+    with _tmpfs(server.uploads, "20m"):
+        server.start()
+        filler = _fill(server.uploads)
+        data = _text(100_000)  # ~1.7 MB: cannot fit
+        response = _upload(server, "big.txt", data)
+        assert response.status_code == 507, response.text
+        body = response.json()
+        assert body["code"] == "DISK_FULL" and "disk is full" in body["error"], body
+        assert sorted(p.name for p in server.uploads.iterdir()) == ["filler.bin"]  # no partial file
+        assert httpx.get(f"{server.url}/status").json()["documents"] == []
+        filler.unlink()
+        again = _upload(server, "big.txt", data)
+        assert again.status_code == 200, again.text
+        assert again.json()["duplicate"] is False
+        assert server.wait_status(again.json()["doc_id"], "completed", "failed")["status"] == "completed"
+        server.stop()
