@@ -17,6 +17,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "ConfigError",
+    "ContentChangedError",
     "DiskFullError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
@@ -352,6 +353,31 @@ class DocumentLimitError(StatusError, ValueError):
         self.what = what
         self.value = value
         self.limit = limit
+
+
+class ContentChangedError(StatusError, ValueError):
+    """A document's file no longer has the content its doc_id (the SHA-256 of it) was given for.
+
+    The file was replaced or changed after intake; processing it would store
+    other bytes under the old id, so the document fails instead (for good:
+    the same file can only fail the same way; upload the new content to get
+    its own document).
+    """
+
+    code = "CONTENT_CHANGED"
+    retryable = False
+
+    def __init__(self, filename: str, doc_id: str, found: str) -> None:
+        super().__init__(
+            f"{filename!r} changed after it was queued: its SHA-256 is now {found[:12]}..., "
+            f"not the {doc_id[:12]}... it was queued as (upload it again to process the new content)",
+            filename=filename,
+            doc_id=doc_id,
+            found=found,
+        )
+        self.filename = filename
+        self.doc_id = doc_id
+        self.found = found
 
 
 class PageNotFoundError(StatusError, KeyError):

@@ -92,3 +92,29 @@ def test_a_full_disk_is_a_507_that_leaves_nothing_and_heals_when_space_frees(ser
         assert again.json()["duplicate"] is False
         assert server.wait_status(again.json()["doc_id"], "completed", "failed")["status"] == "completed"
         server.stop()
+
+
+# -- content swapped after intake ---------------------------------------------------------------
+
+
+def test_content_swapped_after_intake_fails_the_document_and_the_original_heals_it(server: Server) -> None:
+    original = _text(50, "original")
+    server.env["DOCSTATUS_WORKERS"] = "0"  # nothing processes until the restart below
+    server.start()
+    accepted = _upload(server, "notes.txt", original).json()
+    doc_id = accepted["doc_id"]
+    (server.uploads / f"{doc_id}.txt").write_bytes(_text(50, "swapped"))
+    server.stop()
+    server.env["DOCSTATUS_WORKERS"] = "1"
+    server.start()
+    failed = server.wait_status(doc_id, "completed", "failed")
+    assert failed["status"] == "failed", failed
+    assert failed["metadata"]["error_code"] == "CONTENT_CHANGED", failed
+    assert failed["metadata"]["retryable"] is False and "changed after it was queued" in failed["error"]
+    assert httpx.get(f"{server.url}/documents/{doc_id}").status_code == 404  # no output of other bytes
+    again = _upload(server, "notes.txt", original).json()
+    assert again["doc_id"] == doc_id and again["duplicate"] is True, again
+    done = server.wait_status(doc_id, "completed", "failed")
+    assert done["status"] == "completed", done
+    assert (server.uploads / f"{doc_id}.txt").read_bytes() == original
+    assert "original line 0" in httpx.get(f"{server.url}/documents/{doc_id}").text

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from ..errors import (
+    ContentChangedError,
     DiskFullError,
     DocumentNotFoundError,
     DuplicateDocumentError,
@@ -46,7 +47,7 @@ from ..errors import (
 from ..formats import FORMATS, FormatInfo, FormatRegistry
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
-from ..worker.job import can_retry
+from ..worker.job import ERROR_CODE, can_retry
 from .paths import inside_uploads, open_regular, safe_filename, stored_path
 
 __all__ = ["TEMP_PREFIX", "Accepted", "Intake", "UploadWriter"]
@@ -316,7 +317,7 @@ class Intake:
         relative = final.name
         with self._lock:
             existing = self.manager.get_status(candidate.doc_id)
-            if existing is not None and _has_file(self.uploads_dir, existing):
+            if existing is not None and _has_file(self.uploads_dir, existing) and not _swapped(existing):
                 return self._register(candidate, relative, existing)
             placed = not final.exists()
             os.replace(temp, final)
@@ -371,7 +372,7 @@ class Intake:
         if existing.status is not Status.FAILED:
             message = f"Duplicate of an existing document (status: {existing.status.value})"
             return Accepted(doc_id, existing.filename, True, False, message)
-        if not can_retry(existing):
+        if not can_retry(existing) and not _swapped(existing):
             # The same content, so the same failure: another attempt would only repeat it.
             message = f"Duplicate of a document that cannot be processed: {existing.error}"
             return Accepted(doc_id, existing.filename, True, False, message)
@@ -390,6 +391,11 @@ class Intake:
             self.on_queued(doc_id)
         except Exception:
             log.exception("on_queued callback failed for %s; it stays queued in the store", doc_id)
+
+
+def _swapped(status: ProcessingStatus) -> bool:
+    # Its file was replaced after intake: content that hashes to its doc_id again deserves an attempt.
+    return status.status is Status.FAILED and status.metadata.get(ERROR_CODE) == ContentChangedError.code
 
 
 def _has_file(uploads: Path, status: ProcessingStatus) -> bool:
