@@ -18,6 +18,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ContentChangedError",
+    "CrossSiteRequestError",
     "DiskFullError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
@@ -417,6 +418,22 @@ class AuthenticationError(StatusError, PermissionError):
 
     def __init__(self, message: str = "Missing or invalid bearer token") -> None:
         super().__init__(message)
+
+
+class CrossSiteRequestError(StatusError, PermissionError):
+    """A browser page of another site tried to change something (an upload, a cancel...): refused."""
+
+    code = "CROSS_SITE_REQUEST"
+
+    def __init__(self, origin: str, path: str) -> None:
+        super().__init__(
+            f"Cross-site request refused: a page from {origin} may not POST to {path} "
+            "(add its origin to DOCSTATUS_CORS_ORIGINS to allow it)",
+            origin=origin,
+            path=path,
+        )
+        self.origin = origin
+        self.path = path
 
 
 class RequestTooLargeError(StatusError, ValueError):

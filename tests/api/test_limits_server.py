@@ -118,3 +118,38 @@ def test_content_swapped_after_intake_fails_the_document_and_the_original_heals_
     assert done["status"] == "completed", done
     assert (server.uploads / f"{doc_id}.txt").read_bytes() == original
     assert "original line 0" in httpx.get(f"{server.url}/documents/{doc_id}").text
+
+
+# -- cross-site posts ---------------------------------------------------------------------------
+
+
+def test_a_cross_site_form_post_is_403_and_same_origin_and_scripts_still_work(server: Server) -> None:
+    server.start()
+    evil = _upload(server, "evil.txt", b"from another site", Origin="http://evil.example")
+    assert evil.status_code == 403, evil.text
+    body = evil.json()
+    assert set(body) == {"error", "code", "details"} and body["code"] == "CROSS_SITE_REQUEST", body
+    assert body["details"] == {"origin": "http://evil.example", "path": "/uploads"}
+    hidden = _upload(server, "evil.txt", b"from another site", **{"Sec-Fetch-Site": "cross-site"})
+    assert hidden.status_code == 403 and hidden.json()["code"] == "CROSS_SITE_REQUEST"
+    sandboxed = httpx.post(f"{server.url}/status/cleanup", headers={"Origin": "null"})
+    assert sandboxed.status_code == 403 and sandboxed.json()["code"] == "CROSS_SITE_REQUEST"
+    assert httpx.get(f"{server.url}/status").json()["documents"] == []
+    assert not list(server.uploads.iterdir())
+    # The dashboard (same origin, as a browser sends it) and a script (no Origin) are unaffected.
+    own = _upload(
+        server, "own.txt", b"from the dashboard", Origin=server.url, **{"Sec-Fetch-Site": "same-origin"}
+    )
+    assert own.status_code == 200, own.text
+    assert _upload(server, "script.txt", b"from a script").status_code == 200
+    assert httpx.get(f"{server.url}/health", headers={"Origin": "http://evil.example"}).status_code == 200
+
+
+def test_a_configured_origin_may_post(server: Server) -> None:
+    server.env["DOCSTATUS_CORS_ORIGINS"] = "http://app.example"
+    server.start()
+    allowed = _upload(server, "a.txt", b"from the configured app", Origin="http://app.example")
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+    other = _upload(server, "b.txt", b"from elsewhere", Origin="http://evil.example")
+    assert other.status_code == 403 and other.json()["code"] == "CROSS_SITE_REQUEST"
