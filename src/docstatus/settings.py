@@ -90,6 +90,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "document_timeout": _parse_float,
     "lease_seconds": _parse_float,
     "max_attempts": _parse_int,
+    "limit_concurrency": _parse_int,
+    "header_timeout": _parse_float,
+    "keep_alive_timeout": _parse_float,
 }
 
 
@@ -192,6 +195,12 @@ class ServiceSettings:
     document_timeout: float = 600.0
     lease_seconds: float = 30.0
     max_attempts: int = 3
+    #: Open connections (event streams included) and requests at once; beyond it a request gets a 503.
+    limit_concurrency: int = 1000
+    #: Seconds a connection may take to send a request's headers before it is closed.
+    header_timeout: float = 10.0
+    #: Seconds an idle connection is kept open between requests.
+    keep_alive_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         checked = {
@@ -210,6 +219,9 @@ class ServiceSettings:
             "document_timeout": _check_positive_seconds(self.document_timeout, "document_timeout"),
             "lease_seconds": _check_positive_seconds(self.lease_seconds, "lease_seconds"),
             "max_attempts": _check_int("max_attempts", self.max_attempts, 1, 100),
+            "limit_concurrency": _check_int("limit_concurrency", self.limit_concurrency, 1),
+            "header_timeout": _check_positive_seconds(self.header_timeout, "header_timeout"),
+            "keep_alive_timeout": _check_positive_seconds(self.keep_alive_timeout, "keep_alive_timeout"),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -225,7 +237,10 @@ class ServiceSettings:
         document may take to process before it fails), ``_LEASE_SECONDS``
         (how long a worker's claim lasts without a renewal; a lost worker's
         document is retried after it) and ``_MAX_ATTEMPTS`` (attempts of a
-        document whose worker was lost, before it fails). ``_WORKERS``
+        document whose worker was lost, before it fails), ``_LIMIT_CONCURRENCY``
+        (connections and requests at once; more get a 503), ``_HEADER_TIMEOUT``
+        (seconds a client may take to send its request headers) and
+        ``_KEEP_ALIVE_TIMEOUT`` (seconds an idle connection stays open). ``_WORKERS``
         defaults to the number of CPUs this process may use, and to 0 when a
         ``_QUEUE`` is given (``docstatus worker`` processes do the work then).
         An override of ``None`` counts as not given (convenient for optional

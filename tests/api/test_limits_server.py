@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +155,55 @@ def test_a_configured_origin_may_post(server: Server) -> None:
     assert allowed.headers["access-control-allow-origin"] == "http://app.example"
     other = _upload(server, "b.txt", b"from elsewhere", Origin="http://evil.example")
     assert other.status_code == 403 and other.json()["code"] == "CROSS_SITE_REQUEST"
+
+
+# -- connections that never finish their headers ------------------------------------------------
+
+
+def test_half_open_connections_beyond_the_cap_are_cut_off_and_health_answers(server: Server) -> None:
+    server.env.update(DOCSTATUS_LIMIT_CONCURRENCY="20", DOCSTATUS_HEADER_TIMEOUT="1")
+    server.start()
+    sockets = []
+    try:
+        for _ in range(60):  # three times the cap, each stuck inside its request headers
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            sockets.append(sock)
+        opened = time.monotonic()
+        for sock in sockets:  # each one is closed by the server, none waits for its headers
+            assert sock.recv(1024) == b""
+        assert time.monotonic() - opened < 8
+        deadline = time.monotonic() + 10
+        while (health := httpx.get(f"{server.url}/health", timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.1)
+        assert health.json()["status"] == "ok"
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_slow_but_steady_client_is_served(server: Server) -> None:
+    server.env["DOCSTATUS_HEADER_TIMEOUT"] = "2"
+    server.start()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(2):  # two requests on one connection, each in time
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _response(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(1)
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One whole response (headers and its Content-Length of body) read from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096) or pytest.fail(f"connection closed after {data!r}")
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
