@@ -27,6 +27,7 @@ __all__ = [
     "InvalidTransitionError",
     "LeaseLostError",
     "LinkedFileError",
+    "MemoryLimitError",
     "MissingDependencyError",
     "NotRetryableError",
     "DocumentLimitError",
@@ -379,6 +380,23 @@ class ContentChangedError(StatusError, ValueError):
         self.filename = filename
         self.doc_id = doc_id
         self.found = found
+
+
+class MemoryLimitError(StatusError, MemoryError):
+    """Processing a document needed more memory than a worker process may use (its limit was hit)."""
+
+    code = "MEMORY_LIMIT"
+    retryable = False
+
+    def __init__(self, filename: str, limit_mb: int | None) -> None:
+        limit = f" ({limit_mb:,} MB, DOCSTATUS_CHILD_MEMORY_MB)" if limit_mb else ""
+        super().__init__(
+            f"{filename!r} needed more memory than a worker process may use{limit}",
+            filename=filename,
+            limit_mb=limit_mb,
+        )
+        self.filename = filename
+        self.limit_mb = limit_mb
 
 
 class PageNotFoundError(StatusError, KeyError):

@@ -93,6 +93,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "limit_concurrency": _parse_int,
     "header_timeout": _parse_float,
     "keep_alive_timeout": _parse_float,
+    "child_memory_mb": _parse_int,
 }
 
 
@@ -201,6 +202,8 @@ class ServiceSettings:
     header_timeout: float = 10.0
     #: Seconds an idle connection is kept open between requests.
     keep_alive_timeout: float = 5.0
+    #: MiB of address space each document's child process may use; past it the document fails.
+    child_memory_mb: int = 4096
 
     def __post_init__(self) -> None:
         checked = {
@@ -222,6 +225,7 @@ class ServiceSettings:
             "limit_concurrency": _check_int("limit_concurrency", self.limit_concurrency, 1),
             "header_timeout": _check_positive_seconds(self.header_timeout, "header_timeout"),
             "keep_alive_timeout": _check_positive_seconds(self.keep_alive_timeout, "keep_alive_timeout"),
+            "child_memory_mb": _check_int("child_memory_mb", self.child_memory_mb, 64),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -240,7 +244,8 @@ class ServiceSettings:
         document whose worker was lost, before it fails), ``_LIMIT_CONCURRENCY``
         (connections and requests at once; more get a 503), ``_HEADER_TIMEOUT``
         (seconds a client may take to send its request headers) and
-        ``_KEEP_ALIVE_TIMEOUT`` (seconds an idle connection stays open). ``_WORKERS``
+        ``_KEEP_ALIVE_TIMEOUT`` (seconds an idle connection stays open),
+        ``_CHILD_MEMORY_MB`` (address space of each document's process). ``_WORKERS``
         defaults to the number of CPUs this process may use, and to 0 when a
         ``_QUEUE`` is given (``docstatus worker`` processes do the work then).
         An override of ``None`` counts as not given (convenient for optional
