@@ -232,6 +232,21 @@ def zip_bomb_docx(uncompressed: int) -> bytes:
     return buffer.getvalue()
 
 
+def amplified_docx(paragraphs: int) -> bytes:
+    """A valid DOCX whose body repeats one tiny paragraph ``paragraphs`` times (it compresses ~400:1)."""
+    source = zipfile.ZipFile(io.BytesIO(docx_bytes()))
+    buffer = io.BytesIO()
+    paragraph = b"<w:p><w:r><w:t>x</w:t></w:r></w:p>"
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as package:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "word/document.xml":
+                head, body, tail = data.partition(b"<w:body>")
+                data = head + body + paragraph * paragraphs + tail
+            package.writestr(info.filename, data)
+    return buffer.getvalue()
+
+
 def plain_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as package:

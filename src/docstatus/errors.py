@@ -18,12 +18,17 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "DocumentActiveError",
+    "ContentChangedError",
+    "CrossSiteRequestError",
+    "DiskFullError",
     "DocumentNotFoundError",
     "DocumentTimeoutError",
     "DuplicateDocumentError",
     "InvalidRequestError",
     "InvalidTransitionError",
     "LeaseLostError",
+    "LinkedFileError",
+    "MemoryLimitError",
     "MissingDependencyError",
     "NotRetryableError",
     "DocumentLimitError",
@@ -246,6 +251,28 @@ class PathOutsideUploadsError(StatusError, PermissionError):
         self.path = path
 
 
+class LinkedFileError(PathOutsideUploadsError):
+    """A submitted file has other hard links: it may be a file from outside the uploads folder.
+
+    A hard link looks like any file inside the folder, so the only safe answer
+    is to refuse every file whose link count is above one (reported as a 403,
+    like a path outside the folder).
+    """
+
+    code = "PATH_LINKED"
+
+    def __init__(self, path: str, links: int) -> None:
+        StatusError.__init__(
+            self,
+            f"Path {path!r} has {links} hard links: a file linked from elsewhere cannot be submitted "
+            "(copy or move it into the uploads folder instead)",
+            path=path,
+            links=links,
+        )
+        self.path = path
+        self.links = links
+
+
 class UploadNotFoundError(StatusError, FileNotFoundError):
     """A submitted path does not name an existing regular file inside the uploads folder."""
 
@@ -266,6 +293,19 @@ class ConfigError(StatusError, ValueError):
         self.name = name
         self.value = value
         self.reason = reason
+
+
+class DiskFullError(StatusError, OSError):
+    """The server's disk (or the user's quota) is full: the file could not be stored; nothing was kept."""
+
+    code = "DISK_FULL"
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(
+            f"The server's disk is full: {filename!r} could not be stored (try again later)",
+            filename=filename,
+        )
+        self.filename = filename
 
 
 class UploadClosedError(StatusError, ValueError):
@@ -342,6 +382,48 @@ class DocumentLimitError(StatusError, ValueError):
         self.limit = limit
 
 
+class ContentChangedError(StatusError, ValueError):
+    """A document's file no longer has the content its doc_id (the SHA-256 of it) was given for.
+
+    The file was replaced or changed after intake; processing it would store
+    other bytes under the old id, so the document fails instead (for good:
+    the same file can only fail the same way; upload the new content to get
+    its own document).
+    """
+
+    code = "CONTENT_CHANGED"
+    retryable = False
+
+    def __init__(self, filename: str, doc_id: str, found: str) -> None:
+        super().__init__(
+            f"{filename!r} changed after it was queued: its SHA-256 is now {found[:12]}..., "
+            f"not the {doc_id[:12]}... it was queued as (upload it again to process the new content)",
+            filename=filename,
+            doc_id=doc_id,
+            found=found,
+        )
+        self.filename = filename
+        self.doc_id = doc_id
+        self.found = found
+
+
+class MemoryLimitError(StatusError, MemoryError):
+    """Processing a document needed more memory than a worker process may use (its limit was hit)."""
+
+    code = "MEMORY_LIMIT"
+    retryable = False
+
+    def __init__(self, filename: str, limit_mb: int | None) -> None:
+        limit = f" ({limit_mb:,} MB, DOCSTATUS_CHILD_MEMORY_MB)" if limit_mb else ""
+        super().__init__(
+            f"{filename!r} needed more memory than a worker process may use{limit}",
+            filename=filename,
+            limit_mb=limit_mb,
+        )
+        self.filename = filename
+        self.limit_mb = limit_mb
+
+
 class PageNotFoundError(StatusError, KeyError):
     """A stored document has no page with that number (pages count from 1)."""
 
@@ -379,6 +461,22 @@ class AuthenticationError(StatusError, PermissionError):
 
     def __init__(self, message: str = "Missing or invalid bearer token") -> None:
         super().__init__(message)
+
+
+class CrossSiteRequestError(StatusError, PermissionError):
+    """A browser page of another site tried to change something (an upload, a cancel...): refused."""
+
+    code = "CROSS_SITE_REQUEST"
+
+    def __init__(self, origin: str, path: str) -> None:
+        super().__init__(
+            f"Cross-site request refused: a page from {origin} may not POST to {path} "
+            "(add its origin to DOCSTATUS_CORS_ORIGINS to allow it)",
+            origin=origin,
+            path=path,
+        )
+        self.origin = origin
+        self.path = path
 
 
 class RequestTooLargeError(StatusError, ValueError):

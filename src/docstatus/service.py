@@ -144,6 +144,7 @@ class Service:
                 store_url=self.settings.store,
                 lease_seconds=self.settings.lease_seconds,
                 max_attempts=self.settings.max_attempts,
+                child_memory_mb=self.settings.child_memory_mb,
             )
         )
         self.intake = Intake(

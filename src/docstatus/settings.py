@@ -91,6 +91,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "lease_seconds": _parse_float,
     "max_attempts": _parse_int,
     "max_streams": _parse_int,
+    "limit_concurrency": _parse_int,
+    "header_timeout": _parse_float,
+    "keep_alive_timeout": _parse_float,
+    "child_memory_mb": _parse_int,
 }
 
 
@@ -195,6 +199,14 @@ class ServiceSettings:
     max_attempts: int = 3
     #: Event streams (``GET /status/stream``) served at once; one more is a 503.
     max_streams: int = 500
+    #: Open connections (event streams included) and requests at once; beyond it a request gets a 503.
+    limit_concurrency: int = 1000
+    #: Seconds a connection may take to send a request's headers before it is closed.
+    header_timeout: float = 10.0
+    #: Seconds an idle connection is kept open between requests.
+    keep_alive_timeout: float = 5.0
+    #: MiB of address space each document's child process may use; past it the document fails.
+    child_memory_mb: int = 4096
 
     def __post_init__(self) -> None:
         checked = {
@@ -214,6 +226,10 @@ class ServiceSettings:
             "lease_seconds": _check_positive_seconds(self.lease_seconds, "lease_seconds"),
             "max_attempts": _check_int("max_attempts", self.max_attempts, 1, 100),
             "max_streams": _check_int("max_streams", self.max_streams, 1, 100_000),
+            "limit_concurrency": _check_int("limit_concurrency", self.limit_concurrency, 1),
+            "header_timeout": _check_positive_seconds(self.header_timeout, "header_timeout"),
+            "keep_alive_timeout": _check_positive_seconds(self.keep_alive_timeout, "keep_alive_timeout"),
+            "child_memory_mb": _check_int("child_memory_mb", self.child_memory_mb, 64),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
@@ -230,7 +246,11 @@ class ServiceSettings:
         (how long a worker's claim lasts without a renewal; a lost worker's
         document is retried after it) and ``_MAX_ATTEMPTS`` (attempts of a
         document whose worker was lost, before it fails), ``_MAX_STREAMS`` (event
-        streams served at once). ``_WORKERS``
+        streams served at once), ``_LIMIT_CONCURRENCY`` (connections and requests at
+        once; more get a 503), ``_HEADER_TIMEOUT`` (seconds a client may take to send
+        its request headers), ``_KEEP_ALIVE_TIMEOUT`` (seconds an idle connection
+        stays open) and ``_CHILD_MEMORY_MB`` (address space of each document's
+        process). ``_WORKERS``
         defaults to the number of CPUs this process may use, and to 0 when a
         ``_QUEUE`` is given (``docstatus worker`` processes do the work then).
         An override of ``None`` counts as not given (convenient for optional

@@ -533,6 +533,17 @@ def test_webhook_paths_outside_uploads_are_403_and_untouched(env: Env) -> None:
     assert env.manager.list_all() == []
 
 
+def test_webhook_hard_link_to_a_file_outside_is_403(env: Env) -> None:
+    secret = env.outside / "secret.txt"
+    secret.write_bytes(b"do not read")
+    env.uploads.mkdir(exist_ok=True)
+    os.link(secret, env.uploads / "hard.txt")
+    response = env.client.post("/webhook", json={"event": "upload", "path": "hard.txt"})
+    body = assert_error(response, 403, "PATH_LINKED")
+    assert body["details"] == {"path": "hard.txt", "links": 2}
+    assert env.manager.list_all() == []
+
+
 def test_webhook_missing_file_is_404(env: Env) -> None:
     response = env.client.post("/webhook", json={"event": "upload", "path": "nope.txt"})
     assert_error(response, 404, "UPLOAD_NOT_FOUND")

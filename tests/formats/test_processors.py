@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from _documents import (
+    amplified_docx,
     docx_bytes,
     jpeg_bytes,
     numbered_pages,
@@ -34,9 +35,9 @@ from _documents import (
     zip_bomb_docx,
 )
 from docstatus import StatusManager
-from docstatus.errors import MissingDependencyError, OutputError
+from docstatus.errors import DocumentLimitError, MissingDependencyError, OutputError
 from docstatus.formats import default_processors
-from docstatus.formats.limits import Limits, require
+from docstatus.formats.limits import Limits, check_zip, require
 from docstatus.formats.pdf import PdfProcessor, clean_text
 from docstatus.ingest import Intake
 from docstatus.output import OutputStore, PerceptualDescriptor
@@ -533,3 +534,18 @@ def test_the_document_timeout_setting_is_checked_and_reaches_the_pool(tmp_path: 
     with Service(settings) as service:
         assert service.pool.document_timeout == 12.5
         assert service.output.path == tmp_path / OUTPUT_FILE
+
+
+def test_an_amplified_docx_is_refused_in_seconds_by_its_xml_limits(tmp_path: Path) -> None:
+    many = tmp_path / "many.docx"
+    many.write_bytes(amplified_docx(1_000_000))  # 34 MB of paragraph XML, 3 million elements
+    assert many.stat().st_size < 1 << 20
+    started = time.monotonic()
+    with pytest.raises(DocumentLimitError) as info:
+        check_zip(many, "many.docx", "Word document", Limits())
+    assert time.monotonic() - started < 10
+    assert info.value.what == "XML elements" and "at most 2,000,000 allowed" in str(info.value)
+    with pytest.raises(DocumentLimitError) as big:
+        check_zip(many, "many.docx", "Word document", Limits(max_xml_bytes=16 << 20))
+    assert big.value.what == "bytes of XML" and big.value.value > 16 << 20
+    check_zip(many, "many.docx", "Word document", Limits(max_xml_elements=4_000_000))  # within both

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -12,6 +13,8 @@ import pytest
 
 from docstatus import ProcessingStatus, StatusManager
 from docstatus.errors import (
+    DiskFullError,
+    LinkedFileError,
     PathOutsideUploadsError,
     StatusError,
     UnsupportedFormatError,
@@ -372,6 +375,22 @@ def test_submit_path_refuses_anything_outside_uploads(
     assert manager.list_all() == []
 
 
+def test_submit_path_refuses_a_hard_link_to_a_file_outside(
+    intake: Intake, manager: StatusManager, uploads: Path, outside: Path
+) -> None:
+    os.link(outside, uploads / "linked.txt")
+    with pytest.raises(LinkedFileError) as info:
+        intake.submit_path("linked.txt")
+    assert info.value.code == "PATH_LINKED" and info.value.links == 2
+    assert isinstance(info.value, PathOutsideUploadsError)
+    assert "hard links" in str(info.value)
+    assert manager.list_all() == []
+    # The same bytes as a file of its own are accepted: only the extra link is refused.
+    (uploads / "linked.txt").unlink()
+    (uploads / "copy.txt").write_bytes(outside.read_bytes())
+    assert intake.submit_path("copy.txt").duplicate is False
+
+
 def test_submit_path_queues_a_file_in_place(
     intake: Intake, manager: StatusManager, uploads: Path, queued: list[str]
 ) -> None:
@@ -496,3 +515,18 @@ def test_detect_format_by_extension_and_content(tmp_path: Path) -> None:
 def test_intake_rejects_a_bad_limit(manager: StatusManager, uploads: Path) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         Intake(manager, uploads, max_bytes=0)
+
+
+def test_an_upload_that_finds_the_disk_full_is_removed(
+    intake: Intake, manager: StatusManager, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real full disk (a tmpfs) is in tests/api/test_limits_server.py; this runs unprivileged.
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(DiskFullError) as info:
+        upload(intake, "a.txt", b"some text")
+    assert info.value.code == "DISK_FULL" and isinstance(info.value, OSError)
+    assert "disk is full" in str(info.value)
+    assert listing(uploads) == [] and manager.list_all() == []

@@ -72,6 +72,15 @@ class Segfault:
         return {}
 
 
+class Hog:
+    """Asks for 4 GiB, every time: a parser whose memory blows up."""
+
+    def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
+        reporter.parsing()
+        blocks = [bytearray(64 << 20) for _ in range(64)]
+        return {"blocks": len(blocks)}
+
+
 def processors() -> dict[str, Any]:
     registry: dict[str, Any] = default_processors()
     registry["txt"] = Held()
@@ -354,3 +363,20 @@ def test_processors_that_cannot_be_pickled_are_refused_with_advice(
 
     with pytest.raises(TypeError, match=r"define them at module level, or .* engine='thread'"):
         WorkerPool(manager, tmp_path / "uploads", {"txt": Local()}, engine="process")
+
+
+def test_a_document_over_the_memory_limit_fails_with_a_reason_and_the_child_goes_on(
+    manager: StatusManager, make_engine: Callable[..., Engine]
+) -> None:
+    registry = processors()
+    registry["md"] = Hog()
+    engine = make_engine(manager, workers=1, processors=registry, child_memory_mb=1024)
+    hog = submit(engine.intake, "hog.md", b"# hungry")
+    wait_until(lambda: manager.require_status(hog).is_finished, DEADLINE)
+    status = manager.require_status(hog)
+    assert status.status == "failed", status
+    assert status.metadata["error_code"] == "MEMORY_LIMIT" and status.metadata["retryable"] is False
+    assert "needed more memory than a worker process may use (1,024 MB" in (status.error or "")
+    doc_id, _ = engine.held("after.txt")  # and the pool goes on with the next document
+    engine.release("after.txt")
+    wait_until(lambda: manager.require_status(doc_id).status == "completed", DEADLINE)

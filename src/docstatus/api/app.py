@@ -17,6 +17,7 @@ from ..service import Service
 from ..settings import ServiceSettings
 from .errors import install_error_handlers
 from .logs import follow_server_logging
+from .origins import SameOriginMiddleware
 from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
 from .routes.health import health_router
@@ -43,6 +44,8 @@ Track the processing status of every document in the pipeline.
   the live worker processes and the documents each holds.
 * `DELETE /status/{doc_id}` removes a finished document with its upload and its output;
   `POST /status/cleanup` does so for every document finished longer ago than an age.
+* A `POST` from a web page of another site is refused (403 `CROSS_SITE_REQUEST`) unless its
+  origin is configured (`DOCSTATUS_CORS_ORIGINS`); clients that are not browsers are unaffected.
 * Errors are always `{"error": message, "code": CODE, "details": {...}}`.
 * When the service has an API token, every `POST` and `DELETE` and every read of document content
   (`GET /documents/...`, page thumbnails, `GET /search`) needs `Authorization: Bearer <token>`
@@ -106,6 +109,7 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     install_error_handlers(app)
+    app.add_middleware(SameOriginMiddleware, allowed_origins=chosen.cors_origins)
     if chosen.cors_origins:
         app.add_middleware(
             CORSMiddleware,

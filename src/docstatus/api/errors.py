@@ -45,8 +45,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "REQUEST_TOO_LARGE": 413,
     "PATH_OUTSIDE_UPLOADS": 403,
     "UNAUTHORIZED": 401,
+    "CROSS_SITE_REQUEST": 403,
     "INVALID_REQUEST": 400,
     "CONFIG_ERROR": 500,
+    "DISK_FULL": 507,
 }
 
 # Codes for errors that Starlette/FastAPI raise themselves (HTTPException).
@@ -90,6 +92,7 @@ _DESCRIPTIONS: dict[int, str] = {
     409: "The document's status does not allow this",
     413: "Body or upload over the size limit",
     503: "The status store is unavailable",
+    507: "The server's disk is full (nothing of the request was kept)",
 }
 
 

@@ -26,7 +26,8 @@ def add_parser(commands: Any) -> None:
             "DOCSTATUS_WORKERS, "
             "DOCSTATUS_MAX_UPLOAD_BYTES, DOCSTATUS_MAX_BODY_BYTES, DOCSTATUS_API_TOKEN, "
             "DOCSTATUS_CORS_ORIGINS, DOCSTATUS_SHUTDOWN_TIMEOUT, DOCSTATUS_DOCUMENT_TIMEOUT, "
-            "DOCSTATUS_LEASE_SECONDS, DOCSTATUS_MAX_ATTEMPTS); options win over the environment."
+            "DOCSTATUS_LEASE_SECONDS, DOCSTATUS_MAX_ATTEMPTS, DOCSTATUS_LIMIT_CONCURRENCY, "
+            "DOCSTATUS_HEADER_TIMEOUT, DOCSTATUS_KEEP_ALIVE_TIMEOUT); options win over the environment."
         ),
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -43,6 +44,16 @@ def add_parser(commands: Any) -> None:
         help="documents processed at once, each in its own process (default: CPU count; 0 with --queue)",
     )
     serve.add_argument("--max-upload-bytes", type=int, help="largest accepted upload (default 100 MiB)")
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        help="open connections (event streams included) at once; more get a 503 (default 1000)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a client may take to send its request headers before it is cut off (default 10)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -61,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             workers=args.workers,
             max_upload_bytes=args.max_upload_bytes,
+            limit_concurrency=args.limit_concurrency,
+            header_timeout=args.header_timeout,
         )
     except ConfigError as exc:
         return fail("serve", str(exc))
@@ -68,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..api import create_app
+        from ..api.server import uvicorn_config
     except ImportError as exc:
         return fail("serve", f"{exc}; install it with: pip install 'docstatus[server]'")
     try:
@@ -76,15 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         return fail("serve", str(exc))
     except StatusError as exc:
         return fail("serve", str(exc), status=1)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        # Streams end by themselves at shutdown; this only bounds a stuck client.
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout)),
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings, args.log_level))
     # uvicorn re-raises the Ctrl-C it has already shut down gracefully on.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

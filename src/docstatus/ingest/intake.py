@@ -19,6 +19,7 @@ uploads folder: paths are resolved with symlinks followed and checked first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import logging
@@ -28,15 +29,18 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from ..errors import (
+    ContentChangedError,
+    DiskFullError,
     DocumentNotFoundError,
     DuplicateDocumentError,
+    LinkedFileError,
     PathOutsideUploadsError,
     UnsupportedFormatError,
     UploadClosedError,
@@ -46,7 +50,7 @@ from ..errors import (
 from ..formats import FORMATS, FormatInfo, FormatRegistry
 from ..manager import StatusManager
 from ..models import ProcessingStatus, Status
-from ..worker.job import can_retry
+from ..worker.job import ERROR_CODE, can_retry
 from .paths import inside_uploads, open_regular, safe_filename, stored_path
 
 __all__ = ["TEMP_PREFIX", "Accepted", "Intake", "UploadWriter"]
@@ -103,19 +107,35 @@ class _Candidate:
 
 # -- uploads ---------------------------------------------------------------------
 
+#: The errors of a write that found no room (the disk, or the user's quota, is full).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _disk_full_as(filename: str) -> Iterator[None]:
+    """Report a write that found no room as :class:`DiskFullError` (a 507), not a bare ``OSError``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise DiskFullError(filename) from exc
+        raise
+
 
 class UploadWriter:
     """One upload being received. Use from one thread; a context manager that aborts on error.
 
     Bytes are written to a temporary file inside the uploads folder and hashed
     as they arrive. Past the intake's ``max_bytes``, :meth:`write` removes the
-    temporary file and raises :class:`UploadTooLargeError`.
+    temporary file and raises :class:`UploadTooLargeError`; on a full disk,
+    any step removes it and raises :class:`DiskFullError`.
     """
 
     def __init__(self, intake: Intake, filename: str) -> None:
         self._intake = intake
         self.filename = safe_filename(filename)
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=intake.uploads_dir)
+        with _disk_full_as(self.filename):
+            fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=intake.uploads_dir)
         self._path = Path(temp)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
@@ -132,7 +152,8 @@ class UploadWriter:
         if self._size + len(chunk) > self._intake.max_bytes:
             self.abort()
             raise UploadTooLargeError(self.filename, self._intake.max_bytes)
-        handle.write(chunk)
+        with self._aborting_when_full():
+            handle.write(chunk)
         self._hash.update(chunk)
         self._size += len(chunk)
 
@@ -144,9 +165,10 @@ class UploadWriter:
         """
         handle = self._open_file()
         try:
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
+            with self._aborting_when_full():
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
             self._file = None
             doc_id = self._hash.hexdigest()
             candidate = self._intake._check(self._path, self.filename, self._size, doc_id, "upload")
@@ -157,9 +179,22 @@ class UploadWriter:
     def abort(self) -> None:
         """Discard the upload: close and remove the temporary file. Idempotent."""
         handle, self._file = self._file, None
-        if handle is not None:
-            handle.close()
-        self._path.unlink(missing_ok=True)
+        try:
+            if handle is not None:
+                # Closing flushes the buffer, which fails again on a full disk: the file goes anyway.
+                with contextlib.suppress(OSError):
+                    handle.close()
+        finally:
+            self._path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _aborting_when_full(self) -> Iterator[None]:
+        try:
+            with _disk_full_as(self.filename):
+                yield
+        except DiskFullError:
+            self.abort()
+            raise
 
     def _open_file(self) -> IO[bytes]:
         if self._file is None:
@@ -223,7 +258,8 @@ class Intake:
 
         ``path`` is relative to the uploads folder or absolute; symlinks are
         followed, and a path that ends up outside the uploads folder raises
-        :class:`PathOutsideUploadsError` without the file being opened.
+        :class:`PathOutsideUploadsError` without the file being opened, and a
+        file with other hard links raises :class:`LinkedFileError` (a 403).
         :class:`UploadNotFoundError` when there is no such regular file,
         :class:`UploadTooLargeError` past ``max_bytes``,
         :class:`UnsupportedFormatError` for formats the pipeline rejects. The
@@ -315,7 +351,11 @@ class Intake:
         digest = hashlib.sha256()
         size = 0
         with open_regular(self.uploads_dir, path, shown) as handle:
-            if os.fstat(handle.fileno()).st_size > self.max_bytes:
+            info = os.fstat(handle.fileno())
+            if info.st_nlink > 1:
+                # Inside the folder by path, but the same file may be reachable from anywhere.
+                raise LinkedFileError(shown, info.st_nlink)
+            if info.st_size > self.max_bytes:
                 raise UploadTooLargeError(name, self.max_bytes)
             for block in iter(lambda: handle.read(_READ_SIZE), b""):
                 size += len(block)
@@ -338,7 +378,7 @@ class Intake:
         relative = final.name
         with self._lock:
             existing = self.manager.get_status(candidate.doc_id)
-            if existing is not None and _has_file(self.uploads_dir, existing):
+            if existing is not None and _has_file(self.uploads_dir, existing) and not _swapped(existing):
                 return self._register(candidate, relative, existing)
             placed = not final.exists()
             os.replace(temp, final)
@@ -393,7 +433,7 @@ class Intake:
         if existing.status is not Status.FAILED:
             message = f"Duplicate of an existing document (status: {existing.status.value})"
             return Accepted(doc_id, existing.filename, True, False, message)
-        if not can_retry(existing):
+        if not can_retry(existing) and not _swapped(existing):
             # The same content, so the same failure: another attempt would only repeat it.
             message = f"Duplicate of a document that cannot be processed: {existing.error}"
             return Accepted(doc_id, existing.filename, True, False, message)
@@ -431,6 +471,11 @@ def _older(path: Path, cutoff: float) -> bool:
     except OSError:
         return False
     return stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff
+
+
+def _swapped(status: ProcessingStatus) -> bool:
+    # Its file was replaced after intake: content that hashes to its doc_id again deserves an attempt.
+    return status.status is Status.FAILED and status.metadata.get(ERROR_CODE) == ContentChangedError.code
 
 
 def _has_file(uploads: Path, status: ProcessingStatus) -> bool:

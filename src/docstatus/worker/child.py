@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import resource
 import signal
 import threading
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeaseLostError, StatusError
+from ..errors import LeaseLostError, MemoryLimitError, StatusError
 from ..manager import Lease, StatusManager
 from ..output.store import OutputStore
 from .job import Processor, Reporter
@@ -51,6 +52,8 @@ class ChildConfig:
     store_url: str | None
     #: The level of the parent's ``docstatus`` logger: the child logs at the same level.
     log_level: int = logging.WARNING
+    #: The address space a child may use, in MiB (``RLIMIT_AS``); ``None``: no limit of its own.
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def _load(conn: Connection, pickled: bytes) -> tuple[ChildConfig, StatusManager 
     try:
         config: ChildConfig = pickle.loads(pickled)
         _log_to_stderr(config.log_level)
+        _limit_memory(config.memory_mb)
         manager = StatusManager(store=config.store_url) if config.store_url else None
         output = OutputStore(config.output_path)
     except Exception as exc:
@@ -131,6 +135,18 @@ def _load(conn: Connection, pickled: bytes) -> tuple[ChildConfig, StatusManager 
         return None
     conn.send(("ready",))
     return config, manager, output
+
+
+def _limit_memory(memory_mb: int | None) -> None:
+    # A parser that blows up then gets a MemoryError (the document fails with a reason) instead
+    # of taking the machine's memory until the out-of-memory killer picks some process.
+    if memory_mb is None:
+        return
+    limit = memory_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def child_main(conn: Connection, lifeline: Connection, pickled: bytes) -> None:
@@ -180,6 +196,9 @@ def _run(
         return ("lost",)
     except _ParentError as exc:
         return ("failed", exc.failure)
+    except MemoryError:
+        # The limit of _limit_memory: by now the processor's memory is released again.
+        return ("failed", Outcome.failed(MemoryLimitError(task.filename, config.memory_mb)).value)
     except Exception as exc:
         return ("failed", Outcome.failed(exc).value)
     return ("done", result)

@@ -294,6 +294,8 @@ class WorkerPool:
     parent. ``document_timeout`` (seconds) fails a document still running
     after it. ``lease_seconds`` is each claim's lease, renewed every third of
     it; a lost worker's document is retried up to ``max_attempts`` in all.
+    ``child_memory_mb`` limits the address space of each child process (a
+    document past it fails with ``MEMORY_LIMIT``).
     ``adopt_existing=False`` processes only what is given to :meth:`enqueue`
     (``docstatus process`` uses this, so it never takes a service's documents).
     """
@@ -314,6 +316,7 @@ class WorkerPool:
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
         scan_interval: float = 2.0,
+        child_memory_mb: int | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -335,6 +338,7 @@ class WorkerPool:
             _sendable(self.processors)
         self.engine: Engine = engine
         self.max_attempts = max_attempts
+        self.child_memory_mb = child_memory_mb
         self.adopt_existing = adopt_existing
         store = manager.store
         # A store only this process can see (memory://) gets the children's writes through it.
@@ -578,6 +582,7 @@ class WorkerPool:
             output_path=Path(run.output.path),
             store_url=self.store_url,
             log_level=logging.getLogger("docstatus").getEffectiveLevel(),
+            memory_mb=self.child_memory_mb,
         )
         return _Child(config, name="docstatus-child")
 

@@ -10,14 +10,16 @@ can be stored, and :func:`finish` the document through its lease from the
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import DocumentTimeoutError, LeaseLostError, UnsupportedFormatError
-from ..ingest.paths import stored_path
+from ..errors import ContentChangedError, DocumentTimeoutError, LeaseLostError, UnsupportedFormatError
+from ..ingest.paths import open_regular, stored_path
 from ..manager import Lease
 from ..models import Status, check_metadata
 from ..output.store import OutputStore
@@ -50,17 +52,42 @@ def build_job(
     data_dir: Path,
     output: OutputStore,
 ) -> Job:
-    """The job for a document; ``UploadNotFoundError``/``PathOutsideUploadsError`` for a bad file."""
+    """The job for a document; ``UploadNotFoundError``/``PathOutsideUploadsError`` for a bad file.
+
+    A document the intake created (``metadata["source"]`` is ``upload`` or
+    ``path``) has the SHA-256 of its content as doc_id: its file is hashed
+    again here, and :class:`~docstatus.errors.ContentChangedError` (not
+    retryable) is raised when the content is no longer that.
+    """
     meta = dict(metadata)
+    path = stored_path(uploads_dir, meta)
+    if meta.get("source") in _HASHED_SOURCES and _SHA256.fullmatch(doc_id):
+        _check_content(uploads_dir.resolve(), path, doc_id, filename)
     return Job(
         doc_id=doc_id,
         filename=filename,
         format=str(meta.get("format", "")),
-        path=stored_path(uploads_dir, meta),
+        path=path,
         output=output,
         data_dir=data_dir,
         metadata=meta,
     )
+
+
+#: The intake's sources, whose documents are named by the SHA-256 of their content.
+_HASHED_SOURCES = frozenset({"upload", "path"})
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_READ_SIZE = 1 << 20
+
+
+def _check_content(uploads: Path, path: Path, doc_id: str, filename: str) -> None:
+    digest = hashlib.sha256()
+    with open_regular(uploads, path, path.name) as handle:
+        for block in iter(lambda: handle.read(_READ_SIZE), b""):
+            digest.update(block)
+    found = digest.hexdigest()
+    if found != doc_id:
+        raise ContentChangedError(filename, doc_id, found)
 
 
 def run_processor(processors: Mapping[str, Processor], job: Job, reporter: Reporter) -> dict[str, Any]:

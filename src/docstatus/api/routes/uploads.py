@@ -221,7 +221,8 @@ def uploads_router(
 
         ``path`` is relative to the uploads folder or absolute inside it; a path
         that resolves outside it (``..``, a symlink) is a 403 ``PATH_OUTSIDE_UPLOADS``
-        and the file is never opened; a missing file is a 404.
+        and the file is never opened; a file with other hard links (it may be
+        one from outside) is a 403 ``PATH_LINKED``; a missing file is a 404.
         """
         payload = _webhook_request(await endpoints.read_body(request))
         try:
