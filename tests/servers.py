@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["GATED", "SERVE", "Server", "free_port"]
+__all__ = ["GATED", "NO_WORKERS", "SERVE", "Server", "free_port"]
 
 SERVE = "import sys; from docstatus.cli import main; sys.exit(main(sys.argv[1:]))"
 
@@ -126,5 +126,17 @@ from docstatus.settings import ServiceSettings
 
 settings = ServiceSettings.from_env()
 app = create_app(service=Service(settings, processors=held_processors()))
+uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+"""
+
+
+# The service with no worker pool: nothing but the test touches the documents.
+NO_WORKERS = """
+import uvicorn
+from docstatus.api import create_app
+from docstatus.settings import ServiceSettings
+
+settings = ServiceSettings.from_env()
+app = create_app(settings, start_workers=False)
 uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 """

@@ -17,22 +17,11 @@ import pytest
 from docstatus import StatusManager
 from docstatus.cli import main
 from docstatus.errors import LeaseLostError
-from servers import Server, free_port
+from servers import NO_WORKERS, Server, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "cancel-token-3"
-
-# The service with no worker pool: nothing but the tests touches the documents.
-NO_WORKERS = """
-import uvicorn
-from docstatus.api import create_app
-from docstatus.settings import ServiceSettings
-
-settings = ServiceSettings.from_env()
-app = create_app(settings, start_workers=False)
-uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
-"""
 
 
 @pytest.fixture(scope="module")

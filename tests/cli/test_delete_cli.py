@@ -12,21 +12,11 @@ import pytest
 from docstatus import StatusManager
 from docstatus.cli import main
 from docstatus.output import OutputStore
-from servers import Server
+from servers import NO_WORKERS, Server
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "delete-token-5"
-
-NO_WORKERS = """
-import uvicorn
-from docstatus.api import create_app
-from docstatus.settings import ServiceSettings
-
-settings = ServiceSettings.from_env()
-app = create_app(settings, start_workers=False)
-uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
-"""
 
 
 @pytest.fixture(scope="module")
