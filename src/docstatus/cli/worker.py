@@ -86,6 +86,7 @@ def _worker(args: argparse.Namespace) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         assert settings.queue is not None
         service = WorkerService(settings, settings.queue, args.processes or cpu_count())
+        service.check()
     except ConfigError as exc:
         return fail("worker", str(exc))
     except ImportError as exc:

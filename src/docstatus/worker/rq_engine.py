@@ -317,7 +317,21 @@ def _signal_phrase(ret_val: int | None) -> str:
 
 
 def rq_worker_main(queue_url: str, name: str) -> None:
-    """One RQ worker process: take jobs from the docstatus queue until told to stop (SIGTERM)."""
+    """One RQ worker process: take jobs from the docstatus queue until told to stop (SIGTERM).
+
+    A store or queue it cannot reach ends it with one line in the log and
+    status 1: its supervisor starts another at its next round.
+    """
+    from redis.exceptions import RedisError
+
+    try:
+        _work(queue_url, name)
+    except (RedisError, StatusError) as exc:
+        log.warning("RQ worker %s stopped: %s", name, exc)
+        raise SystemExit(1) from None
+
+
+def _work(queue_url: str, name: str) -> None:
     rq = _rq()
     settings = ServiceSettings.from_env()
     manager = StatusManager(store=settings.store, cleanup_interval_seconds=None)
@@ -382,6 +396,16 @@ class WorkerService:
         process = ctx.Process(target=rq_worker_main, args=(self.queue_url, name), name=name)
         process.start()
         return process
+
+    def check(self) -> None:
+        """Raise ``StoreUnavailableError``/``ConfigError`` unless the store and the queue answer."""
+        from redis.exceptions import RedisError
+
+        self.manager.last_seq  # noqa: B018 - a read that reaches the store
+        try:
+            self.dispatcher.connection.ping()
+        except RedisError as exc:
+            raise ConfigError("queue", self.queue_url, f"the queue does not answer: {exc}") from None
 
     def run(self) -> None:
         """Start the workers and keep them running until :meth:`stop` (or SIGTERM/SIGINT)."""
