@@ -695,3 +695,27 @@ def test_create_app_serves_cancel_and_workers(tmp_path: Path) -> None:
         assert client.post(f"/status/{doc_id}/cancel").json()["error"] == "cancelled"
     schema = app.openapi()
     assert {"/workers", "/status/{doc_id}/cancel"} <= set(schema["paths"])
+
+
+def test_status_health_is_the_health_answer_with_counts_for_status_clients(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path), start_workers=False)
+    manager = app.state.service.manager
+    manager.create_status("a", "a.pdf")
+    manager.create_status("b", "b.pdf")
+    manager.mark_failed("b", "broken")
+    with TestClient(app) as client:
+        plain = client.get("/health").json()
+        answer = client.get("/status/health")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert "counts" not in plain
+    assert {k: v for k, v in body.items() if k != "counts"} == plain
+    assert body["counts"]["queued"] == 1 and body["counts"]["failed"] == 1
+
+
+def test_an_upload_form_may_name_its_file_field_f(env: Env) -> None:
+    answer = env.client.post("/uploads", files={"f": ("legacy.txt", b"sent by an older form")})
+    assert answer.status_code == 200, answer.text
+    assert env.manager.require_status(answer.json()["doc_id"]).filename == "legacy.txt"
+    refused = env.client.post("/uploads", files={"other": ("x.txt", b"not a file field")})
+    assert_error(refused, 400, "INVALID_REQUEST")

@@ -117,6 +117,8 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
+    # Before the status router: its /status/{doc_id} would take /status/health.
+    app.include_router(health_router(service.manager, workers_running=lambda: running.running))
     app.include_router(
         status_router(
             service.manager,
@@ -136,7 +138,6 @@ def create_app(
             metrics=metrics,
         )
     )
-    app.include_router(health_router(service.manager, workers_running=lambda: running.running))
     app.include_router(metrics_router(metrics))
     app.include_router(documents_router(service.output, service.manager, api_token=chosen.api_token))
     app.include_router(workers_router(service.manager))

@@ -18,12 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import InvalidRequestError, RequestTooLargeError
 from ..ingest import Intake, UploadWriter
 
-__all__ = ["FILE_FIELD", "MAX_FILES", "MultipartUpload", "multipart_boundary"]
+__all__ = ["FILE_FIELD", "FILE_FIELDS", "MAX_FILES", "MultipartUpload", "multipart_boundary"]
 
 #: Files one upload request may carry.
 MAX_FILES = 100
 #: The form field that carries files.
 FILE_FIELD = "file"
+#: Every field name accepted for files: ``f`` is what some existing upload forms send.
+FILE_FIELDS = frozenset({FILE_FIELD.encode(), b"f"})
 
 
 def multipart_boundary(content_type: str | None) -> bytes:
@@ -97,11 +99,13 @@ class MultipartUpload:
 
     def _on_headers_finished(self) -> None:
         disposition, options = parse_options_header(self._part.headers.get(b"content-disposition"))
-        if disposition != b"form-data" or options.get(b"name") != FILE_FIELD.encode():
+        name = options.get(b"name")
+        if disposition != b"form-data" or name not in FILE_FIELDS:
             return  # another form field: its data is skipped
         raw_name = options.get(b"filename")
         if raw_name is None:
-            raise InvalidRequestError("The 'file' field must be a file (its part has no filename)")
+            field = name.decode("ascii", "replace") if name else FILE_FIELD
+            raise InvalidRequestError(f"The '{field}' field must be a file (its part has no filename)")
         self._part.filename = raw_name.decode("utf-8", "replace")
         self._ops.append(("open", self._part.filename))
 

@@ -145,6 +145,7 @@ class HealthBody(BaseModel):
     last_seq: int = Field(..., description="The sequence number of the most recent change")
     workers: bool | None = Field(None, description="Whether the processing workers run (null: none)")
     version: str
+    counts: dict[str, int] | None = Field(None, description="Documents by status (`GET /status/health` only)")
 
 
 _WORKER_EXAMPLE: dict[str, Any] = {

@@ -21,8 +21,32 @@ log = logging.getLogger(__name__)
 
 
 def health_router(manager: StatusManager, *, workers_running: Callable[[], bool] | None = None) -> APIRouter:
-    """``GET /health`` over ``manager``; ``workers_running`` reports the worker pool, if any."""
+    """``GET /health`` and ``GET /status/health`` over ``manager``; ``workers_running`` reports the pool.
+
+    Include it before the status router: ``/status/{doc_id}`` would take ``health`` otherwise.
+    """
     router = APIRouter(tags=["service"], dependencies=[STRICT_QUERY])
+
+    async def answer(counts: bool) -> JSONResponse:
+        try:
+            last_seq = await run_in_threadpool(lambda: manager.last_seq)
+            by_status = await run_in_threadpool(manager.count_by_status) if counts else None
+        except Exception as exc:
+            # Any failure to reach the store means unhealthy, whatever the store raised.
+            log.warning("health check: status store %s unavailable: %s", manager.store.url, exc)
+            details = {"store": manager.store.url, "reason": str(exc)[:500] or type(exc).__name__}
+            error = error_json("Status store unavailable", "STORE_UNAVAILABLE", details)
+            return JSONResponse({"status": "unavailable", **error}, status_code=503)
+        body: dict[str, object] = {
+            "status": "ok",
+            "store": manager.store.url,
+            "last_seq": last_seq,
+            "workers": None if workers_running is None else workers_running(),
+            "version": __version__,
+        }
+        if by_status is not None:
+            body["counts"] = by_status
+        return JSONResponse(body)
 
     @router.get(
         "/health",
@@ -37,21 +61,16 @@ def health_router(manager: StatusManager, *, workers_running: Callable[[], bool]
         did not answer), so a load balancer takes the replica out while an
         operator reads the cause; it is 200 again as soon as the store answers.
         """
-        try:
-            last_seq = await run_in_threadpool(lambda: manager.last_seq)
-        except Exception as exc:
-            # Any failure to reach the store means unhealthy, whatever the store raised.
-            log.warning("health check: status store %s unavailable: %s", manager.store.url, exc)
-            details = {"store": manager.store.url, "reason": str(exc)[:500] or type(exc).__name__}
-            body = error_json("Status store unavailable", "STORE_UNAVAILABLE", details)
-            return JSONResponse({"status": "unavailable", **body}, status_code=503)
-        body = {
-            "status": "ok",
-            "store": manager.store.url,
-            "last_seq": last_seq,
-            "workers": None if workers_running is None else workers_running(),
-            "version": __version__,
-        }
-        return JSONResponse(body)
+        return await answer(counts=False)
+
+    @router.get(
+        "/status/health",
+        response_model=HealthBody,
+        summary="The health answer with the documents counted by status",
+        responses=error_responses(503),
+    )
+    async def status_health() -> JSONResponse:
+        """``GET /health`` plus ``counts`` (documents by status), where status clients look for it."""
+        return await answer(counts=True)
 
     return router

@@ -43,7 +43,7 @@ _UPLOAD_BODY = {
                     FILE_FIELD: {
                         "type": "array",
                         "items": {"type": "string", "format": "binary"},
-                        "description": "One or more files (repeat the field)",
+                        "description": "One or more files (repeat the field; `f` is accepted too)",
                     }
                 },
                 "required": [FILE_FIELD],
