@@ -19,7 +19,7 @@ from docstatus.cli import main
 from docstatus.errors import LeaseLostError
 from servers import NO_WORKERS, Server, free_port
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("plain_terminal")]
 
 TOKEN = "cancel-token-3"
 
@@ -31,20 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     yield running
     running.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def store(server: Server) -> Iterator[StatusManager]:
-    """A manager on the server's own store, as a worker process would have."""
-    with StatusManager(store=f"sqlite:///{server.root / 'status.db'}", cleanup_interval_seconds=None) as m:
-        yield m
-
-
-@pytest.fixture(autouse=True)
-def _terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DOCSTATUS_URL", "DOCSTATUS_API_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COLUMNS", "160")
 
 
 def _one_line_error(err: str, *parts: str) -> None:
