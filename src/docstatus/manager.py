@@ -220,6 +220,11 @@ class StatusManager:
         """The store this manager keeps statuses in."""
         return self._store
 
+    @property
+    def progress_interval(self) -> float:
+        """Seconds between writes of one document's progress within a stage (0: every report)."""
+        return 0.0 if self._progress is None else self._progress.interval
+
     # -- changes ---------------------------------------------------------------
 
     def _changed(self, change: Change) -> None:
