@@ -710,7 +710,7 @@ class Lease:
         target = _status(status)
         if progress is not None:
             progress = _progress(progress)
-        clean = _fields(target, fields)
+        clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
         mutation = Mutation("update", time.time(), target, progress, clean, epoch=self.epoch)
         self.manager._fenced(self.doc_id, mutation)
 
