@@ -484,22 +484,7 @@ class MemoryStore(Store):
     def _adopt_new(self, keys: list[Any], found: Reconciliation) -> None:
         # With the lock held: entries of the dict that are no document yet (oldest first).
         now = self.now()
-        read: list[tuple[str, Record, list[str]]] = []
-        for key in keys:
-            entry = self._data[key]
-            mark = fingerprint(entry)
-            known = self._rejected.get(key)
-            if known is not None and known[0] == mark:
-                continue  # the same unreadable entry as before
-            try:
-                record, notes = read_entry(key, entry, now)
-            except UnreadableEntryError as exc:
-                self._reject(key, mark, exc, found)
-                continue
-            self._rejected.pop(key, None)
-            if record is not entry:
-                _rewrite(entry, record)
-            read.append((key, entry, notes))
+        read = [entry for entry in (self._read_new(key, now, found) for key in keys) if entry is not None]
         read.sort(key=lambda item: (item[1]["updated_at"], item[0]))
         for doc_id, record, notes in read:
             self._index(doc_id, record)
@@ -507,6 +492,24 @@ class MemoryStore(Store):
             self._logged("created", doc_id, dict(record))
             found.adopted.append(doc_id)
             self._note(doc_id, "adopted an entry written directly into the wrapped dict", notes)
+
+    def _read_new(self, key: Any, now: float, found: Reconciliation) -> tuple[str, Record, list[str]] | None:
+        # With the lock held: a new entry as a record, written back into it; None if it is none.
+        entry = self._data[key]
+        for _ in range(_TRIES):
+            mark = fingerprint(entry)
+            known = self._rejected.get(key)
+            if known is not None and known[0] == mark:
+                return None  # the same unreadable entry as before
+            try:
+                record, notes = read_entry(key, entry, now)
+            except UnreadableEntryError as exc:
+                self._reject(key, mark, exc, found)
+                return None
+            if record is entry or _rewrite(entry, record, mark):
+                self._rejected.pop(key, None)
+                return key, entry, notes
+        return None  # still being written to: a later look adopts it
 
     def _reject(
         self, key: Any, mark: tuple[Any, ...], exc: UnreadableEntryError, found: Reconciliation
@@ -527,12 +530,17 @@ class MemoryStore(Store):
         # With the lock held: the entry of a document was changed (or replaced) directly.
         written: Record = before[0]
         previous = {**written, "status": before[1], "progress": before[2], "updated_at": before[3]}
-        try:
-            record, notes = direct_change(previous, entry, self.now())
-        except (StatusError, ValueError, TypeError) as exc:
-            self._keep(doc_id, written, before, exc, found)
-            return
-        _rewrite(entry, record)
+        for _ in range(_TRIES):
+            mark = fingerprint(entry)
+            try:
+                record, notes = direct_change(previous, entry, self.now())
+            except (StatusError, ValueError, TypeError) as exc:
+                self._keep(doc_id, written, before, exc, found)
+                return
+            if _rewrite(entry, record, mark):
+                break
+        else:
+            return  # still being written to: a later look adopts it
         self._move_lease(doc_id, previous, entry)
         self._index(doc_id, entry, previous)
         self._seen[doc_id] = fingerprint(entry)  # type: ignore[index]
@@ -582,8 +590,21 @@ class MemoryStore(Store):
 _GONE: Any = object()
 
 
-def _rewrite(entry: dict[str, Any], record: Record) -> None:
-    """Make ``entry`` hold ``record`` in place: code that holds the entry sees the record."""
+# How often an entry is read again when code writes it while the store reads it.
+_TRIES = 3
+
+
+def _rewrite(entry: dict[str, Any], record: Record, mark: tuple[Any, ...]) -> bool:
+    """Make ``entry`` hold ``record`` in place (code that holds the entry sees the record).
+
+    Only if it is still as ``mark`` says, which is what ``record`` was read from:
+    a write by other code meanwhile would be lost. (The check and the write are
+    a few bytecodes apart; code that writes the dict without the lock cannot be
+    excluded for longer than that.)
+    """
+    if fingerprint(entry) != mark:
+        return False
     entry.update(record)
     for key in [k for k in entry if k not in record]:
         del entry[key]
+    return True
