@@ -48,11 +48,12 @@ def ws_router(manager: StatusManager, *, allowed_origins: Iterable[str] = ()) ->
             await websocket.close(code=1008)
             return
         await websocket.accept()
-        start = await start_seq(manager, since)
-        await websocket.send_json({"type": "connected", "seq": start})
-        if since is not None and since > start:
-            await websocket.send_json(reset_event(start, AHEAD))
-        await _forward(websocket, manager, start, doc_id)
+        with contextlib.suppress(WebSocketDisconnect):  # the client left: nothing more to do
+            start = await start_seq(manager, since)
+            await websocket.send_json({"type": "connected", "seq": start})
+            if since is not None and since > start:
+                await websocket.send_json(reset_event(start, AHEAD))
+            await _forward(websocket, manager, start, doc_id)
 
     return router
 
@@ -74,8 +75,6 @@ async def _forward(websocket: WebSocket, manager: StatusManager, since: int, doc
                 if doc_id is not None and event["type"] != "reset" and is_final(event):
                     await websocket.close(code=1000)
                     return
-    except WebSocketDisconnect:
-        return
     finally:
         # As in the SSE stream: a step still running the manager's stream is unwound first.
         gone.cancel()
