@@ -145,14 +145,14 @@ class MemoryStore(Store):
         logged = Change(0, "created", doc_id, record)  # numbered when written
         counts = self._counts
         seen = self._seen
-        written = (record, status, record["progress"], record["updated_at"])
+        written = None if seen is None else (record, status, record["progress"], record["updated_at"])
         with self._lock:
             # As in modify: no call under the lock when an active document is created.
             if doc_id in self._data:
                 self._refuse_create(doc_id)
             self._data[doc_id] = record
-            if seen is not None:
-                seen[doc_id] = written
+            if written is not None:
+                seen[doc_id] = written  # type: ignore[index]
             if "_lease" in record:
                 self._move_lease(doc_id, None, record)
             if active:
@@ -188,7 +188,7 @@ class MemoryStore(Store):
                     raise DocumentNotFoundError(doc_id)
                 continue  # seen while another change moved it in the index: look again
             new = change(old)
-            written = (new, new["status"], new["progress"], new["updated_at"])
+            written = None if seen is None else (new, new["status"], new["progress"], new["updated_at"])
             logged = Change(0, "updated", doc_id, new)  # numbered when written
             # The lease index moves only when the lease object was replaced (a plain
             # update copies the reference): no call under the lock otherwise.
@@ -197,8 +197,8 @@ class MemoryStore(Store):
                 if doc_id not in data or data[doc_id] is not old:
                     continue
                 data[doc_id] = new
-                if seen is not None:
-                    seen[doc_id] = written
+                if written is not None:
+                    seen[doc_id] = written  # type: ignore[index]
                 if lease_moved:
                     self._move_lease(doc_id, old, new)
                 if new["status"] == old["status"] and doc_id in self._active:
