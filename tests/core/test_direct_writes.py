@@ -358,3 +358,23 @@ def test_threads_writing_directly_while_others_use_the_manager_keep_the_index_wh
     assert manager.list_active() == []
     assert {e["doc_id"] for e in events if e["type"] == "created"} == set(data)
     assert manager.cleanup_old_entries(0) == 12 and data == {}
+
+
+def test_every_manager_wrapping_the_dict_tells_its_subscribers() -> None:
+    import gc
+
+    data: dict[str, Any] = {}
+    first, second = StatusManager(data), StatusManager(data)
+    got: list[tuple[str, str]] = []
+    first.subscribe(lambda e: got.append(("first", e["doc_id"])))
+    second.subscribe(lambda e: got.append(("second", e["doc_id"])))
+    data["x"] = _legacy("x")
+    assert first.get_status("x") is not None  # adopted through one of them
+    assert sorted(got) == [("first", "x"), ("second", "x")]
+    store = first.store
+    assert isinstance(store, MemoryStore)
+    for _ in range(20):
+        StatusManager(data, cleanup_interval_seconds=None).close()
+    gc.collect()
+    StatusManager(data, cleanup_interval_seconds=None)
+    assert len(store._listeners) <= 4  # the live ones; those of managers gone are dropped

@@ -396,7 +396,8 @@ class MemoryStore(Store):
         """
         ref = weakref.WeakMethod(callback)
         with self._lock:
-            self._listeners = [*self._listeners, ref]
+            # Those of managers gone since are dropped here: a long-lived dict sees many managers.
+            self._listeners = [*(r for r in self._listeners if r() is not None), ref]
 
     def reconcile(self) -> Reconciliation:
         """Look at every entry of the wrapped dict now; what was written directly is adopted.
