@@ -25,6 +25,7 @@ from .routes.metrics import Metrics, metrics_router
 from .routes.status import removed_json, status_router
 from .routes.uploads import uploads_router
 from .routes.workers import workers_router
+from .routes.ws import ws_router
 
 __all__ = ["create_app"]
 
@@ -142,6 +143,8 @@ def create_app(
     app.include_router(documents_router(service.output, service.manager, api_token=chosen.api_token))
     app.include_router(workers_router(service.manager))
     app.include_router(dashboard_router())
+    # /status/stream's events over a WebSocket, for frontends written against one.
+    app.include_router(ws_router(service.manager, allowed_origins=chosen.cors_origins))
     return app
 
 
