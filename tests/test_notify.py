@@ -419,6 +419,22 @@ def test_bad_times_are_refused_naming_the_variable(variable: str, value: str) ->
     assert info.value.name == variable
 
 
+def test_every_webhook_variable_is_read() -> None:
+    settings = ServiceSettings.from_env(
+        {
+            "DOCSTATUS_NOTIFY_URL": "https://a.example/",
+            "DOCSTATUS_NOTIFY_SECRET": "k",
+            "DOCSTATUS_NOTIFY_RETRY_SECONDS": "60",
+            "DOCSTATUS_NOTIFY_BACKOFF_SECONDS": "0.5",
+            "DOCSTATUS_NOTIFY_BACKOFF_MAX_SECONDS": "8",
+            "DOCSTATUS_NOTIFY_TIMEOUT": "3",
+        }
+    )
+    assert (settings.notify_url, settings.notify_secret) == (("https://a.example/",), "k")
+    assert (settings.notify_retry_seconds, settings.notify_timeout) == (60, 3)
+    assert (settings.notify_backoff_seconds, settings.notify_backoff_max_seconds) == (0.5, 8)
+
+
 def test_the_backoff_cap_is_at_least_its_base() -> None:
     with pytest.raises(ConfigError, match="at least notify_backoff_seconds"):
         ServiceSettings(notify_backoff_seconds=10, notify_backoff_max_seconds=5)

@@ -14,7 +14,8 @@ across restarts:
   answered 2xx (or refused it for good), else rescheduled with exponential
   backoff, until ``retry_seconds`` after the entry was queued; then it is given
   up with one log line. Only the oldest entry of a document is ever in flight,
-  so a document's deliveries arrive in order; different documents go in parallel.
+  so a document's deliveries arrive in order; different documents go in parallel
+  (up to 8 per URL), taken from the 1,000 oldest entries of the outbox.
 * The writer of a status never waits: the manager's event only wakes the thread.
 * Several ``serve`` processes on one store: the cursor is held under an expiring
   lease in the store, renewed on every round; one process delivers, the others
