@@ -225,8 +225,33 @@ def test_a_receiver_that_cannot_be_reached_is_retried(manager: StatusManager) ->
     receiver = Receiver()
     url = receiver.url
     receiver.close()  # nothing listens there now: connections are refused
-    outcome, reason = post(url, b"{}", {}, 1.0)
-    assert outcome == "retry" and "Connection refused" in reason
+    outcome, reason, retry_after = post(url, b"{}", {}, 1.0)
+    assert outcome == "retry" and "Connection refused" in reason and retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("7", 7.0), (" 0 ", 0.0), ("Wed, 21 Oct 2015 07:28:00 GMT", None)]
+)
+def test_retry_after_seconds_are_read(receiver: Receiver, header: str, seconds: float | None) -> None:
+    receiver.answer = lambda request, earlier: 503
+    receiver.headers = {"Retry-After": header}
+    assert post(receiver.url, b"{}", {}, 5.0) == ("retry", "HTTP 503", seconds)
+
+
+def test_a_retry_after_is_honoured_up_to_the_cap(
+    manager: StatusManager, receiver: Receiver, notifiers: Callable[..., Notifier]
+) -> None:
+    answers = iter([429])
+    receiver.answer = lambda request, earlier: next(answers, 200)
+    receiver.headers = {"Retry-After": "2"}
+    notifiers(manager, receiver.url, backoff=Backoff(0.02, 30.0))
+    _complete(manager, "doc")
+    name = cursor_name(receiver.url)
+    wait_until(lambda: any(e.data["attempts"] == 1 for e in manager.store.outbox(name, 1)))
+    (entry,) = manager.store.outbox(name, 1)
+    assert entry.data["due"] >= entry.data["queued"] + 2  # not the 0.02 of the backoff
+    assert entry.data["error"] == "HTTP 429"
+    receiver.wait(lambda rs: [r.code for r in rs] == [429, 200])
 
 
 def test_a_receiver_that_never_answers_does_not_hold_up_status_writes(

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from . import __version__
 from .errors import StatusError
@@ -57,7 +57,7 @@ from .records import Record, status_json
 from .settings import ServiceSettings
 from .stores.base import Change, OutboxEntry, Store
 
-__all__ = ["Backoff", "Notifier", "Outcome", "cursor_name", "post", "sign"]
+__all__ = ["Backoff", "Notifier", "Outcome", "Reply", "cursor_name", "post", "sign"]
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,23 @@ def _classify(code: int) -> Outcome:
     return "permanent"  # other 4xx, and 3xx (redirects are not followed)
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[Outcome, str]:
-    """POST ``body`` to ``url``: what came of it, and a short reason (``"HTTP 503"``, the error).
+class Reply(NamedTuple):
+    """What came of one POST: the outcome, a short reason, and the receiver's ``Retry-After`` seconds."""
+
+    outcome: Outcome
+    reason: str
+    retry_after: float | None = None
+
+
+def _retry_after(value: str | None) -> float | None:
+    # Only the delay-seconds form; an HTTP date is rare from webhook receivers and is ignored.
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Reply:
+    """POST ``body`` to ``url``: what came of it (see :class:`Reply`), the reason ``"HTTP 503"`` or an error.
 
     2xx is ``done``; 408, 429, 5xx, timeouts and connection errors are ``retry``;
     any other status (redirects included: they are not followed) is ``permanent``.
@@ -119,19 +134,18 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tupl
             response.read(65536)
             code = int(response.status)
     except urllib.error.HTTPError as exc:
-        code = exc.code
         exc.close()
+        return Reply(_classify(exc.code), f"HTTP {exc.code}", _retry_after(exc.headers.get("Retry-After")))
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        return "retry", f"{type(exc).__name__}: {reason}"
-    return _classify(code), f"HTTP {code}"
+        return Reply("retry", f"{type(exc).__name__}: {reason}")
+    return Reply(_classify(code), f"HTTP {code}")
 
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
     entry: OutboxEntry
-    outcome: Outcome
-    reason: str
+    reply: Reply
 
 
 class _LostLease(Exception):
@@ -270,23 +284,28 @@ class _Receiver:
             "X-Docstatus-Timestamp": timestamp,
             "X-Docstatus-Signature": sign(self._n.secret, timestamp, body),
         }
-        outcome, reason = post(self.url, body, headers, self._n.timeout)
-        return _Attempt(entry, outcome, reason)
+        return _Attempt(entry, post(self.url, body, headers, self._n.timeout))
 
     def _settle(self, attempt: _Attempt) -> None:
-        entry, data = attempt.entry, dict(attempt.entry.data)
+        entry, data, reply = attempt.entry, dict(attempt.entry.data), attempt.reply
         data["attempts"] = attempts = int(data["attempts"]) + 1
-        retry_at = time.time() + self._n.backoff.delay(attempts)
-        if attempt.outcome == "retry" and retry_at <= data["queued"] + self._n.retry_seconds:
-            data["due"], data["error"] = retry_at, attempt.reason
+        retry_at = time.time() + self._delay(attempts, reply.retry_after)
+        if reply.outcome == "retry" and retry_at <= data["queued"] + self._n.retry_seconds:
+            data["due"], data["error"] = retry_at, reply.reason
             self._write(entry.key, data)
             log.debug(
-                "webhook to %s for %s: %s; retry %d soon", self.url, data["doc_id"], attempt.reason, attempts
+                "webhook to %s for %s: %s; retry %d soon", self.url, data["doc_id"], reply.reason, attempts
             )
             return
-        if attempt.outcome != "done":
-            self._give_up(data, attempt.reason)
+        if reply.outcome != "done":
+            self._give_up(data, reply.reason)
         self._write(entry.key, None)
+
+    def _delay(self, attempts: int, retry_after: float | None) -> float:
+        # A receiver's Retry-After is honoured, up to the backoff's cap.
+        backoff = self._n.backoff
+        delay = backoff.delay(attempts)
+        return delay if retry_after is None else max(delay, min(retry_after, backoff.cap))
 
     def _give_up(self, data: dict[str, Any], reason: str) -> None:
         waited = time.time() - float(data["queued"])
