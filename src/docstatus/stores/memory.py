@@ -7,6 +7,7 @@ same dict object shares one store, hence one lock and one set of indexes.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 from ..errors import DocumentNotFoundError, DuplicateDocumentError
 from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of
 from .base import Change, LeaseEntry, Store, WorkerEntry
+from .query import Entry, Position, Sort, name_key, started_of
 
 __all__ = ["MemoryStore"]
 
@@ -63,6 +65,7 @@ class MemoryStore(Store):
         self._workers: dict[str, tuple[dict[str, Any], float, float]] = {}
         # Entries of the wrapped dict that were there before it was wrapped and are not records.
         self._foreign: frozenset[str] = frozenset()
+        self._init_listing()
         self._index_existing()
 
     @classmethod
@@ -94,9 +97,11 @@ class MemoryStore(Store):
                 log.warning("ignoring entry %r of the wrapped dict: not a docstatus record", doc_id)
         self._foreign = frozenset(foreign)
         records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
-        for record in records:
+        for rank, record in enumerate(records):
             self._index(record["doc_id"], record)
             self._move_lease(record["doc_id"], None, record)
+            # Before any change of this store: numbers below every seq it will hand out.
+            self._list(record["doc_id"], None, record, rank - len(records))
 
     def _move_lease(self, doc_id: str, old: Record | None, new: Record) -> None:
         # With the lock held: the lease index follows the record (see Store).
@@ -150,6 +155,7 @@ class MemoryStore(Store):
                 self._index(doc_id, record)
             self._seq = logged.seq = self._seq + 1
             self._log[logged.seq % self.LOG_SIZE] = logged
+            self._list(doc_id, None, record, logged.seq)
             return logged
 
     def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
@@ -178,7 +184,9 @@ class MemoryStore(Store):
                 data[doc_id] = new
                 if lease_moved:
                     self._move_lease(doc_id, old, new)
-                if new["status"] == old["status"] and doc_id in self._active:
+                # (A queued record is listed by the seq of its last change: see _list.)
+                relist = new["status"] != old["status"] or new["status"] == "queued"
+                if not relist and doc_id in self._active:
                     # A progress update moves only the recency order.
                     del self._order[doc_id]
                     self._order[doc_id] = None
@@ -188,6 +196,9 @@ class MemoryStore(Store):
                     self._index(doc_id, new, old)
                 self._seq = logged.seq = self._seq + 1
                 self._log[logged.seq % self.LOG_SIZE] = logged
+                self._seq_of[doc_id] = logged.seq
+                if relist:
+                    self._list(doc_id, old, new, logged.seq)
                 return logged
 
     def renew_lease(self, doc_id: str, epoch: int, seconds: float) -> bool:
@@ -224,7 +235,9 @@ class MemoryStore(Store):
                 self._data[doc_id] = new
                 self._move_lease(doc_id, old, new)
                 self._index(doc_id, new, old)
-                return self._logged("updated", doc_id, new)
+                logged = self._logged("updated", doc_id, new)
+                self._list(doc_id, old, new, logged.seq)
+                return logged
 
     def _lease_expired(self, doc_id: str, epoch: int) -> bool:
         entry = self._leases.get(doc_id)
@@ -305,6 +318,7 @@ class MemoryStore(Store):
         self._order.pop(doc_id, None)
         if record is not None:
             self._counts[record["status"]] -= 1
+            self._unlist(doc_id, record)
         return self._logged("removed", doc_id, None)
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
@@ -316,3 +330,148 @@ class MemoryStore(Store):
 
     def last_seq(self) -> int:
         return self._seq
+
+    # -- listing -------------------------------------------------------------------
+    # Beside the dict, per status: the doc_ids by the seq of their last change (for
+    # the statuses whose records change mostly by leaving them: queued, completed,
+    # failed), by the start of their attempt, and by filename. Records of the busy
+    # statuses (parsing ... storing) are updated all the time, so they are not kept
+    # in a seq order that every update would have to move: the few of them are
+    # sorted when listed, from the active index (O(active)).
+
+    def _init_listing(self) -> None:
+        self._seq_of: dict[str, int] = {}
+        self._by_seq: dict[str, _SeqIndex] = {status: _SeqIndex() for status in _BY_SEQ}
+        self._by_start: dict[str, list[tuple[float, str]]] = {}
+        self._by_name: dict[str, list[tuple[str, str]]] = {}
+
+    def _list(self, doc_id: str, old: Record | None, new: Record, seq: int) -> None:
+        # With the lock held, after a change of doc_id that may move it in the listing indexes.
+        self._seq_of[doc_id] = seq
+        status = new["status"]
+        if old is None or old["status"] != status or started_of(old) != started_of(new):
+            if old is not None:
+                self._unsort(doc_id, old)
+            bisect.insort(self._by_start.setdefault(status, []), (started_of(new), doc_id))
+            bisect.insort(self._by_name.setdefault(status, []), (name_key(new["filename"]), doc_id))
+        if status in _BY_SEQ:
+            self._by_seq[status].add(seq, doc_id, self._seq_of)
+
+    def _unsort(self, doc_id: str, record: Record) -> None:
+        status = record["status"]
+        _discard(self._by_start.get(status), (started_of(record), doc_id))
+        _discard(self._by_name.get(status), (name_key(record["filename"]), doc_id))
+
+    def _unlist(self, doc_id: str, record: Record) -> None:
+        # The seq index entry dies with the seq_of entry.
+        self._seq_of.pop(doc_id, None)
+        self._unsort(doc_id, record)
+
+    def scan(
+        self,
+        status: str | None,
+        sort: Sort,
+        descending: bool,
+        after: Position | None,
+        limit: int,
+        text: str | None,
+    ) -> list[Entry]:
+        """A walk of the listing indexes: O(limit), and O(active) for a busy status by ``updated``.
+
+        Entries whose record changed since they were indexed are skipped in
+        the seq index (each change appends one; the index is compacted when
+        more than half of it is such entries, so a walk skips fewer than it
+        returns on average).
+        """
+        if status is None:
+            raise ValueError("the memory store walks one status at a time")
+        with self._lock:
+            if sort != "updated":
+                index = (self._by_start if sort == "started" else self._by_name).get(status, [])
+                found = _slice(index, after, limit, descending)
+            elif status in _BY_SEQ:
+                found = self._by_seq[status].walk(after, limit, descending, self._seq_of)
+            else:
+                found = self._busy(status, after, limit, descending)
+            data = self._data
+            return [(key, doc_id, data[doc_id]) for key, doc_id in found if doc_id in data]
+
+    def _busy(
+        self, status: str, after: Position | None, limit: int, descending: bool
+    ) -> list[tuple[Any, str]]:
+        data, seq_of = self._data, self._seq_of
+        keyed = sorted(
+            ((seq_of[i], i) for i in self._active if i in data and data[i]["status"] == status),
+            reverse=descending,
+        )
+        if after is not None:
+            keyed = [e for e in keyed if (e < after if descending else e > after)]
+        return keyed[:limit]
+
+
+#: Statuses listed by ``updated`` from a seq index (the others are few and busy).
+_BY_SEQ = frozenset({"queued", "completed", "failed"})
+
+
+def _discard(index: list[Any] | None, entry: tuple[Any, str]) -> None:
+    if index is None:
+        return
+    i = bisect.bisect_left(index, entry)
+    if i < len(index) and index[i] == entry:
+        del index[i]
+
+
+def _slice(index: list[tuple[Any, str]], after: Position | None, limit: int, descending: bool) -> list[Any]:
+    if descending:
+        end = len(index) if after is None else bisect.bisect_left(index, after)
+        return index[max(end - limit, 0) : end][::-1]
+    start = 0 if after is None else bisect.bisect_right(index, after)
+    return index[start : start + limit]
+
+
+class _SeqIndex:
+    """The doc_ids of one status in the order of the seq of their last change.
+
+    Append-only arrays (a change appends its seq, which is above every other),
+    so a position is found by bisection. An entry is live while it is its
+    doc_id's last change (``seq_of``); the others are skipped, and compacted
+    away when the arrays are full and at most half live.
+    """
+
+    __slots__ = ("ids", "n", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = [0] * 64
+        self.ids: list[str] = [""] * 64
+        self.n = 0
+
+    def add(self, seq: int, doc_id: str, seq_of: dict[str, int]) -> None:
+        if self.n == len(self.seqs):
+            self._make_room(seq_of)
+        self.seqs[self.n] = seq
+        self.ids[self.n] = doc_id
+        self.n += 1
+
+    def _make_room(self, seq_of: dict[str, int]) -> None:
+        live = [(s, i) for s, i in zip(self.seqs, self.ids, strict=True) if seq_of.get(i) == s]
+        size = len(self.seqs) if len(live) * 2 <= len(self.seqs) else len(self.seqs) * 2
+        self.seqs = [s for s, _ in live] + [0] * (size - len(live))
+        self.ids = [i for _, i in live] + [""] * (size - len(live))
+        self.n = len(live)
+
+    def walk(
+        self, after: Position | None, limit: int, descending: bool, seq_of: dict[str, int]
+    ) -> list[tuple[int, str]]:
+        seqs, ids = self.seqs, self.ids
+        found: list[tuple[int, str]] = []
+        if descending:
+            i = (self.n if after is None else bisect.bisect_left(seqs, after[0], 0, self.n)) - 1
+            step, stop = -1, -1
+        else:
+            i = 0 if after is None else bisect.bisect_right(seqs, after[0], 0, self.n)
+            step, stop = 1, self.n
+        while i != stop and len(found) < limit:
+            if seq_of.get(ids[i]) == seqs[i]:
+                found.append((seqs[i], ids[i]))
+            i += step
+        return found

@@ -50,6 +50,7 @@ from ..errors import (
 )
 from ..records import Record, finished_at, lease_of
 from .base import Change, ChangeType, LeaseEntry, Store, WorkerEntry
+from .query import Entry, Position, Sort, matches_text
 from .sqlitedb import Connection, Database
 
 __all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
@@ -95,6 +96,22 @@ MIGRATIONS: tuple[str, ...] = (
         expires REAL NOT NULL
     );
     CREATE INDEX workers_by_expiry ON workers (expires);
+    """,
+    # The listing indexes (see SQLiteStore.scan): per status, by the seq of the last change,
+    # the start of the attempt and the filename, for the statuses whose rows rarely change
+    # without leaving them (finished and queued rows). Partial, so that a progress update of
+    # a document in work writes none of them.
+    """
+    CREATE INDEX docs_finished_by_seq ON docs (status, seq) WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_finished_by_start ON docs (status, json_extract(record, '$._track[0]'), doc_id)
+        WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_finished_by_name ON docs (status, lower(json_extract(record, '$.filename')), doc_id)
+        WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_queued_by_seq ON docs (seq) WHERE status = 'queued';
+    CREATE INDEX docs_queued_by_start ON docs (json_extract(record, '$._track[0]'), doc_id)
+        WHERE status = 'queued';
+    CREATE INDEX docs_queued_by_name ON docs (lower(json_extract(record, '$.filename')), doc_id)
+        WHERE status = 'queued';
     """,
 )
 
@@ -577,6 +594,35 @@ class SQLiteStore(Store):
                 return
             time.sleep(min(self.POLL_INTERVAL, left))
 
+    # -- listing -----------------------------------------------------------------
+
+    GLOBAL_SORTS = frozenset({"updated"})
+
+    def scan(
+        self,
+        status: str | None,
+        sort: Sort,
+        descending: bool,
+        after: Position | None,
+        limit: int,
+        text: str | None,
+    ) -> list[Entry]:
+        """A walk of one listing index, ``LIMIT limit``: O(limit) rows for finished and queued rows.
+
+        Rows in work (parsing ... storing) are few and change all the time: they
+        are sorted from the active index (O(active)). With ``text`` the walk
+        reads on until ``limit`` rows match: filename and doc_id are compared
+        in SQL, without decoding the rows that do not match.
+        """
+        sql, params = _scan_sql(status, sort, descending, after, limit, text)
+
+        def walk(conn: Connection) -> list[Any]:
+            if text is not None:
+                conn.create_function("docstatus_match", 3, _match, deterministic=True)
+            return conn.execute(sql, params).fetchall()
+
+        return [(key, doc_id, _decode(record)) for key, doc_id, record in self._run(walk)]
+
     # -- lifetime --------------------------------------------------------------
 
     def close(self) -> None:
@@ -585,3 +631,72 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.url!r}>"
+
+
+#: The key of each sort order as the listing indexes hold it (the same expressions).
+_SORT_KEYS: dict[str, str] = {
+    "updated": "seq",
+    "started": "json_extract(record, '$._track[0]')",
+    "filename": "lower(json_extract(record, '$.filename'))",
+}
+
+#: Which rows of a status each index holds: the partial indexes' own terms, so that
+#: SQLite can tell the index serves the query.
+_ROWS_OF = {
+    "queued": "status = 'queued'",
+    "completed": "status = 'completed' AND finished_at IS NOT NULL",
+    "failed": "status = 'failed' AND finished_at IS NOT NULL",
+}
+
+
+#: The index of each walk that has one (named: SQLite's planner cannot know how few rows
+#: a listing reads, and would rather sort the rows of a status than walk an index).
+_INDEXES = {
+    "queued": {
+        "updated": "docs_queued_by_seq",
+        "started": "docs_queued_by_start",
+        "filename": "docs_queued_by_name",
+    },
+    **{
+        status: {
+            "updated": "docs_finished_by_seq",
+            "started": "docs_finished_by_start",
+            "filename": "docs_finished_by_name",
+        }
+        for status in ("completed", "failed")
+    },
+}
+
+
+def _match(doc_id: str, filename: object, text: str) -> bool:
+    return matches_text({"doc_id": doc_id, "filename": filename}, text)
+
+
+def _scan_sql(
+    status: str | None, sort: Sort, descending: bool, after: Position | None, limit: int, text: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    key = _SORT_KEYS[sort]
+    where: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        where.append(_ROWS_OF.get(status, "status = ? AND finished_at IS NULL"))
+        params.extend(() if status in _ROWS_OF else (status,))
+    op = "<" if descending else ">"
+    if after is not None and sort == "updated":
+        where.append(f"seq {op} ?")  # seq is unique: no tie to break
+        params.append(after[0])
+    elif after is not None:
+        # The key alone bounds the index range (SQLite does not with a row value over an
+        # expression); the row value then skips the ties before the position.
+        where.append(f"{key} {op}= ? AND ({key}, doc_id) {op} (?, ?)")
+        params.extend((after[0], *after))
+    if text is not None:
+        where.append("docstatus_match(doc_id, json_extract(record, '$.filename'), ?)")
+        params.append(text)
+    order = "DESC" if descending else "ASC"
+    index = f" INDEXED BY {_INDEXES[status][sort]}" if status in _INDEXES else ""
+    sql = (
+        f"SELECT {key}, doc_id, record FROM docs{index} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f" ORDER BY {key} {order}{'' if sort == 'updated' else f', doc_id {order}'} LIMIT ?"
+    )
+    return sql, (*params, limit)

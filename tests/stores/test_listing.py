@@ -1,0 +1,230 @@
+"""Listing queries on every store: filters, sort orders, cursors while documents change, O(page) cost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from docstatus import Status, StatusManager
+from docstatus.records import Record, changed_at
+from docstatus.stores import Store
+from docstatus.stores.query import STATUSES, Page, Query, started_of
+
+
+def _ids(page: Page) -> list[str]:
+    return [r["doc_id"] for r in page.records]
+
+
+def _everything(store: Store, query: Query) -> list[str]:
+    """Every doc_id of ``query``, page after page."""
+    found: list[str] = []
+    after = None
+    while True:
+        page = store.query(Query(**{**_fields(query), "after": after}))
+        found += _ids(page)
+        if page.next is None:
+            return found
+        after = page.next
+
+
+def _fields(query: Query) -> dict[str, Any]:
+    return {name: getattr(query, name) for name in Query.__slots__}
+
+
+def _mixed(manager: StatusManager) -> None:
+    """Nine documents in three statuses, with known filenames."""
+    names = ["Report-A.pdf", "notes.txt", "REPORT-b.PDF", "scan.png", "invoice.pdf"]
+    for i in range(9):
+        manager.create_status(f"doc{i}", names[i % len(names)])
+    for i in (1, 4, 7):
+        manager.mark_completed(f"doc{i}")
+    for i in (2, 5):
+        manager.mark_failed(f"doc{i}", "broken")
+    manager.update_status("doc8", Status.PARSING)
+
+
+def test_the_default_listing_is_the_recent_order(manager: StatusManager) -> None:
+    _mixed(manager)
+    recent = [d["doc_id"] for d in manager.list_all_json(100)]
+    assert _ids(manager.store.query(Query())) == recent
+    assert _ids(manager.store.query(Query(descending=False))) == recent[::-1]
+    assert _everything(manager.store, Query(limit=2)) == recent
+
+
+def test_status_filters_one_or_several(manager: StatusManager) -> None:
+    _mixed(manager)
+    store = manager.store
+    assert _ids(store.query(Query(statuses=("failed",)))) == ["doc5", "doc2"]
+    assert _ids(store.query(Query(statuses=("completed", "failed")))) == [
+        "doc5",
+        "doc2",
+        "doc7",
+        "doc4",
+        "doc1",
+    ]
+    assert _ids(store.query(Query(statuses=("parsing",)))) == ["doc8"]
+    assert _ids(store.query(Query(statuses=("queued",), descending=False))) == ["doc0", "doc3", "doc6"]
+    assert _ids(store.query(Query(statuses=("storing",)))) == []
+
+
+def test_text_matches_filenames_ignoring_case_and_ids_by_their_start(manager: StatusManager) -> None:
+    _mixed(manager)
+    store = manager.store
+    assert sorted(_ids(store.query(Query(text="report")))) == ["doc0", "doc2", "doc5", "doc7"]
+    assert sorted(_ids(store.query(Query(text=".PDF")))) == ["doc0", "doc2", "doc4", "doc5", "doc7"]
+    assert _ids(store.query(Query(text="doc3"))) == ["doc3"]
+    assert _ids(store.query(Query(text="oc3"))) == []  # ids match by their start only
+    assert _ids(store.query(Query(text="report", statuses=("failed",)))) == ["doc5", "doc2"]
+    assert _everything(store, Query(text="pdf", limit=1)) == _ids(store.query(Query(text="pdf")))
+
+
+def _records(store: Store, n: int) -> list[Record]:
+    return [r for r in (store.get(f"doc{i}") for i in range(n)) if r is not None]
+
+
+def test_sort_by_filename_and_by_start(manager: StatusManager) -> None:
+    _mixed(manager)
+    store = manager.store
+    records = _records(store, 9)
+    by_name = [r["doc_id"] for r in sorted(records, key=lambda r: (str(r["filename"]).lower(), r["doc_id"]))]
+    assert _ids(store.query(Query(sort="filename", descending=False))) == by_name
+    assert _everything(store, Query(sort="filename", limit=2)) == by_name[::-1]
+    by_start = [r["doc_id"] for r in sorted(records, key=lambda r: (started_of(r), r["doc_id"]))]
+    assert _everything(store, Query(sort="started", descending=False, limit=4)) == by_start
+    failed = _ids(store.query(Query(sort="filename", statuses=("failed",), descending=False)))
+    assert failed == ["doc5", "doc2"]  # invoice.pdf, REPORT-b.PDF
+
+
+def test_since_and_until_bound_the_sorted_time(manager: StatusManager) -> None:
+    _mixed(manager)
+    store = manager.store
+    records = _records(store, 9)
+    starts = sorted(started_of(r) for r in records)
+    middle = starts[4]
+    expect = {r["doc_id"] for r in records if started_of(r) >= middle}
+    assert set(_everything(store, Query(sort="started", since=middle, limit=2))) == expect
+    assert set(_everything(store, Query(sort="started", since=middle, descending=False, limit=2))) == expect
+    early = {r["doc_id"] for r in records if started_of(r) <= middle}
+    assert set(_everything(store, Query(sort="started", until=middle, limit=2))) == early
+    changes = sorted(changed_at(r) for r in records)
+    recent = {r["doc_id"] for r in records if changed_at(r) >= changes[5]}
+    assert set(_everything(store, Query(since=changes[5], limit=2))) == recent
+    old = {r["doc_id"] for r in records if changed_at(r) <= changes[5]}
+    assert set(_everything(store, Query(until=changes[5], descending=False, limit=2))) == old
+    assert set(_everything(store, Query(until=changes[5], limit=2))) == old
+
+
+@pytest.mark.parametrize("sort", ["updated", "started", "filename"])
+def test_a_cursor_is_stable_while_documents_change(manager: StatusManager, sort: Any) -> None:
+    for i in range(30):
+        manager.create_status(f"d{i:02}", f"file-{i % 7}.pdf")
+        if i % 3:
+            manager.mark_completed(f"d{i:02}")
+    store = manager.store
+    seen: list[str] = []
+    changed: set[str] = set()
+    page = store.query(Query(sort=sort, limit=4))
+    while True:
+        seen += _ids(page)
+        # Change documents on both sides of the position: the rest must come exactly once.
+        for doc_id in (seen[0], f"d{29 - len(seen):02}"):
+            record = store.get(doc_id)
+            if record is not None and record["status"] == "queued":
+                manager.update_status(doc_id, Status.PARSING)
+                changed.add(doc_id)
+            elif record is not None and record["status"] == "completed" and len(changed) % 2:
+                manager.remove(doc_id)
+                changed.add(doc_id)
+        if page.next is None:
+            break
+        page = store.query(Query(sort=sort, limit=4, after=page.next))
+    unchanged = [d for d in seen if d not in changed]
+    assert len(unchanged) == len(set(unchanged))  # never twice
+    assert {f"d{i:02}" for i in range(30)} - changed <= set(seen)  # never skipped
+
+
+def test_a_requeued_document_moves_to_the_front_of_started(manager: StatusManager) -> None:
+    for doc_id in ("a", "b", "c"):
+        manager.create_status(doc_id, f"{doc_id}.pdf")
+    manager.mark_failed("a", "broken")
+    manager.requeue("a")
+    assert _ids(manager.store.query(Query(sort="started", limit=1))) == ["a"]
+    assert _ids(manager.store.query(Query(statuses=("queued",)))) == ["a", "c", "b"]
+    assert _ids(manager.store.query(Query(statuses=("failed",)))) == []
+
+
+def test_a_progress_update_of_a_queued_document_keeps_it_listed(manager: StatusManager) -> None:
+    manager.create_status("q", "q.pdf")
+    manager.create_status("r", "r.pdf")
+    manager.update_status("q", Status.QUEUED, metadata={"note": 1})
+    assert _ids(manager.store.query(Query(statuses=("queued",)))) == ["q", "r"]
+
+
+def _count_scans(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of records each walk of ``store`` returned, and each recent() (a full read)."""
+    counts: list[int] = []
+
+    def counting(read: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            found = read(*args)
+            counts.append(len(found))
+            return found
+
+        return counted
+
+    monkeypatch.setattr(store, "scan", counting(store.scan))
+    monkeypatch.setattr(store, "recent", counting(store.recent))
+    return counts
+
+
+def _many(manager: StatusManager, n: int) -> None:
+    for i in range(n):
+        manager.create_status(f"m{i:05}", f"file-{i}.pdf")
+        if i % 50 == 7:
+            manager.mark_failed(f"m{i:05}", "broken")
+        elif i % 10:
+            manager.mark_completed(f"m{i:05}")
+
+
+@pytest.mark.parametrize("sort", ["updated", "started", "filename"])
+def test_a_page_costs_the_page_not_the_store(
+    manager: StatusManager, sort: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _many(manager, 1500)
+    store = manager.store
+    counts = _count_scans(store, monkeypatch)
+    page = store.query(Query(sort=sort, statuses=("failed",), limit=5))
+    assert len(page.records) == 5
+    assert sum(counts) <= 6 and page.examined <= 6
+    counts.clear()
+    page = store.query(Query(sort=sort, statuses=("failed",), limit=5, after=page.next))
+    assert len(page.records) == 5 and sum(counts) <= 6
+    counts.clear()
+    page = store.query(Query(sort=sort, limit=10))
+    assert len(page.records) == 10
+    assert sum(counts) <= 11 * len(STATUSES)
+    counts.clear()
+    store.query(Query(sort=sort, statuses=("queued", "failed", "completed"), limit=10, after=page.next))
+    assert sum(counts) <= 11 * 3
+
+
+def test_since_ends_the_walk_at_the_bound(manager: StatusManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    _many(manager, 600)
+    store = manager.store
+    latest = store.recent(3)
+    counts = _count_scans(store, monkeypatch)
+    page = store.query(Query(since=changed_at(latest[-1]), limit=50))
+    assert set(_ids(page)) >= {r["doc_id"] for r in latest}
+    assert sum(counts) <= 51 * len(STATUSES)
+    assert page.next is None
+
+
+def test_bad_queries_are_refused() -> None:
+    with pytest.raises(ValueError, match="sort must be one of"):
+        Query(sort="size")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown status 'lost'"):
+        Query(statuses=("lost",))
+    with pytest.raises(ValueError, match="limit"):
+        Query(limit=0)
