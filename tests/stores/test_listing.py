@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from docstatus import Status, StatusManager
 from docstatus.records import Record, changed_at
 from docstatus.stores import Store
 from docstatus.stores.query import STATUSES, Page, Query, started_of
+from docstatus.stores.sqlite import SQLiteStore, _scan_sql
 
 
 def _ids(page: Page) -> list[str]:
@@ -228,3 +231,38 @@ def test_bad_queries_are_refused() -> None:
         Query(statuses=("lost",))
     with pytest.raises(ValueError, match="limit"):
         Query(limit=0)
+
+
+# -- what the indexes are, store by store -------------------------------------------------
+
+
+def test_sqlite_walks_use_an_index_and_never_sort(tmp_path: Path) -> None:
+    store = SQLiteStore.from_url(f"sqlite:///{tmp_path / 'plans.db'}")
+    try:
+        conn = store._db.connection()
+        conn.create_function("docstatus_match", 3, lambda *a: True, deterministic=True)
+        for status in ("queued", "completed", "failed", None):
+            for sort in ("updated",) if status is None else ("updated", "started", "filename"):
+                for after in (None, (1, "x")):
+                    sql, params = _scan_sql(status, sort, True, after, 10, "q")  # type: ignore[arg-type]
+                    plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+                    assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, (status, sort, plan)
+    finally:
+        store.close()
+
+
+def test_redis_removals_leave_nothing_in_the_listing_indexes(redis_url: str) -> None:
+    server, _, prefix = redis_url.partition("?prefix=")
+    client = redis.Redis.from_url(server)
+    with StatusManager(store=redis_url, cleanup_interval_seconds=None) as manager:
+        for doc_id in ("a", "b", "c"):
+            manager.create_status(doc_id, f"{doc_id}.pdf")
+            manager.update_status(doc_id, Status.PARSING)
+            manager.mark_completed(doc_id)
+        indexes = sorted(k.decode() for k in client.keys(f"{prefix}:[qtn]:*"))
+        assert indexes == [f"{prefix}:{i}:completed" for i in "nqt"]
+        assert [client.zcard(k) for k in indexes] == [3, 3, 3]
+        manager.remove("a")
+        assert manager.cleanup_old_entries(0) == 2
+        assert client.keys(f"{prefix}:[qtn]:*") == []  # a sorted set that empties is deleted
+    client.close()
