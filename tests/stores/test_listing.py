@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import redis
 
 from docstatus import Status, StatusManager
-from docstatus.records import Record, changed_at
+from docstatus.records import Record
 from docstatus.stores import Store
 from docstatus.stores.query import STATUSES, Page, Query, started_of
 from docstatus.stores.sqlite import SQLiteStore, _scan_sql
@@ -100,21 +101,26 @@ def test_sort_by_filename_and_by_start(manager: StatusManager) -> None:
     assert failed == ["doc5", "doc2"]  # invoice.pdf, REPORT-b.PDF
 
 
+def _shown(record: Record, name: str) -> float:
+    """A time of ``record`` as its status JSON shows it (whole microseconds), in epoch seconds."""
+    return datetime.fromisoformat(record[name]).timestamp()
+
+
 def test_since_and_until_bound_the_sorted_time(manager: StatusManager) -> None:
     _mixed(manager)
     store = manager.store
     records = _records(store, 9)
-    starts = sorted(started_of(r) for r in records)
+    starts = sorted(_shown(r, "started_at") for r in records)
     middle = starts[4]
-    expect = {r["doc_id"] for r in records if started_of(r) >= middle}
+    expect = {r["doc_id"] for r in records if _shown(r, "started_at") >= middle}
     assert set(_everything(store, Query(sort="started", since=middle, limit=2))) == expect
     assert set(_everything(store, Query(sort="started", since=middle, descending=False, limit=2))) == expect
-    early = {r["doc_id"] for r in records if started_of(r) <= middle}
+    early = {r["doc_id"] for r in records if _shown(r, "started_at") <= middle}
     assert set(_everything(store, Query(sort="started", until=middle, limit=2))) == early
-    changes = sorted(changed_at(r) for r in records)
-    recent = {r["doc_id"] for r in records if changed_at(r) >= changes[5]}
+    changes = sorted(_shown(r, "updated_at") for r in records)
+    recent = {r["doc_id"] for r in records if _shown(r, "updated_at") >= changes[5]}
     assert set(_everything(store, Query(since=changes[5], limit=2))) == recent
-    old = {r["doc_id"] for r in records if changed_at(r) <= changes[5]}
+    old = {r["doc_id"] for r in records if _shown(r, "updated_at") <= changes[5]}
     assert set(_everything(store, Query(until=changes[5], descending=False, limit=2))) == old
     assert set(_everything(store, Query(until=changes[5], limit=2))) == old
 
@@ -218,7 +224,7 @@ def test_since_ends_the_walk_at_the_bound(manager: StatusManager, monkeypatch: p
     store = manager.store
     latest = store.recent(3)
     counts = _count_scans(store, monkeypatch)
-    page = store.query(Query(since=changed_at(latest[-1]), limit=50))
+    page = store.query(Query(since=_shown(latest[-1], "updated_at"), limit=50))
     assert set(_ids(page)) >= {r["doc_id"] for r in latest}
     assert sum(counts) <= 51 * len(STATUSES)
     assert page.next is None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -197,7 +198,9 @@ def _start(query: Query) -> Position | None:
     if query.after is not None or query.sort != "started":
         return query.after
     if query.descending and query.until is not None:
-        return (query.until, "\U0010ffff")  # every doc_id sorts before it
+        # Every doc_id sorts before it; and a microsecond on, because bounds compare in whole
+        # microseconds (the resolution of the times the status JSON shows).
+        return (query.until + 1e-6, "\U0010ffff")
     if not query.descending and query.since is not None:
         return (query.since, "")  # and after this
     return None
@@ -213,26 +216,39 @@ def _walk(scan: Scan, status: str | None, query: Query, start: Position | None) 
         after = (entries[-1][0], entries[-1][1])
 
 
+def _micros(t: float) -> int:
+    # As records.iso truncates: the microsecond the status JSON shows for ``t``.
+    whole = math.floor(t)
+    return whole * 1_000_000 + min(int((t - whole) * 1e6), 999_999)
+
+
 class _Filter:
-    """Which walked records a query keeps, and where its walk may stop."""
+    """Which walked records a query keeps, and where its walk may stop.
+
+    Times compare in whole microseconds, as the status JSON shows them (the
+    bounds rounded to the nearest): a document's own ``started_at`` as
+    ``until`` includes it.
+    """
 
     def __init__(self, query: Query) -> None:
         self.query = query
+        self.since = None if query.since is None else round(query.since * 1_000_000)
+        self.until = None if query.until is None else round(query.until * 1_000_000)
         # A walk in the order of the bounded time stops at the far bound (for updated:
         # the order of changes, which is the order of their times on one clock).
-        self.stop_below = query.since if query.descending and query.sort != "filename" else None
-        self.stop_above = query.until if not query.descending and query.sort != "filename" else None
+        ordered = query.sort != "filename"
+        self.stop_below = self.since if query.descending and ordered else None
+        self.stop_above = self.until if not query.descending and ordered else None
 
-    def past_end(self, t: float) -> bool:
+    def past_end(self, t: int) -> bool:
         return (self.stop_below is not None and t < self.stop_below) or (
             self.stop_above is not None and t > self.stop_above
         )
 
-    def keeps(self, record: Record, t: float) -> bool:
-        q = self.query
-        if (q.since is not None and t < q.since) or (q.until is not None and t > q.until):
+    def keeps(self, record: Record, t: int) -> bool:
+        if (self.since is not None and t < self.since) or (self.until is not None and t > self.until):
             return False
-        return q.text is None or matches_text(record, q.text)
+        return self.query.text is None or matches_text(record, self.query.text)
 
 
 def run_query(query: Query, scan: Scan, *, global_sorts: frozenset[str] = frozenset()) -> Page:
@@ -259,7 +275,7 @@ def run_query(query: Query, scan: Scan, *, global_sorts: frozenset[str] = frozen
     examined = 0
     for entry in merged:
         examined += 1
-        t = _time_of(entry[2], query.sort)
+        t = _micros(_time_of(entry[2], query.sort))
         if keep.past_end(t):
             break
         if keep.keeps(entry[2], t):
