@@ -272,3 +272,24 @@ def test_redis_removals_leave_nothing_in_the_listing_indexes(redis_url: str) -> 
         assert manager.cleanup_old_entries(0) == 2
         assert client.keys(f"{prefix}:[qtn]:*") == []  # a sorted set that empties is deleted
     client.close()
+
+
+def test_a_wrapped_dict_lists_the_records_it_held_before() -> None:
+    held: dict[str, Any] = {}
+    with StatusManager(held, cleanup_interval_seconds=None) as first:
+        for doc_id in ("old-a", "old-b", "old-c"):
+            first.create_status(doc_id, f"{doc_id}.pdf")
+        first.mark_failed("old-b", "broken")
+    copy = {k: dict(v) for k, v in held.items()}
+    with StatusManager(copy, cleanup_interval_seconds=None) as second:
+        assert _ids(second.store.query(Query())) == [d["doc_id"] for d in second.list_all_json()]
+        assert _ids(second.store.query(Query(statuses=("queued",)))) == ["old-c", "old-a"]
+        second.create_status("new", "new.pdf")
+        second.mark_failed("old-a", "broken")
+        assert _ids(second.store.query(Query(statuses=("failed",)))) == ["old-a", "old-b"]
+        assert _ids(second.store.query(Query(sort="filename", descending=False))) == [
+            "new",
+            "old-a",
+            "old-b",
+            "old-c",
+        ]

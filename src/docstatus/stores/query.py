@@ -273,10 +273,11 @@ def run_query(query: Query, scan: Scan, *, global_sorts: frozenset[str] = frozen
     keep = _Filter(query)
     page: list[Entry] = []
     examined = 0
+    timed = query.since is not None or query.until is not None
     for entry in merged:
         examined += 1
-        t = _micros(_time_of(entry[2], query.sort))
-        if keep.past_end(t):
+        t = _micros(_time_of(entry[2], query.sort)) if timed else 0
+        if timed and keep.past_end(t):
             break
         if keep.keeps(entry[2], t):
             page.append(entry)
