@@ -293,3 +293,25 @@ def test_a_wrapped_dict_lists_the_records_it_held_before() -> None:
             "old-b",
             "old-c",
         ]
+
+
+@pytest.mark.parametrize("sort", ["updated", "started", "filename"])
+def test_rare_matches_are_found_beyond_the_walk(
+    manager: StatusManager, sort: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SQLiteStore, "TEXT_WALK", 3)  # the SQLite store's second way, soon
+    manager.create_status("oldest-id", "The NEEDLE.pdf")
+    manager.create_status("german", "Straße.PDF")
+    manager.create_status("kelvin", "\u212aelvin.txt")  # KELVIN SIGN: folds to k
+    for i in range(12):
+        manager.create_status(f"hay{i:02}", f"hay-{i}.pdf")
+    for doc_id in ("oldest-id", "german", "kelvin", *(f"hay{i:02}" for i in range(0, 12, 2))):
+        manager.mark_completed(doc_id)
+    store = manager.store
+    for order in (True, False):
+        assert _ids(store.query(Query(text="needle", sort=sort, descending=order))) == ["oldest-id"]
+        assert _ids(store.query(Query(text="strasse", sort=sort, descending=order))) == ["german"]
+        assert _ids(store.query(Query(text="KELVIN", sort=sort, descending=order))) == ["kelvin"]
+        assert _ids(store.query(Query(text="oldest-", sort=sort, descending=order))) == ["oldest-id"]
+    found = _everything(store, Query(text=".pdf", sort=sort, limit=2))
+    assert sorted(found) == sorted(["oldest-id", "german", *(f"hay{i:02}" for i in range(12))])

@@ -265,7 +265,8 @@ def run_query(query: Query, scan: Scan, *, global_sorts: frozenset[str] = frozen
     listing of ``updated``, and both bounds for ``filename``). The walk stops
     at the first record past the other bound.
     """
-    every: tuple[str | None, ...] = (None,) if query.sort in global_sorts else STATUSES
+    # A text search walks each status: a store may have per-status ways to find rare matches.
+    every: tuple[str | None, ...] = (None,) if query.sort in global_sorts and query.text is None else STATUSES
     statuses: tuple[str | None, ...] = query.statuses or every
     start = _start(query)
     walks = [_walk(scan, s, query, start) for s in dict.fromkeys(statuses)]

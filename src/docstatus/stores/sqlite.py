@@ -610,18 +610,26 @@ class SQLiteStore(Store):
         """A walk of one listing index, ``LIMIT limit``: O(limit) rows for finished and queued rows.
 
         Rows in work (parsing ... storing) are few and change all the time: they
-        are sorted from the active index (O(active)). With ``text`` the walk
-        reads on until ``limit`` rows match: filename and doc_id are compared
-        in SQL, without decoding the rows that do not match.
+        are sorted from the active index (O(active)). With ``text``, the walk
+        first reads on up to :attr:`TEXT_WALK` rows in order, comparing their
+        filenames and ids without decoding them; if that does not fill the page
+        (rare matches), the rest comes from the matches found by a scan of the
+        status's filename index, which holds the filenames themselves (about
+        0.5 µs a row), then ordered: so a search costs the smaller of the two.
         """
+        if text is not None and status in _INDEXES:
+            return self._run(lambda conn: _text_walk(conn, status, sort, descending, after, limit, text))
         sql, params = _scan_sql(status, sort, descending, after, limit, text)
 
         def walk(conn: Connection) -> list[Any]:
             if text is not None:
-                conn.create_function("docstatus_match", 3, _match, deterministic=True)
+                _add_functions(conn)
             return conn.execute(sql, params).fetchall()
 
         return [(key, doc_id, _decode(record)) for key, doc_id, record in self._run(walk)]
+
+    #: Rows a text search walks in order before it looks for the matches in the filename index.
+    TEXT_WALK = 1000
 
     # -- lifetime --------------------------------------------------------------
 
@@ -672,9 +680,61 @@ def _match(doc_id: str, filename: object, text: str) -> bool:
     return matches_text({"doc_id": doc_id, "filename": filename}, text)
 
 
+def _add_functions(conn: sqlite3.Connection) -> None:
+    conn.create_function("docstatus_match", 3, _match, deterministic=True)
+
+
+def _text_walk(
+    conn: sqlite3.Connection,
+    status: str,
+    sort: Sort,
+    descending: bool,
+    after: Position | None,
+    limit: int,
+    text: str,
+) -> list[Entry]:
+    """:meth:`SQLiteStore.scan` with ``text`` for a status with indexes (see there)."""
+    _add_functions(conn)
+    walk = SQLiteStore.TEXT_WALK
+    sql, params = _scan_sql(
+        status,
+        sort,
+        descending,
+        after,
+        walk,
+        None,
+        columns="doc_id, json_extract(record, '$.filename'), record",
+    )
+    found: list[tuple[Any, str, str]] = []
+    walked, last = 0, after
+    # SQLite steps the walk as rows are fetched: it stops when the page is full.
+    for key, doc_id, name, record in conn.execute(sql, params):
+        walked, last = walked + 1, (key, doc_id)
+        if _match(doc_id, name, text):
+            found.append((key, doc_id, record))
+            if len(found) == limit:
+                break
+    if len(found) < limit and walked == walk:
+        # Rare matches: the rest are among those of the filename index, after the walk.
+        rest_sql, rest_params = _scan_sql(
+            status, sort, descending, last, limit - len(found), text, matches=True
+        )
+        found += conn.execute(rest_sql, rest_params).fetchall()
+    return [(key, doc_id, _decode(record)) for key, doc_id, record in found[:limit]]
+
+
 def _scan_sql(
-    status: str | None, sort: Sort, descending: bool, after: Position | None, limit: int, text: str | None
+    status: str | None,
+    sort: Sort,
+    descending: bool,
+    after: Position | None,
+    limit: int,
+    text: str | None,
+    *,
+    columns: str = "doc_id, record",
+    matches: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
+    """The SQL of one walk. With ``matches``, ``text`` is looked for in the status's filename index."""
     key = _SORT_KEYS[sort]
     where: list[str] = []
     params: list[Any] = []
@@ -690,13 +750,27 @@ def _scan_sql(
         # expression); the row value then skips the ties before the position.
         where.append(f"{key} {op}= ? AND ({key}, doc_id) {op} (?, ?)")
         params.extend((after[0], *after))
-    if text is not None:
+    source = "docs"
+    if text is not None and matches and status in _INDEXES:
+        # The few matches, from the filename index (which holds lower(filename): a match of
+        # it is a match of the filename, whose case is folded anyway), drive the walk. An
+        # ASCII filename is compared in SQL (its folded case is its lower case), another in
+        # Python.
+        name = _SORT_KEYS["filename"]
+        source = (
+            f"(SELECT doc_id AS id FROM docs INDEXED BY {_INDEXES[status]['filename']}"
+            f" WHERE {_ROWS_OF[status]} AND (instr({name}, ?) > 0 OR substr(doc_id, 1, ?) = ?"
+            f" OR ({name} GLOB '*[^ -~]*' AND docstatus_match(doc_id, {name}, ?))))"
+            " CROSS JOIN docs ON docs.doc_id = id"
+        )
+        params[:0] = (text.casefold(), len(text), text, text)
+    if text is not None and not matches:
         where.append("docstatus_match(doc_id, json_extract(record, '$.filename'), ?)")
         params.append(text)
     order = "DESC" if descending else "ASC"
-    index = f" INDEXED BY {_INDEXES[status][sort]}" if status in _INDEXES else ""
+    index = f" INDEXED BY {_INDEXES[status][sort]}" if status in _INDEXES and not matches else ""
     sql = (
-        f"SELECT {key}, doc_id, record FROM docs{index} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f"SELECT {key}, {columns} FROM {source}{index} {'WHERE ' + ' AND '.join(where) if where else ''}"
         f" ORDER BY {key} {order}{'' if sort == 'updated' else f', doc_id {order}'} LIMIT ?"
     )
     return sql, (*params, limit)
