@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import random
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import redis
 from docstatus import Status, StatusManager
 from docstatus.records import Record
 from docstatus.stores import Store
+from docstatus.stores.memory import _SortedList
 from docstatus.stores.query import STATUSES, Page, Query, started_of
 from docstatus.stores.sqlite import SQLiteStore, _scan_sql
 
@@ -315,3 +318,24 @@ def test_rare_matches_are_found_beyond_the_walk(
         assert _ids(store.query(Query(text="oldest-", sort=sort, descending=order))) == ["oldest-id"]
     found = _everything(store, Query(text=".pdf", sort=sort, limit=2))
     assert sorted(found) == sorted(["oldest-id", "german", *(f"hay{i:02}" for i in range(12))])
+
+
+def test_the_memory_stores_sorted_lists_agree_with_one_sorted_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_SortedList, "LOAD", 2)
+    chunked, plain = _SortedList(), []
+    rng = random.Random(13)
+    for step in range(3000):
+        item = (rng.randrange(60), f"d{rng.randrange(5)}")
+        if rng.random() < 0.6:
+            if item not in plain:
+                chunked.add(item)
+                bisect.insort(plain, item)
+        else:
+            chunked.discard(item)
+            if item in plain:
+                plain.remove(item)
+        assert [x for part in chunked.lists for x in part] == plain, step
+        at = (rng.randrange(62) - 1, f"d{rng.randrange(6)}") if rng.random() < 0.8 else None
+        n = rng.randrange(1, 8)
+        assert chunked.walk(at, n, False) == [x for x in plain if at is None or x > at][:n]
+        assert chunked.walk(at, n, True) == [x for x in reversed(plain) if at is None or x < at][:n]

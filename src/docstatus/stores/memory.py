@@ -342,8 +342,8 @@ class MemoryStore(Store):
     def _init_listing(self) -> None:
         self._seq_of: dict[str, int] = {}
         self._by_seq: dict[str, _SeqIndex] = {status: _SeqIndex() for status in _BY_SEQ}
-        self._by_start: dict[str, list[tuple[float, str]]] = {}
-        self._by_name: dict[str, list[tuple[str, str]]] = {}
+        self._by_start: dict[str, _SortedList] = {}
+        self._by_name: dict[str, _SortedList] = {}
 
     def _list(self, doc_id: str, old: Record | None, new: Record, seq: int) -> None:
         # With the lock held, after a change of doc_id that may move it in the listing indexes.
@@ -352,15 +352,19 @@ class MemoryStore(Store):
         if old is None or old["status"] != status or started_of(old) != started_of(new):
             if old is not None:
                 self._unsort(doc_id, old)
-            bisect.insort(self._by_start.setdefault(status, []), (started_of(new), doc_id))
-            bisect.insort(self._by_name.setdefault(status, []), (name_key(new["filename"]), doc_id))
+            self._by_start.setdefault(status, _SortedList()).add((started_of(new), doc_id))
+            self._by_name.setdefault(status, _SortedList()).add((name_key(new["filename"]), doc_id))
         if status in _BY_SEQ:
             self._by_seq[status].add(seq, doc_id, self._seq_of)
 
     def _unsort(self, doc_id: str, record: Record) -> None:
         status = record["status"]
-        _discard(self._by_start.get(status), (started_of(record), doc_id))
-        _discard(self._by_name.get(status), (name_key(record["filename"]), doc_id))
+        for index, key in (
+            (self._by_start, started_of(record)),
+            (self._by_name, name_key(record["filename"])),
+        ):
+            if status in index:
+                index[status].discard((key, doc_id))
 
     def _unlist(self, doc_id: str, record: Record) -> None:
         # The seq index entry dies with the seq_of entry.
@@ -387,8 +391,8 @@ class MemoryStore(Store):
             raise ValueError("the memory store walks one status at a time")
         with self._lock:
             if sort != "updated":
-                index = (self._by_start if sort == "started" else self._by_name).get(status, [])
-                found = _slice(index, after, limit, descending)
+                index = (self._by_start if sort == "started" else self._by_name).get(status)
+                found = [] if index is None else index.walk(after, limit, descending)
             elif status in _BY_SEQ:
                 found = self._by_seq[status].walk(after, limit, descending, self._seq_of)
             else:
@@ -413,20 +417,81 @@ class MemoryStore(Store):
 _BY_SEQ = frozenset({"queued", "completed", "failed"})
 
 
-def _discard(index: list[Any] | None, entry: tuple[Any, str]) -> None:
-    if index is None:
-        return
-    i = bisect.bisect_left(index, entry)
-    if i < len(index) and index[i] == entry:
-        del index[i]
+class _SortedList:
+    """A sorted list kept as a list of short sorted lists (each at most ``2 * LOAD`` long).
 
+    An insert or removal moves at most ``2 * LOAD`` entries, not all of them (what
+    ``bisect.insort`` into one long list would), at any size.
+    """
 
-def _slice(index: list[tuple[Any, str]], after: Position | None, limit: int, descending: bool) -> list[Any]:
-    if descending:
-        end = len(index) if after is None else bisect.bisect_left(index, after)
-        return index[max(end - limit, 0) : end][::-1]
-    start = 0 if after is None else bisect.bisect_right(index, after)
-    return index[start : start + limit]
+    LOAD = 256
+    __slots__ = ("lists", "maxes")
+
+    def __init__(self) -> None:
+        self.lists: list[list[Any]] = []
+        self.maxes: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        lists, maxes = self.lists, self.maxes
+        if not lists:
+            lists.append([item])
+            maxes.append(item)
+            return
+        i = bisect.bisect_left(maxes, item)
+        if i == len(maxes):
+            i -= 1
+            lists[i].append(item)
+            maxes[i] = item
+        else:
+            bisect.insort(lists[i], item)
+        if len(lists[i]) > 2 * self.LOAD:
+            half = lists[i]
+            lists[i : i + 1] = [half[: self.LOAD], half[self.LOAD :]]
+            maxes[i : i + 1] = [half[self.LOAD - 1], half[-1]]
+
+    def discard(self, item: Any) -> None:
+        i = bisect.bisect_left(self.maxes, item)
+        if i == len(self.maxes):
+            return
+        part = self.lists[i]
+        j = bisect.bisect_left(part, item)
+        if j < len(part) and part[j] == item:
+            del part[j]
+            if part:
+                self.maxes[i] = part[-1]
+            else:
+                del self.lists[i], self.maxes[i]
+
+    def walk(self, after: Any, limit: int, descending: bool) -> list[Any]:
+        """Up to ``limit`` items strictly beyond ``after`` (``None``: from the start), in order."""
+        return self._down(after, limit) if descending else self._up(after, limit)
+
+    def _down(self, before: Any, limit: int) -> list[Any]:
+        lists = self.lists
+        found: list[Any] = []
+        if not lists:
+            return found
+        i = len(lists) if before is None else bisect.bisect_left(self.maxes, before)
+        if i == len(lists):  # every item is before it
+            i -= 1
+            j = len(lists[i])
+        else:
+            j = bisect.bisect_left(lists[i], before)
+        while i >= 0 and len(found) < limit:
+            found.extend(reversed(lists[i][max(j - (limit - len(found)), 0) : j]))
+            i -= 1
+            j = len(lists[i]) if i >= 0 else 0
+        return found
+
+    def _up(self, after: Any, limit: int) -> list[Any]:
+        lists = self.lists
+        found: list[Any] = []
+        i = 0 if after is None else bisect.bisect_right(self.maxes, after)
+        j = 0 if after is None or i == len(lists) else bisect.bisect_right(lists[i], after)
+        while i < len(lists) and len(found) < limit:
+            found.extend(lists[i][j : j + limit - len(found)])
+            i, j = i + 1, 0
+        return found
 
 
 class _SeqIndex:
