@@ -22,6 +22,10 @@ Data layout, every key under the prefix (``docstatus:`` by default):
   ``d`` (the doc_id) and ``r`` (the record's JSON text; none for a removal);
 * ``epoch`` - a random id of this history of ``seq``, made again when missing (``epoch()``);
 * ``changes`` - a pub/sub channel carrying each change's seq (``wait_for_change``).
+* ``q:<status>`` (doc_ids by the seq of their last change), ``t:<status>`` and
+  ``n:<status>`` (lex indexes of ``<key>\\0<doc_id>`` by the attempt's start and by
+  filename) - the listing indexes (``scan``), moved in the commit of each change; the
+  record's hash names its entries (``x<slot>``, ``y<slot>``) so that a removal takes them out;
 * ``leases`` (doc_id by expiry), ``lease_epochs``, ``lease_workers`` - the lease index;
 * ``workers`` (worker_id -> info JSON), ``workers_seen`` (-> last heartbeat), ``workers_expiry``
   (worker_id by expiry) - the worker registry. Lease and registry times are the server's ``TIME``.

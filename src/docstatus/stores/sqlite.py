@@ -12,6 +12,9 @@ Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
   ``doc_id`` of active rows only, on ``finished_at`` of finished rows only, and on
   ``status`` keep ``recent``, ``active``, ``expire`` and ``counts`` from reading
   every row.
+* Listing indexes (``scan``), partial so that a progress update writes none: per status
+  by ``seq``, by the attempt's start and by lower(filename), over finished rows and over
+  queued rows (rows in work are few: they are sorted from the active index).
 * ``changes``: the change log. Its ``INTEGER PRIMARY KEY`` is the sequence
   number. SQLite gives a new row the largest key plus one, and pruning never
   removes the newest row, so numbers are strictly increasing and never reused,
