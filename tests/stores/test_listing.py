@@ -17,7 +17,7 @@ from docstatus.records import Record
 from docstatus.stores import Store
 from docstatus.stores.memory import _SortedList
 from docstatus.stores.query import STATUSES, Page, Query, started_of
-from docstatus.stores.sqlite import SQLiteStore, _scan_sql
+from docstatus.stores.sqlite import MIGRATIONS, SQLiteStore, _scan_sql
 
 
 def _ids(page: Page) -> list[str]:
@@ -339,3 +339,22 @@ def test_the_memory_stores_sorted_lists_agree_with_one_sorted_list(monkeypatch: 
         n = rng.randrange(1, 8)
         assert chunked.walk(at, n, False) == [x for x in plain if at is None or x > at][:n]
         assert chunked.walk(at, n, True) == [x for x in reversed(plain) if at is None or x < at][:n]
+
+
+class _BeforeListing(SQLiteStore):
+    MIGRATIONS = MIGRATIONS[:3]
+
+
+def test_an_sqlite_file_from_before_the_listing_indexes_is_listed_after_its_migration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with StatusManager(store=_BeforeListing.from_url(url), cleanup_interval_seconds=None) as old:
+        for doc_id, name in (("b", "Beta.pdf"), ("a", "alpha.pdf"), ("c", "Gamma.pdf")):
+            old.create_status(doc_id, name)
+        old.mark_failed("a", "broken")
+    with StatusManager(store=url, cleanup_interval_seconds=None) as new:
+        store = new.store
+        assert _ids(store.query(Query(sort="filename", descending=False))) == ["a", "b", "c"]
+        assert _ids(store.query(Query(sort="started", statuses=("queued",)))) == ["c", "b"]
+        assert _ids(store.query(Query(statuses=("failed",), text="ALPHA"))) == ["a"]
+        new.requeue("a")  # a status change keeps the columns up to date
+        assert _ids(store.query(Query(sort="started", statuses=("queued",), limit=1))) == ["a"]

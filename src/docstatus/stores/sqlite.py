@@ -102,19 +102,30 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The listing indexes (see SQLiteStore.scan): per status, by the seq of the last change,
     # the start of the attempt and the filename, for the statuses whose rows rarely change
-    # without leaving them (finished and queued rows). Partial, so that a progress update of
-    # a document in work writes none of them.
+    # without leaving them (finished and queued rows). Partial, and on columns that triggers
+    # set when a row is inserted or changes status, so that a progress update (which sets
+    # neither status nor these columns) writes none of them and the writes stay as they are.
     """
+    ALTER TABLE docs ADD COLUMN started REAL;
+    ALTER TABLE docs ADD COLUMN name TEXT;
+    UPDATE docs SET started = json_extract(record, '$._track[0]'),
+        name = lower(json_extract(record, '$.filename'));
+    CREATE TRIGGER docs_listed_when_inserted AFTER INSERT ON docs BEGIN
+        UPDATE docs SET started = json_extract(NEW.record, '$._track[0]'),
+            name = lower(json_extract(NEW.record, '$.filename'))
+            WHERE doc_id = NEW.doc_id;
+    END;
+    CREATE TRIGGER docs_listed_when_moved AFTER UPDATE OF status ON docs BEGIN
+        UPDATE docs SET started = json_extract(NEW.record, '$._track[0]'),
+            name = lower(json_extract(NEW.record, '$.filename'))
+            WHERE doc_id = NEW.doc_id;
+    END;
     CREATE INDEX docs_finished_by_seq ON docs (status, seq) WHERE finished_at IS NOT NULL;
-    CREATE INDEX docs_finished_by_start ON docs (status, json_extract(record, '$._track[0]'), doc_id)
-        WHERE finished_at IS NOT NULL;
-    CREATE INDEX docs_finished_by_name ON docs (status, lower(json_extract(record, '$.filename')), doc_id)
-        WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_finished_by_start ON docs (status, started, doc_id) WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_finished_by_name ON docs (status, name, doc_id) WHERE finished_at IS NOT NULL;
     CREATE INDEX docs_queued_by_seq ON docs (seq) WHERE status = 'queued';
-    CREATE INDEX docs_queued_by_start ON docs (json_extract(record, '$._track[0]'), doc_id)
-        WHERE status = 'queued';
-    CREATE INDEX docs_queued_by_name ON docs (lower(json_extract(record, '$.filename')), doc_id)
-        WHERE status = 'queued';
+    CREATE INDEX docs_queued_by_start ON docs (started, doc_id) WHERE status = 'queued';
+    CREATE INDEX docs_queued_by_name ON docs (name, doc_id) WHERE status = 'queued';
     """,
 )
 
@@ -644,12 +655,8 @@ class SQLiteStore(Store):
         return f"<SQLiteStore {self.url!r}>"
 
 
-#: The key of each sort order as the listing indexes hold it (the same expressions).
-_SORT_KEYS: dict[str, str] = {
-    "updated": "seq",
-    "started": "json_extract(record, '$._track[0]')",
-    "filename": "lower(json_extract(record, '$.filename'))",
-}
+#: The key of each sort order: the column the listing indexes hold.
+_SORT_KEYS: dict[str, str] = {"updated": "seq", "started": "started", "filename": "name"}
 
 #: Which rows of a status each index holds: the partial indexes' own terms, so that
 #: SQLite can tell the index serves the query.
@@ -706,7 +713,7 @@ def _text_walk(
         after,
         walk,
         None,
-        columns="doc_id, json_extract(record, '$.filename'), record",
+        columns="doc_id, name, record",
     )
     found: list[tuple[Any, str, str]] = []
     walked, last = 0, after
@@ -755,8 +762,8 @@ def _scan_sql(
         params.extend((after[0], *after))
     source = "docs"
     if text is not None and matches and status in _INDEXES:
-        # The few matches, from the filename index (which holds lower(filename): a match of
-        # it is a match of the filename, whose case is folded anyway), drive the walk. An
+        # The few matches, from the filename index (which holds name, lower(filename): a
+        # match of it is a match of the filename, whose case is folded anyway), drive the walk. An
         # ASCII filename is compared in SQL (its folded case is its lower case), another in
         # Python.
         name = _SORT_KEYS["filename"]
