@@ -27,7 +27,7 @@ import heapq
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..models import Status
@@ -50,7 +50,6 @@ __all__ = [
     "scan_records",
     "sort_key",
     "started_of",
-    "with_limit",
 ]
 
 Sort = Literal["updated", "started", "filename"]
@@ -310,8 +309,3 @@ def scan_records(
     if after is not None:
         entries = [e for e in entries if (_position(e) < after if descending else _position(e) > after)]
     return entries[:limit]
-
-
-def with_limit(query: Query, limit: int) -> Query:
-    """``query`` asking for ``limit`` records (for callers that work in batches)."""
-    return replace(query, limit=limit)
