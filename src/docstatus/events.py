@@ -719,6 +719,17 @@ class Mailbox:
         # Keyed by seq while exact, by doc_id once coalescing (an int never equals a str).
         self._items: OrderedDict[int | str, Event] = OrderedDict()
         self._ready = asyncio.Event()
+        self._closed = False
+        #: Whether the consumer reads the store's log instead (see :meth:`offer`).
+        self.lagging = False
+
+    def offer(self, event: Event) -> None:
+        """:meth:`put` while the consumer is live; once refused, :attr:`lagging` (the consumer
+        then reads the log, and sets it back) until a ``reset`` makes the log moot."""
+        if event["type"] == "reset":
+            self.lagging = False
+        if not self.lagging and not self.put(event):
+            self.lagging = True
 
     def put(self, event: Event) -> bool:
         """Keep ``event`` for the consumer; ``False`` (nothing kept) when ``limit`` are pending."""
@@ -745,9 +756,16 @@ class Mailbox:
             return event["seq"] <= seq + 1
         return False
 
-    async def get(self) -> Event:
-        """The oldest pending event, once there is one."""
+    def close(self) -> None:
+        """Make :meth:`get` answer ``None`` once nothing is pending (the consumer is stopping)."""
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> Event | None:
+        """The oldest pending event, once there is one; ``None`` once closed and empty."""
         while not self._items:
+            if self._closed:
+                return None
             self._ready.clear()
             await self._ready.wait()
         return self._items.popitem(last=False)[1]

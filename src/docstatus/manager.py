@@ -534,10 +534,15 @@ class StatusManager:
     #: Changes a catching-up stream reads from the log at a time.
     STREAM_BATCH = 100
 
-    async def events(self, since: int | None = None) -> AsyncIterator[Event]:
+    async def events(
+        self, since: int | None = None, *, until: asyncio.Future[Any] | None = None
+    ) -> AsyncIterator[Event]:
         """Every change as an async stream; with ``since``, first the logged changes after it.
 
-        Stops when the consumer stops iterating. Events are never repeated
+        Stops when the consumer stops iterating, or once ``until`` (a future
+        of the consumer's loop) is done and the pending events are taken.
+        Every stream of one event loop shares one subscription and receives
+        the same read-only event objects. Events are never repeated
         and arrive in ``seq`` order. A consumer that falls more than
         ``STREAM_EXACT`` events behind gets the latest state of each document
         instead of every change; one more than ``STREAM_BUFFER`` behind costs no
@@ -547,34 +552,29 @@ class StatusManager:
         of the store, or the changes after it are no longer in the log; the
         consumer should read the listing again. Events go on after it.
         """
-        loop = asyncio.get_running_loop()
         box = Mailbox(self.STREAM_EXACT, self.STREAM_BUFFER)
-        lagging = since is not None  # a resumed stream starts by reading the log
-
-        def offer(event: Event) -> None:  # runs on the loop's thread
-            nonlocal lagging
-            if event["type"] == "reset":
-                lagging = False  # the log before the reset is moot
-            if not lagging and not box.put(event):
-                lagging = True
-
+        box.lagging = since is not None  # a resumed stream starts by reading the log
         # Every stream of this loop shares one subscription and the same event objects.
-        unsubscribe = self._hub.join_stream(loop, offer)
+        leave = self._hub.join_stream(asyncio.get_running_loop(), box.offer)
+        if until is not None:
+            until.add_done_callback(lambda _: box.close())
         last = since if since is not None else -1
         try:
-            while True:
-                if lagging and not len(box):
-                    lagging = False  # buffer again from here; the log covers what came before
+            while until is None or not until.done():
+                if box.lagging and not len(box):
+                    box.lagging = False  # buffer again from here; the log covers what came before
                     async for event in self._logged_after(last, box):
                         last = event["seq"]
                         yield event
                     continue
-                event = await box.get()
-                if event["seq"] > last or event["type"] == "reset":
-                    last = event["seq"]
-                    yield event
+                live = await box.get()
+                if live is None:
+                    return
+                if live["seq"] > last or live["type"] == "reset":
+                    last = live["seq"]
+                    yield live
         finally:
-            unsubscribe()
+            leave()
 
     async def _logged_after(self, seq: int, box: Mailbox) -> AsyncIterator[Event]:
         # The change log from ``seq`` on, read off the event loop (a store may block), until

@@ -19,7 +19,6 @@ ends (with a properly terminated body) when the server shuts down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
@@ -110,29 +109,21 @@ async def event_frames(
     yield ServerSentEvent(id=str(since), retry=RETRY_MS)
     if ahead:
         yield frame_bytes(reset_event(since, AHEAD))
-    events = cast(AsyncGenerator[Event, None], manager.events(since))
+    # One stop future per stream, handed to the manager's stream (no task per event to race it).
     stopping = asyncio.ensure_future(stop.wait())
-    step: asyncio.Future[Event] | None = None
+    events = cast(AsyncGenerator[Event, None], manager.events(since, until=stopping))
     try:
-        while True:
-            step = asyncio.ensure_future(anext(events))
-            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
+        async for event in events:
+            if stopping.done():
                 return
-            event = step.result()
             if doc_id is None or event["doc_id"] == doc_id or event["type"] == "reset":
                 yield frame_bytes(event)
                 if doc_id is not None and is_final(event):
                     return
     finally:
-        # Reached on shutdown, and when the response cancels this generator because the client
-        # went away: then a step may still be running the manager's stream. It must be cancelled
-        # and unwound before the stream is closed (closing a running generator is an error).
+        # Reached on shutdown, when the document finished, and when the response cancels this
+        # generator because the client went away (then the manager's stream was cancelled too).
         stopping.cancel()
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
         await events.aclose()
 
 
