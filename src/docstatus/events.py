@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -254,6 +255,7 @@ class EventHub:
         self._loops: dict[asyncio.AbstractEventLoop, _LoopFanout] = {}
         self._stream_ids = itertools.count()
         self._closed = False
+        _hubs.add(self)
 
     # -- subscribing -----------------------------------------------------------------
 
@@ -574,6 +576,21 @@ class EventHub:
         if feed.resets:
             _call(feed.callback, reset_event(first - 1, "changes were dropped from the retained log", first))
 
+    def _after_fork(self) -> None:
+        # In a forked child only the forking thread lives on: fresh locks, and new threads
+        # for the subscribers the child inherited (an RQ work horse keeps the parent's).
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
+        self._wake, self._busy = threading.Event(), threading.Event()
+        self._waiting = 0
+        self._lead = None
+        self._watchdog = self._watcher = None
+        self._loops = {}
+        if self._feeds and not self._closed:
+            self._log_due = True
+            with self._lock:
+                self._start_threads()
+
     def _retire_watchdog(self) -> bool:
         with self._lock:
             if self._closed or not self._feeds:
@@ -598,6 +615,17 @@ class EventHub:
             self._progress.notify_all()
         self._wake.set()
         self._busy.set()
+
+
+_hubs: weakref.WeakSet[EventHub] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for hub in list(_hubs):
+        hub._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _seq(change: Change) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -229,3 +230,20 @@ def test_sse_streams_send_one_shared_frame_object(manager: StatusManager) -> Non
                 await stream.aclose()
 
     assert asyncio.run(main())
+
+
+def test_a_forked_child_delivers_its_own_changes(manager: StatusManager) -> None:
+    seen: list[Event] = []
+    manager.subscribe(seen.append)
+    manager.create_status("doc", "doc.pdf")
+    assert manager.flush_events()
+    pid = os.fork()
+    if pid == 0:  # the child: its subscriber is the inherited one; the event thread is new
+        code = 1
+        try:
+            manager.update_status("doc", "parsing")
+            code = 0 if manager.flush_events(10) and seen[-1]["status"]["status"] == "parsing" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
