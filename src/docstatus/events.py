@@ -276,7 +276,8 @@ class EventHub:
                 self._claimed = self._delivered = self._store.last_seq()
                 self._inbox.clear()
                 self._log_due = False
-            feed = _Feed(callback, resets, self._claimed)
+            # From now on, even while the dispatcher is still behind with older changes.
+            feed = _Feed(callback, resets, max(self._claimed, self._store.last_seq()))
             self._set_feeds((*self._feeds, feed))
             self._start_threads()
 
@@ -702,8 +703,9 @@ def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
         try:
             seen = _watch_once(hub, seen)
         except StoreUnavailableError as exc:
-            # An outage is one line when it starts, not a traceback a second while it lasts.
-            if not unreachable:
+            # An outage is one line when it starts, not a traceback a second while it lasts;
+            # a closed manager's store is gone for good, and nobody listens.
+            if not unreachable and not hub._closed:
                 log.warning("%s; events resume when it answers", exc)
             unreachable = True
             time.sleep(1.0)

@@ -247,3 +247,21 @@ def test_a_forked_child_delivers_its_own_changes(manager: StatusManager) -> None
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_subscriber_gets_the_changes_after_it_subscribed_even_while_delivery_is_behind(
+    manager: StatusManager,
+) -> None:
+    manager._hub.STALL_SECONDS = 60.0  # keep the event thread stuck in the first subscriber
+    blocked = Blocker()
+    manager.subscribe(blocked)
+    manager.create_status("before", "b.pdf")
+    assert blocked.entered.wait(10)
+    manager.create_status("still-before", "b.pdf")  # made, not delivered yet
+    late: list[Event] = []
+    manager.subscribe(late.append)
+    manager.create_status("after", "a.pdf")
+    blocked.release.set()
+    assert manager.flush_events()
+    assert [e["doc_id"] for e in late] == ["after"]
+    assert [e["doc_id"] for e in blocked.events] == ["before", "still-before", "after"]
