@@ -239,6 +239,9 @@ def _lease_expiry(cluster: Cluster, doc_id: str) -> float:
 
 PDF = pdf_bytes(numbered_pages(6))
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: Every report written: a page report then meets the cancel at once (by default one held within
+#: the progress interval is refused when it is written, and the next report stops the worker).
+EVERY_REPORT = {"DOCSTATUS_PROGRESS_INTERVAL": "0"}
 
 
 def _cancel_mid_pdf(url: str, manager: StatusManager, gates: Path) -> tuple[str, int, int]:
@@ -271,7 +274,7 @@ def _assert_stopped_within_one_page(
 def test_cancel_mid_pdf_stops_the_rq_worker_within_one_page(cluster: Cluster, tmp_path: Path) -> None:
     gates = _gates(tmp_path)
     server = cluster.serve(DOCSTATUS_API_TOKEN=TOKEN)
-    cluster.worker(**_held_env(gates))
+    cluster.worker(**_held_env(gates), **EVERY_REPORT)
     doc_id, horse, seq = _cancel_mid_pdf(server.url, cluster.manager, gates)
     wait_until(lambda: not alive(horse), DEADLINE)
     # The one RQ worker is free again: the next document completes.
@@ -298,7 +301,7 @@ def _local(root: Path, servers: list[Server], script: str | None = None, **env: 
 
 def test_cancel_mid_pdf_stops_the_local_worker_within_one_page(tmp_path: Path, servers: list[Server]) -> None:
     gates = _gates(tmp_path)
-    server = _local(tmp_path, servers, GATED, DOCSTATUS_WORKERS="1", TEST_GATES=str(gates))
+    server = _local(tmp_path, servers, GATED, DOCSTATUS_WORKERS="1", TEST_GATES=str(gates), **EVERY_REPORT)
     url = f"sqlite:///{tmp_path / 'status.db'}"
     with StatusManager(store=url, cleanup_interval_seconds=None) as manager:
         doc_id, _, seq = _cancel_mid_pdf(server.url, manager, gates)
