@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from ..records import Record
 
-__all__ = ["Change", "ChangeType", "LeaseEntry", "Store", "WorkerEntry"]
+__all__ = ["Change", "ChangeType", "LeaseEntry", "Store", "Tally", "WorkerEntry"]
 
 ChangeType = Literal["created", "updated", "removed"]
 
@@ -66,6 +66,19 @@ class WorkerEntry:
     info: dict[str, Any]
     last_seen: float
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The documents that ended in one UTC minute, from a store's throughput counters.
+
+    ``minute`` is the minute's start (epoch seconds, a multiple of 60).
+    """
+
+    minute: int
+    completed: int
+    failed: int
+    pages: int
 
 
 class Store(ABC):
@@ -250,6 +263,25 @@ class Store(ABC):
     @abstractmethod
     def forget_worker(self, worker_id: str) -> None:
         """Remove the entry of ``worker_id`` at once (a clean shutdown); no error if there is none."""
+
+    # -- throughput counters ---------------------------------------------------------
+    # An index that follows the records, as the lease index does: in the same atomic
+    # step as every create and modify (and expire_lease), the store asks
+    # records.tally_of(old, new); a (minute, status, pages) answer adds 1 to that
+    # minute's completed or failed count and pages to its pages. Removing records
+    # (expire, remove_finished) never touches the counters, so they outlive cleanup;
+    # on a shared store every process adds to, and reads, the same counters.
+
+    #: Seconds of counters a store keeps at least (older minutes may be dropped).
+    TALLY_SECONDS = 86_400
+
+    @abstractmethod
+    def tallies(self, since: float, until: float) -> list[Tally]:
+        """The counters of the minutes starting in ``[since, until)``, oldest first.
+
+        Minutes in which nothing ended may be absent. Costs O(minutes asked
+        for, or kept), whatever the number of records.
+        """
 
     def wait_for_change(self, after_seq: int, timeout: float) -> None:
         """Block until ``last_seq() > after_seq`` or ``timeout`` seconds pass.
