@@ -665,9 +665,23 @@ def timeline(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         if spent > 0.0 or (active and status == record["status"]):
             entries.append(_stage_entry(record, status, at, max(spent, 0.0)))
             at += max(spent, 0.0)
-    if record["status"] == "storing" or (not active and end - at > 0.0005 and stages.text > 0.0):
+    if _stored(record, stages, end - at):
         entries.append(_stage_entry(record, "storing", at, max(end - at, 0.0)))
     return entries
+
+
+def _stored(record: Mapping[str, Any], stages: Stages, left: float) -> bool:
+    """Whether the attempt reached ``storing``: the time after the timed stages is its.
+
+    Storing is the one stage without a stored duration, so it shows as time
+    ``left`` over; a document that completed after the text stage stored,
+    however fast that was (the lifecycle passes through storing).
+    """
+    if record["status"] == "storing":
+        return True
+    if record["status"] not in _TERMINAL:
+        return False
+    return left > 0.001 or (record["status"] == "completed" and stages.text > 0.0)
 
 
 def _stage_entry(record: Mapping[str, Any], status: str, start: float, seconds: float) -> dict[str, Any]:
