@@ -1140,7 +1140,10 @@ function unitsText(stage) {
 
 function renderTimeline(body) {
   $("doc-attempt").textContent = body.attempt > 1 ? `attempt ${body.attempt}` : "";
+  // A bar per stage on one time axis: where it starts in the attempt, and how long it took.
+  const first = body.stages.length ? Date.parse(body.stages[0].started_at) : 0;
   const total = body.stages.reduce((sum, stage) => sum + stage.seconds, 0);
+  const share = (seconds) => (total > 0 ? (seconds / total) * 100 : 0);
   const items = body.stages.map((stage) => {
     const li = document.createElement("li");
     li.className = "timeline-stage";
@@ -1162,7 +1165,9 @@ function renderTimeline(body) {
     bar.className = "timeline-bar";
     const fill = document.createElement("span");
     fill.className = "timeline-fill";
-    fill.style.width = `${total > 0 ? Math.max(1, (stage.seconds / total) * 100) : 0}%`;
+    const offset = Math.min(share((Date.parse(stage.started_at) - first) / 1000), 99);
+    fill.style.marginLeft = `${offset}%`;
+    fill.style.width = `${Math.min(Math.max(share(stage.seconds), 1), 100 - offset)}%`;
     bar.append(fill);
     li.append(name, when, took, units, bar);
     return li;
@@ -1319,7 +1324,8 @@ async function loadCharts() {
 
 function formatRate(value) {
   if (value === 0) return "0";
-  return value < 10 ? value.toFixed(2).replace(/0$/, "") : String(Math.round(value));
+  if (value < 1) return String(Number(value.toPrecision(2)));
+  return value < 10 ? value.toFixed(1) : String(Math.round(value));
 }
 
 function renderCharts(body) {
