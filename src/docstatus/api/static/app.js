@@ -1344,7 +1344,8 @@ function renderCharts(body) {
     summary: `${body.failed} in the hour`,
     point: (v) => `${v} failed`,
   });
-  $("throughput-note").textContent = `${body.pages} pages in ${body.completed + body.failed} documents`;
+  const ended = body.completed + body.failed;
+  $("throughput-note").textContent = `${plural(body.pages, "page", "pages")} in ${plural(ended, "document", "documents")}`;
 }
 
 function svgElement(name, attributes) {
