@@ -43,9 +43,13 @@ ACTIVE = 10
 META = {"format": "pdf", "format_type": "visual", "file_size": 2458624}
 
 
-def open_manager(url: str) -> StatusManager:
-    """A manager over ``url`` without automatic cleanup (it would run during the timings)."""
-    return StatusManager(store=url, cleanup_interval_seconds=None)
+def open_manager(url: str, progress_interval: float = 0.0) -> StatusManager:
+    """A manager over ``url`` without automatic cleanup (it would run during the timings).
+
+    By default every report is a write (``progress_interval=0``): the rows
+    measure the store's change, not how often it is made.
+    """
+    return StatusManager(store=url, cleanup_interval_seconds=None, progress_interval=progress_interval)
 
 
 def update_fn(manager: StatusManager, doc_id: str) -> Callable[[], None]:

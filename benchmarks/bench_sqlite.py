@@ -26,7 +26,7 @@ from docstatus.stores.sqlite import SQLiteStore
 from ._harness import Row, Table, best_interleaved
 from ._stores import DOCS, listing_rows, open_manager, population, threaded_row, update_fn
 
-TARGET_UPDATE = "≤ 2× floor"
+TARGET_UPDATE = "≤ 1.5× floor"
 FLOOR = "raw autocommit UPDATE"
 
 
@@ -80,14 +80,28 @@ def _update_rows(table: Table, tmp: Path) -> None:
     if record is None:
         raise RuntimeError("benchmark document vanished")
     size = len(json.dumps(record))
+    coalesced = open_manager(f"sqlite:///{tmp / 'coalesced.db'}", progress_interval=0.1)
     contenders = {
         "docstatus": update,
+        "coalesced": update_fn(coalesced, "doc-0"),
         "floor": _floor_fn(tmp / "floor.db", record),
         "store SQL": _store_sql_fn(tmp / "sql.db", record),
     }
     best = best_interleaved(contenders, 2000, rounds=6)
     floor = best["floor"]
-    table.add(Row(f"update_status (record {size} B JSON)", best["docstatus"], FLOOR, floor, TARGET_UPDATE))
+    table.add(
+        Row(f"update_status, every report written (record {size} B JSON)", best["docstatus"], FLOOR, floor)
+    )
+    table.add(
+        Row(
+            "update_status, progress held (progress_interval=0.1)",
+            best["coalesced"],
+            FLOOR,
+            floor,
+            TARGET_UPDATE,
+        )
+    )
+    coalesced.close()
     table.add(
         Row(
             "its SQL alone: BEGIN IMMEDIATE, SELECT, log INSERT, UPDATE, COMMIT",

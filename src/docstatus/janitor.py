@@ -1,9 +1,11 @@
-"""Automatic cleanup for every manager of the process, on one shared thread.
+"""Timed work for every manager of the process: automatic cleanup, and writing held progress.
 
-A manager registers itself with an interval; the janitor holds it only by a
-weak reference, so a manager nobody uses is collected and simply drops out.
-One daemon thread serves all managers (no thread per manager), and it is only
-started once some manager asks for automatic cleanup.
+A manager registers itself with an interval (cleanup) or a delay (a progress
+report held back, see :mod:`docstatus.coalesce`); the scheduler holds it only
+by a weak reference, so a manager nobody uses is collected and simply drops
+out. Each kind of work has one daemon thread serving all managers (no thread
+per manager), started once some manager first needs it; cleanup and progress
+have separate threads, so a long cleanup never delays a progress write.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import os
 import threading
 import time
 import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-__all__ = ["Cleanable", "schedule"]
+__all__ = ["Cleanable", "call_later", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +29,43 @@ class Cleanable(Protocol):
     def run_scheduled_cleanup(self) -> None: ...
 
 
-class _Janitor:
-    def __init__(self) -> None:
+#: What a scheduled entry calls: ``work(target, arg)``; it must hold no reference to the target.
+Work = Callable[[Any, Any], None]
+
+
+class _Scheduler:
+    """One daemon thread calling due entries, each holding its target by a weak reference."""
+
+    def __init__(self, name: str, failure: str) -> None:
+        self._name = name
+        self._failure = failure
         self._cond = threading.Condition()
-        # (due, tiebreak, interval, weakref)
-        self._queue: list[tuple[float, int, float, weakref.ReferenceType[Cleanable]]] = []
+        # (due, tiebreak, interval or None for once, weakref to the target, work, arg)
+        self._queue: list[tuple[float, int, float | None, weakref.ReferenceType[Any], Work, Any]] = []
         self._counter = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def schedule(self, target: Cleanable, interval: float) -> None:
+    def add(self, target: object, work: Work, arg: Any, delay: float, interval: float | None) -> None:
+        """Call ``work(target, arg)`` in ``delay`` seconds, then every ``interval`` (``None``: once)."""
         with self._cond:
-            self._push(time.monotonic() + interval, interval, weakref.ref(target))
+            self._push(time.monotonic() + delay, interval, weakref.ref(target), work, arg)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="docstatus-cleanup", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             self._cond.notify()
 
-    def _push(self, due: float, interval: float, ref: weakref.ReferenceType[Cleanable]) -> None:
-        heapq.heappush(self._queue, (due, next(self._counter), interval, ref))
+    def _push(
+        self, due: float, interval: float | None, ref: weakref.ReferenceType[Any], work: Work, arg: Any
+    ) -> None:
+        heapq.heappush(self._queue, (due, next(self._counter), interval, ref, work, arg))
 
-    def _next_due(self) -> tuple[float, weakref.ReferenceType[Cleanable]] | None:
-        # Waits with the condition held until an entry is due; None when idle.
+    def _next_due(self) -> tuple[weakref.ReferenceType[Any], Work, Any]:
+        # Waits with the condition held until an entry is due.
         while True:
             if not self._queue:
                 self._cond.wait(60.0)
-                if not self._queue:
-                    continue
-            due, _, interval, ref = self._queue[0]
+                continue
+            due, _, interval, ref, work, arg = self._queue[0]
             wait = due - time.monotonic()
             if wait > 0:
                 self._cond.wait(wait)
@@ -60,35 +73,54 @@ class _Janitor:
             heapq.heappop(self._queue)
             if ref() is None:
                 continue
-            self._push(time.monotonic() + interval, interval, ref)
-            return due, ref
+            if interval is not None:
+                self._push(time.monotonic() + interval, interval, ref, work, arg)
+            return ref, work, arg
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                _, ref = self._next_due()  # type: ignore[misc]
+                ref, work, arg = self._next_due()
             target = ref()
             if target is None:
                 continue
             try:
-                target.run_scheduled_cleanup()
+                work(target, arg)
             except Exception:
-                log.exception("automatic status cleanup failed; will retry at the next interval")
+                log.exception(self._failure)
             del target
 
 
-_janitor = _Janitor()
+def _new_schedulers() -> tuple[_Scheduler, _Scheduler]:
+    return (
+        _Scheduler("docstatus-cleanup", "automatic status cleanup failed; will retry at the next interval"),
+        _Scheduler("docstatus-progress", "writing held progress reports failed"),
+    )
+
+
+_cleanup, _progress = _new_schedulers()
 
 
 def _reset_after_fork() -> None:
-    # The child has no janitor thread; managers it creates start a new one.
-    global _janitor
-    _janitor = _Janitor()
+    # The child has no scheduler threads; managers it creates start new ones.
+    global _cleanup, _progress
+    _cleanup, _progress = _new_schedulers()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+def _clean(target: Cleanable, _: object) -> None:
+    target.run_scheduled_cleanup()
+
+
 def schedule(target: Cleanable, interval: float) -> None:
     """Call ``target.run_scheduled_cleanup()`` every ``interval`` seconds while it lives."""
-    _janitor.schedule(target, interval)
+    _cleanup.add(target, _clean, None, interval, interval)
+
+
+def call_later(delay: float, target: object, work: Work, arg: Any) -> None:
+    """Call ``work(target, arg)`` once, ``delay`` seconds from now, on the progress thread, if
+    ``target`` still lives then. ``work`` must not hold ``target`` (a plain function, not a bound
+    method), or the target could never be collected."""
+    _progress.add(target, work, arg, delay, None)

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from . import janitor
+from .coalesce import ProgressBuffer
 from .errors import DocumentActiveError, DocumentNotFoundError, InvalidTransitionError, LeaseLostError
 from .events import Event, EventHub, Mailbox, Subscriber, reset_event, to_event
 from .models import (
@@ -165,6 +166,15 @@ class StatusManager:
     store URL (``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``).
     Finished documents older than ``cleanup_max_age_seconds`` are removed every
     ``cleanup_interval_seconds`` (``None`` turns that off).
+
+    Progress within a stage (pages, chunks, the caller's ETA) is written at
+    most every ``progress_interval`` seconds per document (``0``: every
+    report): a report that comes sooner is checked at once and held back, and
+    written when the interval has passed, before the document's next
+    transition (in the same write), or when this manager reads or lists. The
+    latest value is never lost and transitions, completion, failure and
+    metadata are written at once; other processes and the wrapped dict see the
+    stored state, at most one interval behind. See :mod:`docstatus.coalesce`.
     """
 
     def __init__(
@@ -174,6 +184,7 @@ class StatusManager:
         store: Store | str | None = None,
         cleanup_interval_seconds: float | None = 900,
         cleanup_max_age_seconds: float = 3600,
+        progress_interval: float = 0.1,
     ) -> None:
         if status_dict is not None and store is not None:
             raise ValueError("pass either status_dict or store, not both")
@@ -190,12 +201,14 @@ class StatusManager:
             self._store = MemoryStore()
         self._hub = EventHub(self._store)
         self._closed = False
+        interval = check_seconds("progress_interval", progress_interval) or 0.0
+        self._progress = ProgressBuffer(interval, self._store.modify, self._changed) if interval > 0 else None
         self.cleanup_max_age_seconds = check_seconds("cleanup_max_age_seconds", cleanup_max_age_seconds)
-        interval = check_seconds("cleanup_interval_seconds", cleanup_interval_seconds)
-        if interval is not None:
-            if interval <= 0:
+        cleanup = check_seconds("cleanup_interval_seconds", cleanup_interval_seconds)
+        if cleanup is not None:
+            if cleanup <= 0:
                 raise ValueError("cleanup_interval_seconds must be positive, or None to disable")
-            janitor.schedule(self, interval)
+            janitor.schedule(self, cleanup)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> StatusManager:
@@ -207,11 +220,39 @@ class StatusManager:
         """The store this manager keeps statuses in."""
         return self._store
 
+    @property
+    def progress_interval(self) -> float:
+        """Seconds between writes of one document's progress within a stage (0: every report)."""
+        return 0.0 if self._progress is None else self._progress.interval
+
     # -- changes ---------------------------------------------------------------
 
     def _changed(self, change: Change) -> None:
         if self._hub.active:
             self._hub.pump(change)
+
+    def _modify(self, doc_id: str, mutation: Mutation) -> Change:
+        """Write ``mutation`` now (after what is held for the document, in the same write)."""
+        progress = self._progress
+        if progress is None:
+            return self._store.modify(doc_id, mutation)
+        return progress.write(doc_id, mutation)
+
+    def flush(self) -> None:
+        """Write every progress report held back (see ``progress_interval``) now."""
+        if self._progress is not None:
+            self._progress.flush()
+
+    def _settle(self, doc_id: str) -> None:
+        # A read by this manager sees every report made through it.
+        progress = self._progress
+        if progress is not None and progress.holds(doc_id):
+            progress.flush(doc_id)
+
+    def _settle_all(self) -> None:
+        progress = self._progress
+        if progress is not None and progress.pending:
+            progress.flush()
 
     def create_status(
         self, doc_id: str, filename: str, metadata: dict[str, Any] | None = None
@@ -251,7 +292,14 @@ class StatusManager:
         if progress is not None:
             progress = _progress(progress)
         clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
-        change = self._store.modify(doc_id, Mutation("update", time.time(), target, progress, clean))
+        mutation = Mutation("update", time.time(), target, progress, clean)
+        buffer = self._progress
+        if buffer is None:
+            change = self._store.modify(doc_id, mutation)
+        elif buffer.hold(doc_id, mutation):
+            return
+        else:
+            change = buffer.write(doc_id, mutation)
         if self._hub.active:
             self._hub.pump(change)
 
@@ -260,14 +308,14 @@ class StatusManager:
         doc_id = _doc_id_of(doc)
         extra = check_metadata("metadata", metadata) if metadata else {}
         now = time.time()
-        self._changed(self._store.modify(doc_id, Mutation("complete", now, fields=extra)))
+        self._changed(self._modify(doc_id, Mutation("complete", now, fields=extra)))
 
     def mark_failed(self, doc: DocRef, error: str) -> None:
         """Fail the document from any non-final status, keeping its progress."""
         doc_id = _doc_id_of(doc)
         message = check_text("error", error, MAX_ERROR, empty_ok=False)
         now = time.time()
-        self._changed(self._store.modify(doc_id, Mutation("fail", now, fields={"error": message})))
+        self._changed(self._modify(doc_id, Mutation("fail", now, fields={"error": message})))
 
     def cancel(self, doc: DocRef) -> None:
         """Stop an active document: it fails with the error ``"cancelled"``, keeping its progress.
@@ -279,7 +327,7 @@ class StatusManager:
         nothing changes; an unknown one ``DocumentNotFoundError``.
         """
         doc_id = _doc_id_of(doc)
-        self._changed(self._store.modify(doc_id, Mutation("cancel", time.time())))
+        self._changed(self._modify(doc_id, Mutation("cancel", time.time())))
 
     def requeue(self, doc: DocRef) -> None:
         """Start a new attempt of a *failed* document: queued, progress 0, error cleared.
@@ -289,7 +337,7 @@ class StatusManager:
         """
         doc_id = _doc_id_of(doc)
         now = time.time()
-        self._changed(self._store.modify(doc_id, Mutation("requeue", now)))
+        self._changed(self._modify(doc_id, Mutation("requeue", now)))
 
     # -- leases ----------------------------------------------------------------
 
@@ -308,7 +356,7 @@ class StatusManager:
             raise ValueError(f"a lease lasts a positive number of seconds, not {seconds!r}")
         mutation = Mutation("claim", time.time(), fields={"worker": holder, "seconds": float(seconds)})
         try:
-            change = self._store.modify(doc_id, mutation)
+            change = self._modify(doc_id, mutation)
         except InvalidTransitionError:
             return None
         self._changed(change)
@@ -341,7 +389,10 @@ class StatusManager:
         return self._store.leases()
 
     def _fenced(self, doc_id: str, mutation: Mutation) -> None:
-        self._changed(self._store.modify(doc_id, mutation))
+        buffer = self._progress
+        if buffer is not None and buffer.hold(doc_id, mutation):
+            return
+        self._changed(self._modify(doc_id, mutation))
 
     def _renew(self, lease: Lease) -> None:
         if not self._store.renew_lease(lease.doc_id, lease.epoch, lease.seconds):
@@ -378,19 +429,24 @@ class StatusManager:
 
     def get_status(self, doc: DocRef) -> ProcessingStatus | None:
         """A snapshot of the document's status, or ``None`` if there is none."""
-        record = self._store.get(_doc_id_of(doc))
+        doc_id = _doc_id_of(doc)
+        self._settle(doc_id)
+        record = self._store.get(doc_id)
         return None if record is None else to_model(record, time.time())
 
     def get_status_json(self, doc: DocRef) -> dict[str, Any] | None:
         """The document's status as JSON-ready data (the body of ``GET /status/{doc_id}``:
         the model's JSON plus ``timestamp``), or ``None``. Built straight from the stored
         record, without a :class:`ProcessingStatus` in between."""
-        record = self._store.get(_doc_id_of(doc))
+        doc_id = _doc_id_of(doc)
+        self._settle(doc_id)
+        record = self._store.get(doc_id)
         return None if record is None else status_json(record, time.time())
 
     def require_status(self, doc: DocRef) -> ProcessingStatus:
         """Like :meth:`get_status`, but ``DocumentNotFoundError`` instead of ``None``."""
         doc_id = _doc_id_of(doc)
+        self._settle(doc_id)
         record = self._store.get(doc_id)
         if record is None:
             raise DocumentNotFoundError(doc_id)
@@ -406,18 +462,22 @@ class StatusManager:
 
     def list_active(self) -> list[ProcessingStatus]:
         """Documents not yet completed or failed, most recently updated first."""
+        self._settle_all()
         return self._models(self._store.active())
 
     def list_active_json(self) -> list[dict[str, Any]]:
         """:meth:`list_active` as status JSON (as :meth:`get_status_json` gives it)."""
+        self._settle_all()
         return self._bodies(self._store.active())
 
     def list_all(self, limit: int = 100) -> list[ProcessingStatus]:
         """Up to ``limit`` documents, most recently updated first."""
+        self._settle_all()
         return self._models(self._store.recent(_limit(limit)))
 
     def list_all_json(self, limit: int = 100) -> list[dict[str, Any]]:
         """:meth:`list_all` as status JSON (as :meth:`get_status_json` gives it)."""
+        self._settle_all()
         return self._bodies(self._store.recent(_limit(limit)))
 
     def find_by_prefix_json(self, prefix: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -427,10 +487,12 @@ class StatusManager:
         prefix is ambiguous. Like every lookup it never validates: an empty
         or impossible prefix simply finds what starts with it.
         """
+        self._settle_all()
         return self._bodies(self._store.with_prefix(str(prefix), _limit(limit)))
 
     def count_by_status(self) -> dict[str, int]:
         """Counts per status plus ``active``, ``completed``, ``failed`` and ``total``."""
+        self._settle_all()
         stored = self._store.counts()
         counts = {s.value: stored.get(s.value, 0) for s in Status}
         counts["active"] = sum(n for s, n in counts.items() if Status(s) not in FINISHED)
@@ -583,6 +645,7 @@ class StatusManager:
         if self._closed:
             return
         self._closed = True
+        self.flush()
         self._hub.close()
         if self._owns_store:
             self._store.close()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,6 +47,8 @@ from .models import (
 
 __all__ = [
     "CANCELLED",
+    "PROGRESS_KEYWORDS",
+    "Chain",
     "Mutation",
     "Record",
     "apply_cancel",
@@ -61,6 +63,7 @@ __all__ = [
     "estimate_remaining",
     "finished_at",
     "is_finished",
+    "is_progress",
     "lease_of",
     "new_record",
     "status_json",
@@ -732,3 +735,42 @@ def is_valid_record(record: Any) -> bool:
         and record.keys() >= _RECORD_KEYS
         and math.isfinite(float(record.get("progress", math.nan)))
     )
+
+
+#: The keywords of a progress report within a stage: counters and the caller's ETA.
+PROGRESS_KEYWORDS = frozenset({"page", "total_pages", "chunk", "total_chunks", "estimated_remaining"})
+
+
+def is_progress(mutation: Mutation, record: Mapping[str, Any]) -> bool:
+    """Whether ``mutation`` only reports progress within ``record``'s stage.
+
+    Such a report (same active status, same stage, counters and ETA only, no
+    metadata) moves nothing through the lifecycle: it is what a writer may
+    hold back and coalesce with the next one. Everything else (a transition,
+    completion, failure, metadata, a new stage) must be written at once.
+    """
+    if mutation.kind != "update" or mutation.target != record["status"] or mutation.target in _TERMINAL:
+        return False
+    fields = mutation.fields
+    if PROGRESS_KEYWORDS.issuperset(fields):
+        return True
+    return fields.get("stage", record["stage"]) == record["stage"] and PROGRESS_KEYWORDS.issuperset(
+        name for name in fields if name != "stage"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Several changes to one record, applied in order as one: what a coalesced write stores.
+
+    Pure like each of its mutations; the result is exactly the record that
+    applying them one by one would store, so coalescing reports changes how
+    often the record is written, never what it says.
+    """
+
+    changes: tuple[Callable[[Record], Record], ...]
+
+    def __call__(self, record: Record) -> Record:
+        for change in self.changes:
+            record = change(record)
+        return record

@@ -43,7 +43,7 @@ def _make_dir(name: str, path: Path) -> None:
         raise ConfigError(name, str(path), f"cannot create the folder: {exc.strerror or exc}") from None
 
 
-def open_manager(url: str) -> StatusManager:
+def open_manager(url: str, progress_interval: float = 0.1) -> StatusManager:
     """A manager over the store at ``url``, creating a SQLite file's folder first.
 
     A URL the stores refuse is a :class:`~docstatus.errors.ConfigError` naming the ``store``
@@ -55,7 +55,7 @@ def open_manager(url: str) -> StatusManager:
         if path.name and str(path) != ":memory:":
             _make_dir("store", path.parent)
     try:
-        return StatusManager(store=url)
+        return StatusManager(store=url, progress_interval=progress_interval)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, StatusError):
             raise
@@ -121,7 +121,7 @@ class Service:
         self.settings = settings if settings is not None else ServiceSettings()
         _make_dir("uploads", self.settings.uploads)
         _make_dir("data_dir", self.settings.data_dir)
-        self.manager = open_manager(self.settings.store)
+        self.manager = open_manager(self.settings.store, self.settings.progress_interval)
         self._owns_output = output is None
         try:
             self.output = output if output is not None else open_output(self.settings.data_dir / OUTPUT_FILE)

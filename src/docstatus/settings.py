@@ -95,6 +95,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "header_timeout": _parse_float,
     "keep_alive_timeout": _parse_float,
     "child_memory_mb": _parse_int,
+    "progress_interval": _parse_float,
 }
 
 
@@ -207,6 +208,8 @@ class ServiceSettings:
     keep_alive_timeout: float = 5.0
     #: MiB of address space each document's child process may use; past it the document fails.
     child_memory_mb: int = 4096
+    #: Seconds between writes of one document's progress within a stage (0: every report).
+    progress_interval: float = 0.1
 
     def __post_init__(self) -> None:
         checked = {
@@ -230,6 +233,7 @@ class ServiceSettings:
             "header_timeout": _check_positive_seconds(self.header_timeout, "header_timeout"),
             "keep_alive_timeout": _check_positive_seconds(self.keep_alive_timeout, "keep_alive_timeout"),
             "child_memory_mb": _check_int("child_memory_mb", self.child_memory_mb, 64),
+            "progress_interval": _check_timeout(self.progress_interval, "progress_interval"),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)

@@ -106,7 +106,7 @@ def test_a_resume_beyond_the_retained_log_gets_a_reset_that_says_where_the_log_s
     url = f"sqlite:///{tmp_path / 'status.db'}"
     # A small log to outrun (the server keeps its own default: the test writes the file directly).
     monkeypatch.setattr(SQLiteStore, "LOG_SIZE", 50)
-    with StatusManager(store=url, cleanup_interval_seconds=None) as manager:
+    with StatusManager(store=url, cleanup_interval_seconds=None, progress_interval=0) as manager:
         manager.create_status("old", "o.txt")
         manager.update_status("old", "parsing")
         resume_from = manager.last_seq

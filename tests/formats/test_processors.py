@@ -82,6 +82,12 @@ def store_kind(local_store_kind: str) -> str:
 
 
 @pytest.fixture
+def manager(make_manager: Callable[..., StatusManager]) -> StatusManager:
+    """Every report a change: these tests read each page's and chunk's progress from the history."""
+    return make_manager(progress_interval=0)
+
+
+@pytest.fixture
 def make_pipeline(manager: StatusManager, tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
     made: list[Pipeline] = []
 

@@ -123,7 +123,7 @@ def test_a_cancel_through_another_store_object_fences_the_holder(shared_url: str
     # The holder's store knows the record from its own writes (Redis caches it): the cancel made
     # elsewhere must still refuse its next write.
     with (
-        StatusManager(store=shared_url, cleanup_interval_seconds=None) as worker,
+        StatusManager(store=shared_url, cleanup_interval_seconds=None, progress_interval=0) as worker,
         StatusManager(store=shared_url, cleanup_interval_seconds=None) as api,
     ):
         lease = _held(worker, "embedding_visual")

@@ -60,7 +60,7 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def _manager(url: str) -> StatusManager:
-    return StatusManager(store=url, cleanup_interval_seconds=None)
+    return StatusManager(store=url, cleanup_interval_seconds=None, progress_interval=0)
 
 
 # -- the store gives the records the Python rules give -------------------------------

@@ -58,12 +58,12 @@ def url(db: Path) -> str:
 
 @pytest.fixture
 def manager(url: str) -> Iterator[StatusManager]:
-    with StatusManager(store=url, cleanup_interval_seconds=None) as m:
+    with StatusManager(store=url, cleanup_interval_seconds=None, progress_interval=0) as m:
         yield m
 
 
 def _open(url: str) -> StatusManager:
-    return StatusManager(store=url, cleanup_interval_seconds=None)
+    return StatusManager(store=url, cleanup_interval_seconds=None, progress_interval=0)
 
 
 def _raw(db: Path) -> sqlite3.Connection:
@@ -258,7 +258,7 @@ class _ShortLog(SQLiteStore):
 def test_change_log_is_pruned_to_its_retention(url: str) -> None:
     store = _ShortLog.from_url(url)
     try:
-        with StatusManager(store=store, cleanup_interval_seconds=None) as m:
+        with StatusManager(store=store, cleanup_interval_seconds=None, progress_interval=0) as m:
             m.create_status("a", "a.pdf")
             m.update_status("a", "parsing")
             for page in range(1, 500):
@@ -581,7 +581,7 @@ def test_an_older_file_is_migrated_and_keeps_its_data(url: str, db: Path) -> Non
         assert _user_version(db) == len(MIGRATIONS) + 1
         columns = [row[1] for row in newer._db.connection().execute("PRAGMA table_info(docs)")]
         assert "note" in columns
-        with StatusManager(store=newer, cleanup_interval_seconds=None) as m:
+        with StatusManager(store=newer, cleanup_interval_seconds=None, progress_interval=0) as m:
             assert m.require_status("kept").metadata == {"k": 1}
             m.update_status("kept", "embedding_text")
             assert m.last_seq == 3
@@ -634,7 +634,9 @@ class _LeasesVersion(SQLiteStore):
 
 
 def test_a_file_from_before_the_worker_registry_gets_the_workers_table(url: str, db: Path) -> None:
-    with StatusManager(store=_LeasesVersion.from_url(url), cleanup_interval_seconds=None) as m:
+    with StatusManager(
+        store=_LeasesVersion.from_url(url), cleanup_interval_seconds=None, progress_interval=0
+    ) as m:
         m.create_status("kept", "kept.pdf")
     assert _user_version(db) == 2
     with _open(url) as m:

@@ -162,8 +162,10 @@ def test_many_uploads_on_two_workers_all_complete_legally(
 
 
 def test_reporter_maps_stages_to_the_contract_progress(
-    manager: StatusManager, uploads: Path, make_pool: Callable[..., WorkerPool]
+    make_manager: Callable[..., StatusManager], uploads: Path, make_pool: Callable[..., WorkerPool]
 ) -> None:
+    manager = make_manager(progress_interval=0)  # every report a change, to see each one's progress
+
     class Visual:
         def process(self, job: Job, reporter: Reporter) -> Mapping[str, Any]:
             reporter.parsing()

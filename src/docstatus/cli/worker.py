@@ -73,6 +73,7 @@ def _export(settings: ServiceSettings) -> None:
         DOCSTATUS_MAX_ATTEMPTS=str(settings.max_attempts),
         DOCSTATUS_DOCUMENT_TIMEOUT=repr(settings.document_timeout),
         DOCSTATUS_SHUTDOWN_TIMEOUT=repr(settings.shutdown_timeout),
+        DOCSTATUS_PROGRESS_INTERVAL=repr(settings.progress_interval),
     )
 
 

@@ -54,6 +54,8 @@ class ChildConfig:
     log_level: int = logging.WARNING
     #: The address space a child may use, in MiB (``RLIMIT_AS``); ``None``: no limit of its own.
     memory_mb: int | None = None
+    #: The manager's ``progress_interval`` for the child's own writes.
+    progress_interval: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,11 @@ def _load(conn: Connection, pickled: bytes) -> tuple[ChildConfig, StatusManager 
         config: ChildConfig = pickle.loads(pickled)
         _log_to_stderr(config.log_level)
         _limit_memory(config.memory_mb)
-        manager = StatusManager(store=config.store_url) if config.store_url else None
+        manager = (
+            StatusManager(store=config.store_url, progress_interval=config.progress_interval)
+            if config.store_url
+            else None
+        )
         output = OutputStore(config.output_path)
     except Exception as exc:
         conn.send(("broken", f"{type(exc).__name__}: {exc}"))

@@ -583,6 +583,7 @@ class WorkerPool:
             store_url=self.store_url,
             log_level=logging.getLogger("docstatus").getEffectiveLevel(),
             memory_mb=self.child_memory_mb,
+            progress_interval=self.manager.progress_interval,
         )
         return _Child(config, name="docstatus-child")
 

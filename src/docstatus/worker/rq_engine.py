@@ -232,7 +232,9 @@ def run_document(doc_id: str) -> str:
     """
     _die_with_parent()
     settings = ServiceSettings.from_env()
-    with StatusManager(store=settings.store, cleanup_interval_seconds=None) as manager:
+    with StatusManager(
+        store=settings.store, cleanup_interval_seconds=None, progress_interval=settings.progress_interval
+    ) as manager:
         worker = f"{socket.gethostname()}:{os.getpid()}"
         lease = manager.claim(doc_id, worker=worker, seconds=settings.lease_seconds)
         if lease is None:
