@@ -421,15 +421,19 @@ function relist() {
 
 let searchTimer = null;
 
+/** Take what the search box says now (typing waits 250 ms first; an action does not). */
+function applySearch() {
+  clearTimeout(searchTimer);
+  const text = $("search").value.trim();
+  if (text === search) return;
+  search = text;
+  relist();
+}
+
 function setUpSearch() {
   $("search").addEventListener("input", () => {
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(() => {
-      const text = $("search").value.trim();
-      if (text === search) return;
-      search = text;
-      relist();
-    }, 250);
+    searchTimer = setTimeout(applySearch, 250);
   });
 }
 
@@ -440,8 +444,11 @@ async function fetchJson(url) {
   return { status: response.status, body: parseJson(await response.text()) };
 }
 
-function listingUrl(cursor, { statuses = filterStatuses(), until = null, limit = PAGE_SIZE } = {}) {
-  const params = new URLSearchParams({ limit: String(limit), sort: "started", order: "desc" });
+/** A page of GET status: newest first by the attempt's start (as the rows are placed), or with
+ * ``sort: "updated"`` by the last change, which ``until`` then bounds (a finished document's
+ * last change is when it finished). */
+function listingUrl(cursor, { statuses = filterStatuses(), until = null, limit = PAGE_SIZE, sort = "started" } = {}) {
+  const params = new URLSearchParams({ limit: String(limit), sort, order: "desc" });
   for (const status of statuses) params.append("status", status);
   if (search) params.set("q", search);
   if (until) params.set("until", until);
@@ -1400,7 +1407,8 @@ async function countMatching(statuses, until = null) {
   let count = 0;
   let cursor = null;
   for (let page = 0; page < COUNT_PAGES; page += 1) {
-    const { status, body } = await fetchJson(listingUrl(cursor, { statuses, until, limit: COUNT_PAGE_SIZE }));
+    const url = listingUrl(cursor, { statuses, until, limit: COUNT_PAGE_SIZE, sort: "updated" });
+    const { status, body } = await fetchJson(url);
     if (status !== 200 || !body) throw new Error(errorMessage(status, body));
     count += body.documents.length;
     cursor = body.next ?? null;
@@ -1481,6 +1489,7 @@ function setUpBulk() {
   ]) {
     const button = $(id);
     button.addEventListener("click", async () => {
+      applySearch(); // the documents it acts on are those the search box names now
       button.disabled = true;
       try {
         await action();
