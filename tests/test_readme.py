@@ -43,3 +43,9 @@ def test_fastapi_example_mounts_the_status_api(tmp_path: Path, monkeypatch: pyte
         assert missing.status_code == 404
         assert missing.json()["code"] == "DOCUMENT_NOT_FOUND"
     assert (tmp_path / "status.db").exists()
+
+
+def test_adopting_example_shows_a_direct_write_noticed() -> None:
+    block = next(b for b in _blocks() if "processing_status[" in b)
+    output, _ = _run(block)
+    assert output.splitlines() == ["completed []"]

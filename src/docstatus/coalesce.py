@@ -5,22 +5,23 @@ reports cost a store transaction and an event each, many times a second, for
 a change no reader needs at that rate. A manager therefore holds a report
 back when it only moves progress within the document's stage (see
 :func:`~docstatus.records.is_progress`) and the document was written less than
-``interval`` seconds ago. What is held is never lost and never reordered:
+``interval`` seconds ago. Like tqdm's ``mininterval``, the reports held
+meanwhile are folded into one: each counter keeps its latest value, and the
+write is the last report's, with every counter it was given since. So:
 
-* it is checked at once, against the manager's view of the record (the record
-  its last write stored, with every held report applied), so a bad report
-  raises to its caller exactly as a direct write would and is not held;
-* it is written when the interval has passed (on the scheduler's progress
-  thread), or before the document's next change that is not held (in the same
-  write: a transition carries the progress reported before it), or when this
-  manager reads the document or lists, or at :meth:`ProgressBuffer.flush`;
-* the held reports are applied to the stored record in order, as one
-  :class:`~docstatus.records.Chain`: the stored result is exactly what writing
-  them one by one would have stored.
+* a report is checked at once against the record as last written plus what is
+  held (:func:`~docstatus.records.check_progress`, and the lease of a fenced
+  one), so a bad one raises to its caller exactly as a direct write would, and
+  is not held;
+* what is held is written when the interval has passed (on the scheduler's
+  progress thread), or before the document's next change that is not held (in
+  the same write: a transition carries the progress reported before it), or
+  when this manager reads the document or lists, or at
+  :meth:`ProgressBuffer.flush`; the latest value is never lost;
+* transitions, completion, failure and metadata are never held, so a killed
+  process loses at most the last interval of progress, never a transition.
 
-Transitions, completion, failure and metadata are never held, so a killed
-process loses at most the last interval of progress, never a transition. A
-held report that can no longer be applied (the document was cancelled or
+A held report that can no longer be applied (the document was cancelled or
 removed meanwhile, its lease was lost) is dropped, and the document's next
 report is written directly, so its writer learns why at once.
 """
@@ -34,12 +35,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from . import janitor
 from .errors import StoreUnavailableError
 from .models import FINISHED
-from .records import Chain, Mutation, Record, is_progress
+from .records import Chain, Mutation, Record, check_lease, check_progress, is_progress
 from .stores.base import Change
 
 __all__ = ["ProgressBuffer"]
@@ -54,29 +56,29 @@ Writer = Callable[[str, Callable[[Record], Record]], Change]
 
 @dataclass(slots=True)
 class _Doc:
-    #: The record as this manager last wrote it, with every held report applied.
+    #: The record as this manager last wrote it.
     record: Record
     #: ``time.monotonic()`` of that write.
     written: float
-    #: The record as this manager last wrote it (``record`` before the held reports).
-    base: Record
-    #: Reports not written yet, oldest first.
-    held: list[Callable[[Record], Record]] = field(default_factory=list)
+    #: The held reports folded into one (``None``: nothing held).
+    held: Mutation | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """The held reports of one document as one change: the view when the store still holds
-    the record they were applied to (the common case: no rule runs twice), else each again."""
+def _fold(held: Mutation, report: Mutation) -> Mutation | None:
+    """``held`` and the later ``report`` as one report; ``None`` when they cannot be one.
 
-    base: Record
-    view: Record
-    chain: Chain
-
-    def __call__(self, record: Record) -> Record:
-        if record is self.base or record == self.base:
-            return self.view
-        return self.chain(record)
+    They fold when both give progress or neither does (a given progress beside
+    one computed from pages would lose one of them), under one lease.
+    """
+    if (held.progress is None) != (report.progress is None) or held.epoch != report.epoch:
+        return None
+    progress = (
+        report.progress
+        if report.progress is None or held.progress is None
+        else max(held.progress, report.progress)
+    )
+    fields: dict[str, Any] = {**held.fields, **report.fields}
+    return Mutation("update", report.now, report.target, progress, fields, epoch=report.epoch)
 
 
 class ProgressBuffer:
@@ -87,8 +89,6 @@ class ProgressBuffer:
     from any thread.
     """
 
-    #: Reports held for one document at most; one more is written at once, with them.
-    MAX_HELD = 1000
     #: Writes between sweeps of documents whose last write is too old to hold anything.
     SWEEP_EVERY = 256
 
@@ -108,23 +108,26 @@ class ProgressBuffer:
     def hold(self, doc_id: str, mutation: Mutation) -> bool:
         """Hold ``mutation`` back if it only reports progress within a stage written lately.
 
-        ``False``: it must be written now (with :meth:`write`). Raises what the
-        mutation raises on this manager's view of the record, holding nothing.
+        ``False``: it must be written now (with :meth:`write`). Raises what
+        storing it would raise on the record as last written plus what is
+        held, holding nothing.
         """
         now = time.monotonic()
         with self._lock:
             doc = self._docs.get(doc_id)
-            if (
-                doc is None
-                or now - doc.written >= self.interval
-                or len(doc.held) >= self.MAX_HELD
-                or not is_progress(mutation, doc.record)
-            ):
+            if doc is None or now - doc.written >= self.interval or not is_progress(mutation, doc.record):
                 return False
-            doc.record = mutation(doc.record)
-            doc.held.append(mutation)
-            first = doc_id not in self._pending
-            self._pending.add(doc_id)
+            held = doc.held
+            folded = mutation if held is None else _fold(held, mutation)
+            if folded is None:
+                return False
+            if folded.epoch is not None:
+                check_lease(doc.record, folded.epoch)
+            check_progress(doc.record, folded.fields)
+            doc.held = folded
+            first = held is None
+            if first:
+                self._pending.add(doc_id)
             due_in = doc.written + self.interval - now
         if first:
             janitor.call_later(due_in, self, _write_due, doc_id)
@@ -140,9 +143,9 @@ class ProgressBuffer:
         return bool(self._pending)
 
     def write(self, doc_id: str, mutation: Callable[[Record], Record]) -> Change:
-        """Write ``mutation`` now, after the reports held for ``doc_id``, as one change.
+        """Write ``mutation`` now, after the report held for ``doc_id``, as one change.
 
-        When the held reports can no longer be applied (the document changed
+        When the held report can no longer be applied (the document changed
         elsewhere), ``mutation`` is written alone, and raises what it raises.
         """
         held = self._take(doc_id)
@@ -169,7 +172,7 @@ class ProgressBuffer:
             if record is None or record["status"] in _FINAL:
                 self._docs.pop(doc_id, None)
             elif doc_id not in self._pending:
-                self._docs[doc_id] = _Doc(record, time.monotonic(), record)
+                self._docs[doc_id] = _Doc(record, time.monotonic())
             self._writes += 1
             if self._writes % self.SWEEP_EVERY == 0:
                 self._sweep()
@@ -181,32 +184,32 @@ class ProgressBuffer:
             if held is not None:
                 self._write_held(name, held)
 
-    def _take(self, doc_id: str) -> _Held | None:
-        # The held reports of doc_id as one change, no longer held.
+    def _take(self, doc_id: str) -> Mutation | None:
+        # The report held for doc_id, no longer held.
         with self._lock:
             if doc_id not in self._pending:
                 return None
             self._pending.discard(doc_id)
             doc = self._docs.get(doc_id)
-            if doc is None or not doc.held:
+            if doc is None:
                 return None
-            held, doc.held = doc.held, []
-            return _Held(doc.base, doc.record, Chain(tuple(held)))
+            held, doc.held = doc.held, None
+            return held
 
-    def _give_back(self, doc_id: str, held: _Held) -> None:
-        # The store did not answer: hold them again, before anything held since.
+    def _give_back(self, doc_id: str, held: Mutation) -> None:
+        # The store did not answer: hold it again, folded with anything held since.
         with self._lock:
             doc = self._docs.get(doc_id)
             if doc is None:
                 return
-            doc.held[:0] = held.chain.changes
-            doc.base = held.base
+            later = doc.held
+            doc.held = held if later is None else (_fold(held, later) or later)
             first = doc_id not in self._pending
             self._pending.add(doc_id)
         if first:
             janitor.call_later(max(self.interval, 1.0), self, _write_due, doc_id)
 
-    def _write_held(self, doc_id: str, held: _Held) -> None:
+    def _write_held(self, doc_id: str, held: Mutation) -> None:
         try:
             change = self._write(doc_id, held)
         except StoreUnavailableError as exc:
@@ -214,8 +217,8 @@ class ProgressBuffer:
             self._give_back(doc_id, held)
             return
         except Exception as exc:
-            # Cancelled, removed or taken over since: the reports no longer apply. Forget the
-            # view, so that the writer's next report goes to the store and learns why.
+            # Cancelled, removed or taken over since: the report no longer applies. Forget the
+            # record, so that the writer's next report goes to the store and learns why.
             log.info("progress reports of document %s were not written: %s", doc_id, exc)
             with self._lock:
                 self._docs.pop(doc_id, None)
@@ -224,7 +227,7 @@ class ProgressBuffer:
         self._changed(change)
 
     def _sweep(self) -> None:
-        # Called with the lock held: forget views too old to hold a report.
+        # Called with the lock held: forget records too old to hold a report on.
         oldest = time.monotonic() - self.interval
         stale = [d for d, doc in self._docs.items() if doc.written < oldest and d not in self._pending]
         for doc_id in stale:

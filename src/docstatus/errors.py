@@ -46,6 +46,7 @@ __all__ = [
     "UploadClosedError",
     "UploadNotFoundError",
     "UploadTooLargeError",
+    "UnreadableEntryError",
 ]
 
 
@@ -509,3 +510,27 @@ class ApiError(StatusError):
         super().__init__(message, status_code=status_code, api_code=api_code)
         self.status_code = status_code
         self.api_code = api_code
+
+
+class UnreadableEntryError(DuplicateDocumentError):
+    """An entry that code wrote straight into the wrapped dict cannot be read as a status.
+
+    ``field`` names what is wrong (``None`` when it is the entry as a whole,
+    e.g. not a dict) and ``reason`` says why. The entry stays in the dict as it
+    is and is no document of the manager's; ``create_status`` over its doc_id
+    raises this (a ``DuplicateDocumentError``, hence a ``ValueError``: the
+    doc_id is taken) instead of saying only that it exists.
+    """
+
+    def __init__(self, doc_id: str, field: str | None, reason: str) -> None:
+        where = f"its {field!r} " if field else "it "
+        StatusError.__init__(
+            self,
+            f"Entry {doc_id!r} of the wrapped dict cannot be read as a status: {where}{reason}",
+            doc_id=doc_id,
+            field=field,
+            reason=reason,
+        )
+        self.doc_id = doc_id
+        self.field = field
+        self.reason = reason

@@ -39,6 +39,7 @@ from .models import (
 )
 from .records import Mutation, Record, new_record, status_json, to_model
 from .stores import Change, Store, open_store
+from .stores.adopt import Reconciliation
 from .stores.base import LeaseEntry, WorkerEntry
 from .stores.memory import MemoryStore
 
@@ -199,7 +200,7 @@ class StatusManager:
             self._store = MemoryStore.wrapping(status_dict)
         else:
             self._store = MemoryStore()
-        self._hub = EventHub(self._store)
+        self._hub = _hub_for(self._store)
         self._closed = False
         interval = check_seconds("progress_interval", progress_interval) or 0.0
         self._progress = ProgressBuffer(interval, self._store.modify, self._changed) if interval > 0 else None
@@ -638,6 +639,21 @@ class StatusManager:
                 seq = event["seq"]
                 yield event
 
+    # -- direct writes ---------------------------------------------------------
+
+    def reconcile(self) -> Reconciliation:
+        """Adopt now whatever code wrote straight into the wrapped dict, and say what that was.
+
+        The manager notices such writes by itself whenever it touches or lists a
+        document (see the README, "Adopting docstatus in existing code"); this
+        looks at every entry at once (O(entries)). Adopted writes are changes:
+        subscribers get their events. Stores other than a wrapped dict have
+        nothing to reconcile (an empty result).
+        """
+        if isinstance(self._store, MemoryStore):
+            return self._store.reconcile()
+        return Reconciliation()
+
     # -- lifetime --------------------------------------------------------------
 
     def close(self) -> None:
@@ -660,6 +676,15 @@ class StatusManager:
 
     def __repr__(self) -> str:
         return f"<StatusManager store={self._store.url!r}>"
+
+
+def _hub_for(store: Store) -> EventHub:
+    hub = EventHub(store)
+    if isinstance(store, MemoryStore):
+        # What code writes into a wrapped dict directly becomes changes too, logged as the
+        # store adopts them: the hub then delivers them like the manager's own.
+        store.add_listener(hub.pump)
+    return hub
 
 
 def _max_attempts(value: object) -> int:
@@ -710,7 +735,7 @@ class Lease:
         target = _status(status)
         if progress is not None:
             progress = _progress(progress)
-        clean = _fields(target, fields)
+        clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
         mutation = Mutation("update", time.time(), target, progress, clean, epoch=self.epoch)
         self.manager._fenced(self.doc_id, mutation)
 

@@ -59,6 +59,7 @@ __all__ = [
     "apply_requeue",
     "apply_update",
     "check_lease",
+    "check_progress",
     "copy_json",
     "estimate_remaining",
     "finished_at",
@@ -378,7 +379,20 @@ def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, 
     _check_counts(new, "chunk", merged.get("chunk"), merged.get("total_chunks"))
 
 
-def _check_counts(new: Record, what: str, done: Any, total: Any) -> None:
+def check_progress(record: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+    """Raise the ``ValueError`` that storing counter ``fields`` on ``record`` would raise.
+
+    The only rule a progress report within a stage can break (see
+    :func:`is_progress`): a page or chunk beyond its total, given or stored.
+    """
+    meta = record["metadata"]
+    page = fields.get("page", record["page"])
+    _check_counts(record, "page", page, fields.get("total_pages", record["total_pages"]))
+    chunk = fields.get("chunk", meta.get("chunk"))
+    _check_counts(record, "chunk", chunk, fields.get("total_chunks", meta.get("total_chunks")))
+
+
+def _check_counts(new: Mapping[str, Any], what: str, done: Any, total: Any) -> None:
     if isinstance(done, int) and isinstance(total, int) and done > total:
         raise ValueError(f"{what} {done} is beyond total_{what}s {total} for document {new['doc_id']!r}")
 

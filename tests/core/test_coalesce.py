@@ -18,7 +18,7 @@ import pytest
 
 from docstatus import Event, StatusManager
 from docstatus.errors import InvalidTransitionError, LeaseLostError
-from docstatus.records import Chain, Mutation, is_progress, new_record
+from docstatus.records import Mutation, check_progress, is_progress, new_record
 from helpers import wait_until
 
 #: Long enough that nothing in a test's reports is written by the timer meanwhile.
@@ -226,22 +226,54 @@ def test_a_transition_is_written_even_when_the_held_reports_no_longer_apply(
     assert (status.status, status.page, status.total_pages) == ("embedding_text", 0, 5)
 
 
-def test_a_coalesced_write_stores_exactly_what_writing_each_report_stores() -> None:
+def test_held_reports_fold_into_the_latest_of_each_counter(
+    make_manager: Callable[..., StatusManager],
+) -> None:
+    held = make_manager(progress_interval=LONG)
+    each = make_manager(progress_interval=0)
+    for manager, doc in ((held, "held"), (each, "each")):
+        _visual(manager, doc, pages=50)
+        manager.update_status(doc, "embedding_visual", page=3, total_pages=60)
+        manager.update_status(doc, "embedding_visual", page=9, estimated_remaining=12.0)
+        manager.update_status(doc, "embedding_visual", page=10)
+    a, b = held.get_status("held"), each.get_status("each")
+    assert a is not None and b is not None
+    assert (
+        (a.page, a.total_pages, a.progress)
+        == (b.page, b.total_pages, b.progress)
+        == (10, 60, pytest.approx(0.1 + 10 / 60 * 0.5))
+    )
+
+
+def test_a_given_progress_and_a_computed_one_are_never_folded(
+    make_manager: Callable[..., StatusManager],
+) -> None:
+    manager = make_manager(progress_interval=LONG)
+    _visual(manager, pages=10)
+    manager.update_status("doc", "embedding_visual", 0.5)  # given: held
+    manager.update_status(
+        "doc", "embedding_visual", page=1
+    )  # computed (0.15): the given one is written first
+    status = manager.get_status("doc")
+    assert status is not None and (status.page, status.progress) == (1, 0.5)
+
+
+def test_what_may_be_held() -> None:
     record = new_record("doc", "a.pdf", {}, 1000.0)
-    parsing = Mutation("update", 1001.0, "parsing")(record)
-    visual = Mutation("update", 1002.0, "embedding_visual", None, {"page": 0, "total_pages": 50})(parsing)
-    reports = [
-        Mutation("update", 1002.0 + i / 10, "embedding_visual", None, {"page": i, "estimated_remaining": 9.0})
-        for i in range(1, 30)
-    ]
-    one_by_one = visual
-    for report in reports:
-        assert is_progress(report, one_by_one)
-        one_by_one = report(one_by_one)
-    assert Chain(tuple(reports))(visual) == one_by_one
-    assert not is_progress(Mutation("update", 1005.0, "embedding_text"), one_by_one)
-    assert not is_progress(Mutation("update", 1005.0, "embedding_visual", None, {"metadata": {}}), one_by_one)
-    assert not is_progress(Mutation("complete", 1005.0), one_by_one)
+    visual = Mutation("update", 1002.0, "embedding_visual", None, {"page": 0, "total_pages": 50})(
+        Mutation("update", 1001.0, "parsing")(record)
+    )
+    assert is_progress(Mutation("update", 1003.0, "embedding_visual", None, {"page": 4}), visual)
+    assert is_progress(
+        Mutation("update", 1003.0, "embedding_visual", 0.3, {"estimated_remaining": 9.0}), visual
+    )
+    assert not is_progress(Mutation("update", 1005.0, "embedding_text"), visual)
+    assert not is_progress(Mutation("update", 1005.0, "embedding_visual", None, {"metadata": {}}), visual)
+    assert not is_progress(Mutation("update", 1005.0, "embedding_visual", None, {"stage": "other"}), visual)
+    assert not is_progress(Mutation("complete", 1005.0), visual)
+    with pytest.raises(ValueError, match="page 51 is beyond total_pages 50"):
+        check_progress(visual, {"page": 51})
+    check_progress(visual, {"page": 51, "total_pages": 60})
 
 
 # -- a killed process loses at most the last interval of progress, never a transition -----------

@@ -288,8 +288,8 @@ def _in_rounds(writers: list[Callable[[], None]], after_round: Callable[[int], N
 def test_no_change_is_left_undelivered_when_writers_race() -> None:
     # Once every change call has returned, every change is delivered. A writer that finds another
     # thread pumping leaves its change to that one; if that hand-over is lost, the change stays
-    # undelivered until some later change.
-    manager = StatusManager(cleanup_interval_seconds=None)
+    # undelivered until some later change. (Every call a change: none is held for later.)
+    manager = StatusManager(cleanup_interval_seconds=None, progress_interval=0)
     seen: list[int] = []
     manager.subscribe(lambda event: seen.append(event["seq"]))
     for i in range(WRITERS):

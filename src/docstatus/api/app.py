@@ -26,6 +26,7 @@ from .routes.stats import stats_router
 from .routes.status import removed_json, status_router
 from .routes.uploads import uploads_router
 from .routes.workers import workers_router
+from .routes.ws import ws_router
 
 __all__ = ["create_app"]
 
@@ -144,6 +145,8 @@ def create_app(
     app.include_router(workers_router(service.manager))
     app.include_router(dashboard_router())
     app.include_router(stats_router(service.manager))
+    # /status/stream's events over a WebSocket, for frontends written against one.
+    app.include_router(ws_router(service.manager, allowed_origins=chosen.cors_origins))
     return app
 
 

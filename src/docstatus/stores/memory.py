@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from ..errors import DocumentNotFoundError, DuplicateDocumentError
+from ..errors import DocumentNotFoundError, DuplicateDocumentError, StatusError, UnreadableEntryError
 from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of, tally_of
+from .adopt import Reconciliation, direct_change, fingerprint, read_entry
 from .base import Change, LeaseEntry, Store, Tally, WorkerEntry
 
 __all__ = ["MemoryStore"]
@@ -63,8 +64,14 @@ class MemoryStore(Store):
         self._workers: dict[str, tuple[dict[str, Any], float, float]] = {}
         # The throughput counters: minute -> [completed, failed, pages].
         self._tallies: dict[int, list[int]] = {}
-        # Entries of the wrapped dict that were there before it was wrapped and are not records.
-        self._foreign: frozenset[str] = frozenset()
+        # Direct writes to a wrapped dict (see "direct writes" below); None for a private
+        # dict, which nobody else can write. doc_id -> fingerprint() of the record as written.
+        self._seen: dict[str, tuple[Any, ...]] | None = None if data is None else {}
+        # Entries that cannot be read as a status: key -> (their fingerprint, why).
+        self._rejected: dict[Any, tuple[tuple[Any, ...], UnreadableEntryError]] = {}
+        # doc_ids whose assumptions (a mapped status, a naive time) were logged.
+        self._noted: set[str] = set()
+        self._listeners: list[Callable[[], Callable[[], object] | None]] = []
         self._index_existing()
 
     @classmethod
@@ -87,19 +94,22 @@ class MemoryStore(Store):
 
     def _index_existing(self) -> None:
         records = []
-        foreign = []
+        others = []
         for doc_id, record in self._data.items():
             if is_valid_record(record) and record["doc_id"] == doc_id:
                 records.append(record)
             else:
-                foreign.append(doc_id)
-                log.warning("ignoring entry %r of the wrapped dict: not a docstatus record", doc_id)
-        self._foreign = frozenset(foreign)
+                others.append(doc_id)
         records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
         for record in records:
             # Documents that ended before the dict was wrapped were not seen ending: no counts.
             self._index(record["doc_id"], record, tally=False)
             self._move_lease(record["doc_id"], None, record)
+            if self._seen is not None:
+                self._seen[record["doc_id"]] = fingerprint(record)
+        if others:
+            # Entries that existing code wrote before the dict was wrapped.
+            self._adopt_new(others, Reconciliation())
 
     def _move_lease(self, doc_id: str, old: Record | None, new: Record) -> None:
         # With the lock held: the lease index follows the record (see Store).
@@ -139,11 +149,15 @@ class MemoryStore(Store):
         active = not is_finished(record)
         logged = Change(0, "created", doc_id, record)  # numbered when written
         counts = self._counts
+        seen = self._seen
+        written = None if seen is None else (record, status, record["progress"], record["updated_at"])
         with self._lock:
             # As in modify: no call under the lock when an active document is created.
             if doc_id in self._data:
-                raise DuplicateDocumentError(doc_id)
+                self._refuse_create(doc_id)
             self._data[doc_id] = record
+            if written is not None:
+                seen[doc_id] = written  # type: ignore[index]
             if "_lease" in record:
                 self._move_lease(doc_id, None, record)
             if active:
@@ -166,13 +180,20 @@ class MemoryStore(Store):
         # makes the others queue behind it, a convoy in which every later update
         # costs a thread switch (measured: 3x slower with 10 threads).
         data = self._data
+        seen = self._seen
         while True:
             old = data.get(doc_id)
-            if old is None or doc_id not in self._order:
+            # (Or written directly: _missing adopts that first, rules and all.)
+            if (
+                old is None
+                or doc_id not in self._order
+                or (seen is not None and not self._as_written(doc_id, old))
+            ):
                 if self._missing(doc_id):
                     raise DocumentNotFoundError(doc_id)
                 continue  # seen while another change moved it in the index: look again
             new = change(old)
+            written = None if seen is None else (new, new["status"], new["progress"], new["updated_at"])
             logged = Change(0, "updated", doc_id, new)  # numbered when written
             # The lease index moves only when the lease object was replaced (a plain
             # update copies the reference): no call under the lock otherwise.
@@ -181,6 +202,8 @@ class MemoryStore(Store):
                 if doc_id not in data or data[doc_id] is not old:
                     continue
                 data[doc_id] = new
+                if written is not None:
+                    seen[doc_id] = written  # type: ignore[index]
                 if lease_moved:
                     self._move_lease(doc_id, old, new)
                 if new["status"] == old["status"] and doc_id in self._active:
@@ -227,6 +250,8 @@ class MemoryStore(Store):
                 if not self._lease_expired(doc_id, epoch):
                     return None
                 self._data[doc_id] = new
+                if self._seen is not None:
+                    self._seen[doc_id] = fingerprint(new)
                 self._move_lease(doc_id, old, new)
                 self._index(doc_id, new, old)
                 return self._logged("updated", doc_id, new)
@@ -260,55 +285,94 @@ class MemoryStore(Store):
     def _missing(self, doc_id: str) -> bool:
         # The unlocked check in modify can catch the recency index mid-move (a status change
         # removes and re-inserts the id under the lock, with calls in between); under the
-        # lock the answer is settled.
+        # lock the answer is settled. An entry written directly is adopted here.
         with self._lock:
-            return doc_id not in self._data or doc_id not in self._order
+            found = self._settle([doc_id]) if self._seen is not None else None
+            missing = doc_id not in self._data or doc_id not in self._order
+        self._tell(found)
+        return missing
 
     def get(self, doc_id: str) -> Record | None:
         record = self._data.get(doc_id)
-        # Entries that were in the dict before it was wrapped and are not
-        # records are not documents docstatus knows.
-        if record is None or "_track" not in record or doc_id in self._foreign:
+        if record is None:
             return None
-        return record  # type: ignore[no-any-return]
+        if self._seen is None:
+            return record if "_track" in record else None
+        if self._as_written(doc_id, record):
+            return record  # type: ignore[no-any-return]
+        return self._look_again(doc_id)
 
     def _records(self, ids: Any) -> list[Record]:
         data = self._data
         return [data[i] for i in ids if i in data]
 
     def recent(self, limit: int) -> list[Record]:
+        found = None
         with self._lock:
-            return self._records(itertools.islice(reversed(self._order), limit))
+            if self._seen is not None:
+                found = self._settle(list(itertools.islice(reversed(self._order), limit)))
+            records = self._records(itertools.islice(reversed(self._order), limit))
+        self._tell(found)
+        return records
 
     def active(self) -> list[Record]:
+        found = None
         with self._lock:
-            return self._records(reversed(self._active))
+            if self._seen is not None:
+                found = self._settle(list(self._active))
+            records = self._records(reversed(self._active))
+        self._tell(found)
+        return records
 
     def counts(self) -> dict[str, int]:
+        found = None
         with self._lock:
-            return {status: n for status, n in self._counts.items() if n}
+            if self._seen is not None:
+                # Finished documents cannot change (a direct write to one is undone), so
+                # the active ones are all that a direct write can have moved.
+                found = self._settle(list(self._active))
+            counts = {status: n for status, n in self._counts.items() if n}
+        self._tell(found)
+        return counts
 
     def expire(self, before: float, limit: int) -> list[Change]:
         removed: list[Change] = []
+        found = None
         with self._lock:
+            if self._seen is not None:
+                found = self._settle(list(self._active))  # finished directly: due for cleanup too
             finished = self._finished
             while finished and len(removed) < limit:
                 doc_id, at = next(iter(finished.items()))
                 if at >= before:
                     break
+                if found is not None and not self._as_written(doc_id, self._data.get(doc_id)):
+                    self._adopt(doc_id, found)  # undone (a finished document stays finished)
+                    continue
                 removed.append(self._remove(doc_id))
+        self._tell(found)
         return removed
 
     def remove_finished(self, doc_id: str) -> Change | None:
+        found = None
         with self._lock:
-            return self._remove(doc_id) if doc_id in self._finished else None
+            if self._seen is not None:
+                found = self._settle([doc_id])
+            change = self._remove(doc_id) if doc_id in self._finished else None
+        self._tell(found)
+        return change
 
     def _remove(self, doc_id: str) -> Change:
         # With the lock held, for a finished doc_id.
         del self._finished[doc_id]
         record = self._data.pop(doc_id, None)
         self._order.pop(doc_id, None)
-        if record is not None:
+        # The status the index counted: the one written (an entry can be changed in place).
+        written = self._seen.pop(doc_id, None) if self._seen is not None else None
+        self._noted.discard(doc_id)
+        if written is not None:
+            self._counts[written[1]] -= 1
+        elif record is not None:
             self._counts[record["status"]] -= 1
         return self._logged("removed", doc_id, None)
 
@@ -345,3 +409,232 @@ class MemoryStore(Store):
 
     def last_seq(self) -> int:
         return self._seq
+
+    # -- direct writes -----------------------------------------------------------
+    # Code written before docstatus writes the wrapped dict itself. The store keeps,
+    # per document, fingerprint() of the record as it wrote it, and compares it with
+    # the entry whenever it touches or lists one: the documents listed, the active ones
+    # for counts and cleanup, one per lookup or change; a full scan only when the dict's
+    # size disagrees with the index. What differs is adopted (stores.adopt says what it
+    # means), logged as a change with a seq of its own, and the listeners are told.
+
+    def add_listener(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` (outside the lock) after direct writes were adopted and logged.
+
+        ``callback`` is a bound method, held weakly: a manager listening is not kept alive by its store.
+        """
+        ref = weakref.WeakMethod(callback)
+        with self._lock:
+            # Those of managers gone since are dropped here: a long-lived dict sees many managers.
+            self._listeners = [*(r for r in self._listeners if r() is not None), ref]
+
+    def reconcile(self) -> Reconciliation:
+        """Look at every entry of the wrapped dict now; what was written directly is adopted.
+
+        Returns what was found; ``unreadable`` lists every entry that cannot be
+        read as a status (not only those found now). Costs O(entries).
+        """
+        found = Reconciliation()
+        if self._seen is not None:
+            with self._lock:
+                self._full_scan(found)
+                found.unreadable.update((str(k), str(e)) for k, (_, e) in self._rejected.items())
+        self._tell(found)
+        return found
+
+    def _as_written(self, doc_id: str, record: Any) -> bool:
+        # fingerprint(record) == the one written, inline (this is on every change's path).
+        try:
+            return self._seen[doc_id] == (  # type: ignore[index]
+                record,
+                record["status"],
+                record["progress"],
+                record["updated_at"],
+            )
+        except (KeyError, TypeError):
+            return False
+
+    def _look_again(self, doc_id: str) -> Record | None:
+        """Adopt what was written directly to ``doc_id``; its record then, if it is a document."""
+        with self._lock:
+            found = self._settle([doc_id])
+            record = self._data.get(doc_id) if doc_id in self._order else None
+        self._tell(found)
+        return record
+
+    def _tell(self, found: Reconciliation | None) -> None:
+        if found is None or not found.logged:
+            return
+        for ref in self._listeners:
+            callback = ref()
+            if callback is None:
+                continue
+            try:
+                callback()
+            except Exception:
+                log.exception("telling %r about direct writes failed", callback)
+
+    def _settle(self, ids: list[str]) -> Reconciliation:
+        # With the lock held: the cheap check over ``ids``, a full scan if the sizes disagree.
+        found = Reconciliation()
+        if len(self._data) != len(self._order) + len(self._rejected):
+            self._full_scan(found)
+            return found
+        data = self._data
+        for doc_id in ids:
+            if not self._as_written(doc_id, data.get(doc_id, _GONE)):
+                self._adopt(doc_id, found)
+        return found
+
+    def _full_scan(self, found: Reconciliation) -> None:
+        # With the lock held: O(entries).
+        data = self._data
+        for doc_id in [d for d in self._order if d not in data]:
+            self._drop(doc_id, found)
+        for key in [k for k in self._rejected if k not in data]:
+            del self._rejected[key]
+        for doc_id in [d for d in self._order if not self._as_written(d, data[d])]:
+            self._adopt(doc_id, found)
+        fresh = [k for k in data if k not in self._order]
+        self._adopt_new(fresh, found)
+
+    def _adopt(self, doc_id: str, found: Reconciliation) -> None:
+        # With the lock held: bring the index in line with the entry of doc_id.
+        entry = self._data.get(doc_id, _GONE)
+        before = self._seen.get(doc_id) if self._seen is not None else None
+        if entry is _GONE:
+            self._rejected.pop(doc_id, None)
+            if doc_id in self._order:
+                self._drop(doc_id, found)
+        elif before is None:
+            self._adopt_new([doc_id], found)
+        elif fingerprint(entry) != before:
+            self._adopt_edit(doc_id, entry, before, found)
+
+    def _adopt_new(self, keys: list[Any], found: Reconciliation) -> None:
+        # With the lock held: entries of the dict that are no document yet (oldest first).
+        now = self.now()
+        read = [entry for entry in (self._read_new(key, now, found) for key in keys) if entry is not None]
+        read.sort(key=lambda item: (item[1]["updated_at"], item[0]))
+        for doc_id, record, notes in read:
+            self._index(doc_id, record)
+            self._seen[doc_id] = fingerprint(record)  # type: ignore[index]
+            self._logged("created", doc_id, dict(record))
+            found.adopted.append(doc_id)
+            self._note(doc_id, "adopted an entry written directly into the wrapped dict", notes)
+
+    def _read_new(self, key: Any, now: float, found: Reconciliation) -> tuple[str, Record, list[str]] | None:
+        # With the lock held: a new entry as a record, written back into it; None if it is none.
+        entry = self._data[key]
+        for _ in range(_TRIES):
+            mark = fingerprint(entry)
+            known = self._rejected.get(key)
+            if known is not None and known[0] == mark:
+                return None  # the same unreadable entry as before
+            try:
+                record, notes = read_entry(key, entry, now)
+            except UnreadableEntryError as exc:
+                self._reject(key, mark, exc, found)
+                return None
+            if record is entry or _rewrite(entry, record, mark):
+                self._rejected.pop(key, None)
+                return key, entry, notes
+        return None  # still being written to: a later look adopts it
+
+    def _reject(
+        self, key: Any, mark: tuple[Any, ...], exc: UnreadableEntryError, found: Reconciliation
+    ) -> None:
+        known = self._rejected.get(key)
+        if known is None or str(known[1]) != str(exc):
+            log.warning("%s; it is no document until it can be (see docstatus.stores.adopt)", exc)
+        self._rejected[key] = (mark, exc)
+        found.unreadable[str(key)] = str(exc)
+
+    def _note(self, doc_id: str, what: str, notes: list[str]) -> None:
+        # Once per document: a processor that writes naive times writes them on every step.
+        if notes and doc_id not in self._noted:
+            self._noted.add(doc_id)
+            log.warning("%s for %r: %s", what, doc_id, "; ".join(notes))
+
+    def _adopt_edit(self, doc_id: str, entry: Any, before: tuple[Any, ...], found: Reconciliation) -> None:
+        # With the lock held: the entry of a document was changed (or replaced) directly.
+        written: Record = before[0]
+        previous = {**written, "status": before[1], "progress": before[2], "updated_at": before[3]}
+        for _ in range(_TRIES):
+            mark = fingerprint(entry)
+            try:
+                record, notes = direct_change(previous, entry, self.now())
+            except (StatusError, ValueError, TypeError) as exc:
+                self._keep(doc_id, written, before, exc, found)
+                return
+            if _rewrite(entry, record, mark):
+                break
+        else:
+            return  # still being written to: a later look adopts it
+        self._move_lease(doc_id, previous, entry)
+        self._index(doc_id, entry, previous)
+        self._seen[doc_id] = fingerprint(entry)  # type: ignore[index]
+        self._logged("updated", doc_id, dict(entry))
+        found.changed.append(doc_id)
+        self._note(doc_id, "read a direct write to the wrapped dict", notes)
+
+    def _keep(
+        self, doc_id: str, written: Record, before: tuple[Any, ...], exc: Exception, found: Reconciliation
+    ) -> None:
+        # With the lock held: a direct write the rules refuse is undone; the stored status stays.
+        entry = self._data.get(doc_id)
+        changed_status = not isinstance(entry, dict) or entry.get("status") != before[1]
+        written.update(status=before[1], progress=before[2], updated_at=before[3])
+        self._data[doc_id] = written
+        if changed_status:
+            found.refused[doc_id] = str(exc)
+            log.warning(
+                "a direct write to %r in the wrapped dict was undone: %s; it stays %r", doc_id, exc, before[1]
+            )
+
+    def _drop(self, doc_id: str, found: Reconciliation) -> None:
+        # With the lock held: the entry of a document was deleted directly.
+        before = self._seen.pop(doc_id, None) if self._seen is not None else None
+        self._noted.discard(doc_id)
+        self._order.pop(doc_id, None)
+        self._active.pop(doc_id, None)
+        self._finished.pop(doc_id, None)
+        self._leases.pop(doc_id, None)
+        if before is not None:
+            self._counts[before[1]] -= 1
+        self._logged("removed", doc_id, None)
+        found.removed.append(doc_id)
+
+    def _refuse_create(self, doc_id: str) -> None:
+        # With the lock held: create over an existing entry. One written directly is
+        # adopted first; one that cannot be read says why.
+        if self._seen is not None and doc_id not in self._order:
+            self._adopt(doc_id, Reconciliation())
+            known = self._rejected.get(doc_id)
+            if known is not None:
+                raise UnreadableEntryError(doc_id, known[1].field, known[1].reason)
+        raise DuplicateDocumentError(doc_id)
+
+
+# What data.get() gives for an entry that is not there (None is a value an entry can have).
+_GONE: Any = object()
+
+
+# How often an entry is read again when code writes it while the store reads it.
+_TRIES = 3
+
+
+def _rewrite(entry: dict[str, Any], record: Record, mark: tuple[Any, ...]) -> bool:
+    """Make ``entry`` hold ``record`` in place (code that holds the entry sees the record).
+
+    Only if it is still as ``mark`` says, which is what ``record`` was read from:
+    a write by other code meanwhile would be lost. (The check and the write are
+    a few bytecodes apart; code that writes the dict without the lock cannot be
+    excluded for longer than that.)
+    """
+    if fingerprint(entry) != mark:
+        return False
+    entry.update(record)
+    for key in [k for k in entry if k not in record]:
+        del entry[key]
+    return True
