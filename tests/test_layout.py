@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "docstatus.worker.leases",
         "docstatus.worker.rq_engine",
         "docstatus.ingest",
+        "docstatus.notify",
     ),
     ("docstatus.service",),
     ("docstatus.api", "docstatus.cli"),

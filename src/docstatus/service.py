@@ -23,6 +23,7 @@ from .ingest.intake import Intake
 from .ingest.retention import Reaper, Removed
 from .manager import StatusManager
 from .models import ProcessingStatus
+from .notify import Notifier
 from .output.store import OutputStore
 from .settings import ServiceSettings
 from .worker.job import Processor
@@ -156,6 +157,8 @@ class Service:
         # A removed status takes its upload and output with it, whoever removed it.
         self.reaper = Reaper(self.manager, self.intake, self.output)
         self._unsubscribe: Callable[[], None] = self.manager.subscribe(self.reaper.on_event)
+        #: The completion webhooks (``settings.notify_url``), running while the service is started.
+        self.notifier = Notifier.from_settings(self.manager, self.settings)
         self._lock = threading.Lock()
         self._closed = False
         self._started = False
@@ -205,6 +208,8 @@ class Service:
                 self.pool.start()
             if self.dispatcher is not None:
                 self.dispatcher.start()
+            if self.notifier is not None:
+                self.notifier.start()
             self._started = True
 
     def stop(self) -> None:
@@ -216,6 +221,8 @@ class Service:
         """
         with self._lock:
             self._started = False
+            if self.notifier is not None:
+                self.notifier.stop()
             if self.dispatcher is not None:
                 self.dispatcher.stop()
             if self.pool is not None:
@@ -228,6 +235,8 @@ class Service:
             if not self._closed:
                 self._closed = True
                 self._unsubscribe()
+                if self.notifier is not None:
+                    self.notifier.close()
                 self.manager.close()
                 if self._owns_output:
                     self.output.close()

@@ -96,6 +96,12 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "keep_alive_timeout": _parse_float,
     "child_memory_mb": _parse_int,
     "progress_interval": _parse_float,
+    "notify_url": _parse_str,
+    "notify_secret": _parse_token,
+    "notify_retry_seconds": _parse_float,
+    "notify_backoff_seconds": _parse_float,
+    "notify_backoff_max_seconds": _parse_float,
+    "notify_timeout": _parse_float,
 }
 
 
@@ -172,6 +178,45 @@ def _check_token(value: object) -> str | None:
     return value
 
 
+def _check_notify_urls(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, (tuple, list)) or not all(isinstance(u, str) for u in value):
+        raise ConfigError("notify_url", value, "must be one or more http:// or https:// URLs")
+    for url in value:
+        _check_notify_url(url)
+    if len(set(value)) < len(value):
+        raise ConfigError("notify_url", value, "names a URL twice")
+    return tuple(value)
+
+
+def _check_notify_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError("notify_url", url, f"is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("notify_url", url, "must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("notify_url", url, "must not hold credentials (they would not be sent)")
+    if not url.isprintable() or parts.fragment:
+        raise ConfigError("notify_url", url, "must be printable and have no #fragment")
+
+
+def _check_notify_secret(value: object, urls: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        if urls:
+            raise ConfigError(
+                "notify_url", " ".join(urls), "needs a notify_secret (DOCSTATUS_NOTIFY_SECRET) to sign with"
+            )
+        return None
+    if not isinstance(value, str) or not value.isprintable():
+        # A secret: never echo it in the error.
+        raise ConfigError("notify_secret", "<hidden>", "must be printable text")
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Everything ``docstatus serve`` needs; immutable and validated on construction.
@@ -210,6 +255,17 @@ class ServiceSettings:
     child_memory_mb: int = 4096
     #: Seconds between writes of one document's progress within a stage (0: every report).
     progress_interval: float = 0.1
+    #: Receivers of a POST for every document that completes or fails (see :mod:`docstatus.notify`).
+    notify_url: tuple[str, ...] = ()
+    #: The key of the deliveries' HMAC-SHA256 signature; needed with ``notify_url``.
+    notify_secret: str | None = field(default=None, repr=False)
+    #: Seconds after a document ended during which its delivery is retried; then it is given up.
+    notify_retry_seconds: float = 3600.0
+    #: The delay before the first retry; each further one doubles, up to ``notify_backoff_max_seconds``.
+    notify_backoff_seconds: float = 1.0
+    notify_backoff_max_seconds: float = 300.0
+    #: Seconds a receiver may take to answer a delivery before it counts as failed (and is retried).
+    notify_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         checked = {
@@ -234,9 +290,25 @@ class ServiceSettings:
             "keep_alive_timeout": _check_positive_seconds(self.keep_alive_timeout, "keep_alive_timeout"),
             "child_memory_mb": _check_int("child_memory_mb", self.child_memory_mb, 64),
             "progress_interval": _check_timeout(self.progress_interval, "progress_interval"),
+            **self._checked_notify(),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+
+    def _checked_notify(self) -> dict[str, Any]:
+        urls = _check_notify_urls(self.notify_url)
+        base = _check_positive_seconds(self.notify_backoff_seconds, "notify_backoff_seconds")
+        cap = _check_positive_seconds(self.notify_backoff_max_seconds, "notify_backoff_max_seconds")
+        if cap < base:
+            raise ConfigError("notify_backoff_max_seconds", cap, "must be at least notify_backoff_seconds")
+        return {
+            "notify_url": urls,
+            "notify_secret": _check_notify_secret(self.notify_secret, urls),
+            "notify_retry_seconds": _check_timeout(self.notify_retry_seconds, "notify_retry_seconds"),
+            "notify_backoff_seconds": base,
+            "notify_backoff_max_seconds": cap,
+            "notify_timeout": _check_positive_seconds(self.notify_timeout, "notify_timeout"),
+        }
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
@@ -254,7 +326,10 @@ class ServiceSettings:
         once; more get a 503), ``_HEADER_TIMEOUT`` (seconds a client may take to send
         its request headers), ``_KEEP_ALIVE_TIMEOUT`` (seconds an idle connection
         stays open) and ``_CHILD_MEMORY_MB`` (address space of each document's
-        process). ``_WORKERS``
+        process). Completion webhooks: ``_NOTIFY_URL`` (receivers, separated by
+        commas or spaces), ``_NOTIFY_SECRET`` (the signing key, needed with them),
+        ``_NOTIFY_RETRY_SECONDS``, ``_NOTIFY_BACKOFF_SECONDS``,
+        ``_NOTIFY_BACKOFF_MAX_SECONDS`` and ``_NOTIFY_TIMEOUT``. ``_WORKERS``
         defaults to the number of CPUs this process may use, and to 0 when a
         ``_QUEUE`` is given (``docstatus worker`` processes do the work then).
         An override of ``None`` counts as not given (convenient for optional
@@ -283,7 +358,7 @@ class ServiceSettings:
             if exc.name not in from_environment:
                 raise
             # Name the variable the user actually set, not the field.
-            shown = exc.value if exc.name != "api_token" else "<hidden>"
+            shown = exc.value if exc.name not in ("api_token", "notify_secret") else "<hidden>"
             raise ConfigError(_env_name(exc.name), shown, exc.reason) from None
 
     def replace(self, **changes: Any) -> ServiceSettings:

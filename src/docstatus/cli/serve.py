@@ -27,7 +27,9 @@ def add_parser(commands: Any) -> None:
             "DOCSTATUS_MAX_UPLOAD_BYTES, DOCSTATUS_MAX_BODY_BYTES, DOCSTATUS_API_TOKEN, "
             "DOCSTATUS_CORS_ORIGINS, DOCSTATUS_SHUTDOWN_TIMEOUT, DOCSTATUS_DOCUMENT_TIMEOUT, "
             "DOCSTATUS_LEASE_SECONDS, DOCSTATUS_MAX_ATTEMPTS, DOCSTATUS_LIMIT_CONCURRENCY, "
-            "DOCSTATUS_HEADER_TIMEOUT, DOCSTATUS_KEEP_ALIVE_TIMEOUT); options win over the environment."
+            "DOCSTATUS_HEADER_TIMEOUT, DOCSTATUS_KEEP_ALIVE_TIMEOUT); options win over the environment. "
+            "DOCSTATUS_NOTIFY_URL and DOCSTATUS_NOTIFY_SECRET: a signed POST to each URL when a "
+            "document completes or fails."
         ),
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..records import Record
 
-__all__ = ["Change", "ChangeType", "LeaseEntry", "Store", "Tally", "WorkerEntry"]
+__all__ = ["Change", "ChangeType", "LeaseEntry", "OutboxEntry", "Store", "Tally", "WorkerEntry"]
 
 ChangeType = Literal["created", "updated", "removed"]
 
@@ -79,6 +79,19 @@ class Tally:
     completed: int
     failed: int
     pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One pending item of a named outbox (see :meth:`Store.move_cursor`).
+
+    ``key`` is unique within the outbox; entries are ordered by ``(seq, key)``.
+    ``data`` is JSON-compatible; the store keeps and returns private copies.
+    """
+
+    key: str
+    seq: int
+    data: dict[str, Any]
 
 
 class Store(ABC):
@@ -263,6 +276,56 @@ class Store(ABC):
     @abstractmethod
     def forget_worker(self, worker_id: str) -> None:
         """Remove the entry of ``worker_id`` at once (a clean shutdown); no error if there is none."""
+
+    # -- named cursors and their outboxes --------------------------------------------
+    # For readers of the change log that must not lose their place across restarts
+    # (the completion webhooks): a named position in the log, held by one owner at a
+    # time under an expiring lease (store clock), and beside it an outbox of pending
+    # items that the owner adds to as it moves the cursor and settles one by one.
+    # Nothing here changes a record, logs a change or takes a seq. Every write is
+    # fenced by the lease: an owner whose lease passed to another changes nothing.
+
+    @abstractmethod
+    def claim_cursor(self, name: str, owner: str, seconds: float, start: int) -> int | None:
+        """Take or renew the lease on cursor ``name`` for ``owner``; the cursor's position.
+
+        The lease is taken when the cursor has no live lease (none, released, or
+        expired: ``expires < now()``) or ``owner`` holds it already; then
+        expires = now() + ``seconds`` and the stored position is returned (a new
+        cursor starts at ``start``). While another owner's lease is alive: ``None``,
+        nothing changes. Atomic: of concurrent claims of a free cursor, one wins.
+        """
+
+    @abstractmethod
+    def move_cursor(self, name: str, owner: str, position: int, add: Sequence[OutboxEntry]) -> bool:
+        """If ``owner`` holds a live lease on ``name``: set its position, add ``add`` to its outbox.
+
+        Atomic: the position and every entry are written together, or (the lease
+        is another's or expired) nothing is, and the result is False. An added
+        entry whose key is in the outbox already replaces it.
+        """
+
+    @abstractmethod
+    def outbox(self, name: str, limit: int) -> list[OutboxEntry]:
+        """Up to ``limit`` entries of the outbox of cursor ``name``, in ``(seq, key)`` order.
+
+        Must cost O(limit) on the shared stores (memory: O(entries)).
+        """
+
+    @abstractmethod
+    def settle(self, name: str, owner: str, key: str, data: dict[str, Any] | None) -> bool:
+        """If ``owner`` holds a live lease on ``name``: entry ``key`` gets ``data`` (``None``: removed).
+
+        True then (also when there is no entry ``key``: nothing to change; a new
+        ``data`` is not added then); False, and nothing changes, without the lease.
+        """
+
+    @abstractmethod
+    def release_cursor(self, name: str, owner: str) -> None:
+        """End ``owner``'s lease on ``name`` now (a clean shutdown); position and outbox stay.
+
+        Nothing happens when another owner holds it, or nobody does.
+        """
 
     # -- throughput counters ---------------------------------------------------------
     # An index that follows the records, as the lease index does: in the same atomic

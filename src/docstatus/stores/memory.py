@@ -13,14 +13,14 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from ..errors import DocumentNotFoundError, DuplicateDocumentError, StatusError, UnreadableEntryError
 from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of, tally_of
 from .adopt import Reconciliation, direct_change, fingerprint, read_entry
-from .base import Change, LeaseEntry, Store, Tally, WorkerEntry
+from .base import Change, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
 
 __all__ = ["MemoryStore"]
 
@@ -72,6 +72,9 @@ class MemoryStore(Store):
         # doc_ids whose assumptions (a mapped status, a naive time) were logged.
         self._noted: set[str] = set()
         self._listeners: list[Callable[[], Callable[[], object] | None]] = []
+        # Named cursors: name -> [position, owner, expires]; and their outboxes: name -> key -> entry.
+        self._cursors: dict[str, list[Any]] = {}
+        self._outboxes: dict[str, dict[str, OutboxEntry]] = {}
         self._index_existing()
 
     @classmethod
@@ -277,6 +280,55 @@ class MemoryStore(Store):
     def forget_worker(self, worker_id: str) -> None:
         with self._lock:
             self._workers.pop(worker_id, None)
+
+    def claim_cursor(self, name: str, owner: str, seconds: float, start: int) -> int | None:
+        now = self.now()
+        with self._lock:
+            cursor = self._cursors.setdefault(name, [start, "", 0.0])
+            if cursor[1] != owner and cursor[1] and cursor[2] >= now:
+                return None
+            cursor[1:] = [owner, now + seconds]
+            return int(cursor[0])
+
+    def _holds(self, name: str, owner: str) -> bool:
+        # With the lock held.
+        cursor = self._cursors.get(name)
+        return cursor is not None and cursor[1] == owner and cursor[2] >= self.now()
+
+    def move_cursor(self, name: str, owner: str, position: int, add: Sequence[OutboxEntry]) -> bool:
+        copies = [OutboxEntry(e.key, e.seq, copy_json(e.data)) for e in add]
+        with self._lock:
+            if not self._holds(name, owner):
+                return False
+            self._cursors[name][0] = position
+            box = self._outboxes.setdefault(name, {})
+            for entry in copies:
+                box[entry.key] = entry
+            return True
+
+    def outbox(self, name: str, limit: int) -> list[OutboxEntry]:
+        with self._lock:
+            entries = sorted(self._outboxes.get(name, {}).values(), key=lambda e: (e.seq, e.key))
+        return [OutboxEntry(e.key, e.seq, copy_json(e.data)) for e in entries[: max(limit, 0)]]
+
+    def settle(self, name: str, owner: str, key: str, data: dict[str, Any] | None) -> bool:
+        copied = None if data is None else copy_json(data)
+        with self._lock:
+            if not self._holds(name, owner):
+                return False
+            box = self._outboxes.get(name, {})
+            if key in box:
+                if copied is None:
+                    del box[key]
+                else:
+                    box[key] = OutboxEntry(key, box[key].seq, copied)
+            return True
+
+    def release_cursor(self, name: str, owner: str) -> None:
+        with self._lock:
+            cursor = self._cursors.get(name)
+            if cursor is not None and cursor[1] == owner:
+                cursor[1:] = ["", 0.0]
 
     def now(self) -> float:
         """``time.time()``: the host's clock."""

@@ -28,6 +28,10 @@ Data layout, every key under the prefix (``docstatus:`` by default):
   ``TALLY_SECONDS`` after its last count;
 * ``workers`` (worker_id -> info JSON), ``workers_seen`` (-> last heartbeat), ``workers_expiry``
   (worker_id by expiry) - the worker registry. Lease and registry times are the server's ``TIME``.
+* ``cursor:<name>`` (a hash: ``p`` position, ``o`` owner, ``e`` lease expiry), ``outbox:<name>``
+  (keys by seq) and ``outbox_data:<name>`` (key -> JSON) - named cursors and their outboxes,
+  written in ``WATCH``/``MULTI`` transactions on the cursor's key (a compare-and-set on its
+  lease), so a write of an owner whose lease passed on is never made.
 
 A change (``modify``) goes like this:
 
@@ -75,7 +79,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
@@ -90,13 +94,13 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..records import Record, finished_at, is_finished, lease_of, tally_of
-from .base import Change, ChangeType, LeaseEntry, Store, Tally, WorkerEntry
+from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
 
 try:
     import redis
     from redis.backoff import NoBackoff
-    from redis.client import PubSub
-    from redis.exceptions import NoScriptError, RedisError, ResponseError
+    from redis.client import Pipeline, PubSub
+    from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError("redis", "redis") from exc
@@ -620,6 +624,141 @@ class RedisStore(Store):
 
     def forget_worker(self, worker_id: str) -> None:
         self._call("forget", worker_id)
+
+    # -- named cursors and their outboxes (WATCH/MULTI on the cursor's key) -------------
+
+    def _cursor_key(self, name: str) -> str:
+        return self._key("cursor:" + name)
+
+    def _transaction(self, keys: tuple[str, ...], attempt: Callable[[Pipeline], Any]) -> Any:
+        """``attempt(pipe)`` with ``keys`` watched, again whenever another client wrote one meanwhile.
+
+        ``attempt`` reads (immediate mode), then either returns without ``multi()`` or
+        queues its writes after ``multi()``; they are executed only if no key changed.
+        """
+        try:
+            with self._client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                        result = attempt(pipe)
+                        if pipe.explicit_transaction:
+                            pipe.execute()
+                        return result
+                    except WatchError:
+                        continue
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    @staticmethod
+    def _server_now(pipe: Pipeline) -> float:
+        seconds, micros = pipe.time()
+        return seconds + micros / 1_000_000
+
+    def claim_cursor(self, name: str, owner: str, seconds: float, start: int) -> int | None:
+        key = self._cursor_key(name)
+
+        def claim(pipe: Pipeline) -> int | None:
+            position, held_by, expires = cast(list[bytes | None], pipe.hmget(key, ["p", "o", "e"]))
+            now = self._server_now(pipe)
+            if held_by and held_by.decode() != owner and float(expires or 0) >= now:
+                return None
+            pipe.multi()
+            fields: dict[str, str | int] = {"o": owner, "e": repr(now + seconds)}
+            if position is None:
+                fields["p"] = start
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            return start if position is None else int(position)
+
+        result: int | None = self._transaction((key,), claim)
+        return result
+
+    def _fenced(
+        self,
+        name: str,
+        owner: str,
+        writes: Callable[[Pipeline], None],
+        also_watch: str = "",
+        multi: bool = True,
+    ) -> bool:
+        """Run ``writes`` in a transaction made only while ``owner`` holds a live lease on ``name``.
+
+        With ``multi`` the transaction is started for ``writes``; else ``writes`` may read
+        first and starts it itself (or makes no write).
+        """
+        key = self._cursor_key(name)
+
+        def attempt(pipe: Pipeline) -> bool:
+            held_by, expires = cast(list[bytes | None], pipe.hmget(key, ["o", "e"]))
+            if held_by is None or held_by.decode() != owner or float(expires or 0) < self._server_now(pipe):
+                return False
+            if multi:
+                pipe.multi()
+            writes(pipe)
+            return True
+
+        done: bool = self._transaction((key, also_watch) if also_watch else (key,), attempt)
+        return done
+
+    def move_cursor(self, name: str, owner: str, position: int, add: Sequence[OutboxEntry]) -> bool:
+        order, data = self._key("outbox:" + name), self._key("outbox_data:" + name)
+        texts = {e.key: _encode(e.data) for e in add}
+
+        def writes(pipe: Pipeline) -> None:
+            pipe.hset(self._cursor_key(name), "p", position)
+            if add:
+                pipe.zadd(order, {e.key: e.seq for e in add})
+                pipe.hset(data, mapping=texts)  # type: ignore[arg-type]
+
+        return self._fenced(name, owner, writes)
+
+    def outbox(self, name: str, limit: int) -> list[OutboxEntry]:
+        if limit <= 0:
+            return []
+        try:
+            ranked = cast(
+                list[tuple[bytes, float]],
+                self._client.zrange(self._key("outbox:" + name), 0, limit - 1, withscores=True),
+            )
+            texts = (
+                cast(
+                    list[bytes | None],
+                    self._client.hmget(self._key("outbox_data:" + name), [k for k, _ in ranked]),
+                )
+                if ranked
+                else []
+            )
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return [
+            OutboxEntry(key.decode(), int(seq), _decode(text))
+            for (key, seq), text in zip(ranked, texts, strict=True)
+            if text is not None  # settled between the two reads
+        ]
+
+    def settle(self, name: str, owner: str, key: str, data: dict[str, Any] | None) -> bool:
+        order, stored = self._key("outbox:" + name), self._key("outbox_data:" + name)
+        text = None if data is None else _encode(data)
+
+        def writes(pipe: Pipeline) -> None:
+            if text is None:
+                pipe.zrem(order, key)
+                pipe.hdel(stored, key)
+            elif pipe.hexists(stored, key):
+                pipe.multi()
+                pipe.hset(stored, key, text)
+
+        return self._fenced(name, owner, writes, also_watch=stored, multi=text is None)
+
+    def release_cursor(self, name: str, owner: str) -> None:
+        key = self._cursor_key(name)
+
+        def release(pipe: Pipeline) -> None:
+            if cast(bytes | None, pipe.hget(key, "o")) == owner.encode():
+                pipe.multi()
+                pipe.hset(key, mapping={"o": "", "e": "0"})
+
+        self._transaction((key,), release)
 
     def get(self, doc_id: str) -> Record | None:
         if not _encodable(doc_id):

@@ -24,6 +24,9 @@ Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
 * ``workers``: the worker registry (worker_id, info as JSON, last_seen,
   expires), on the host's clock like the leases; expired rows are deleted by
   the next heartbeat.
+* ``cursors`` (name, position, owner, expires) and ``outbox`` (name, key, seq,
+  data as JSON): named cursors on the change log and their pending items,
+  indexed in ``(seq, key)`` order.
 
 Every change is one transaction (``BEGIN IMMEDIATE``, so the read-modify-write
 cannot interleave with another writer) in WAL mode: once a call returns, its
@@ -38,7 +41,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -52,7 +55,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..records import Record, finished_at, lease_of, tally_of
-from .base import Change, ChangeType, LeaseEntry, Store, Tally, WorkerEntry
+from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
 from .sqlitedb import Connection, Database
 
 __all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
@@ -98,6 +101,22 @@ MIGRATIONS: tuple[str, ...] = (
         expires REAL NOT NULL
     );
     CREATE INDEX workers_by_expiry ON workers (expires);
+    """,
+    """
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE TABLE outbox (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (name, key)
+    );
+    CREATE INDEX outbox_in_order ON outbox (name, seq, key);
     """,
     """
     CREATE TABLE tallies (
@@ -487,6 +506,78 @@ class SQLiteStore(Store):
     def forget_worker(self, worker_id: str) -> None:
         self._run(
             lambda conn: conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)), write=True
+        )
+
+    # -- named cursors and their outboxes -------------------------------------------
+
+    def claim_cursor(self, name: str, owner: str, seconds: float, start: int) -> int | None:
+        def claim(conn: Connection) -> int | None:
+            now = self.now()
+            row = conn.execute(
+                "SELECT position, owner, expires FROM cursors WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO cursors (name, position, owner, expires) VALUES (?, ?, ?, ?)",
+                    (name, start, owner, now + seconds),
+                )
+                return start
+            if row[1] != owner and row[1] and row[2] >= now:
+                return None
+            conn.execute(
+                "UPDATE cursors SET owner = ?, expires = ? WHERE name = ?", (owner, now + seconds, name)
+            )
+            return int(row[0])
+
+        return self._run(claim, write=True)
+
+    def _holds(self, conn: Connection, name: str, owner: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM cursors WHERE name = ? AND owner = ? AND expires >= ?", (name, owner, self.now())
+        ).fetchone()
+        return row is not None
+
+    def move_cursor(self, name: str, owner: str, position: int, add: Sequence[OutboxEntry]) -> bool:
+        rows = [(name, e.key, e.seq, _encode(e.data)) for e in add]
+
+        def move(conn: Connection) -> bool:
+            if not self._holds(conn, name, owner):
+                return False
+            conn.execute("UPDATE cursors SET position = ? WHERE name = ?", (position, name))
+            conn.executemany("INSERT OR REPLACE INTO outbox (name, key, seq, data) VALUES (?, ?, ?, ?)", rows)
+            return True
+
+        return self._run(move, write=True)
+
+    def outbox(self, name: str, limit: int) -> list[OutboxEntry]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT key, seq, data FROM outbox WHERE name = ? ORDER BY seq, key LIMIT ?",
+                (name, max(limit, 0)),
+            ).fetchall()
+        )
+        return [OutboxEntry(str(key), int(seq), _decode(data)) for key, seq, data in rows]
+
+    def settle(self, name: str, owner: str, key: str, data: dict[str, Any] | None) -> bool:
+        def write(conn: Connection) -> bool:
+            if not self._holds(conn, name, owner):
+                return False
+            if data is None:
+                conn.execute("DELETE FROM outbox WHERE name = ? AND key = ?", (name, key))
+            else:
+                conn.execute(
+                    "UPDATE outbox SET data = ? WHERE name = ? AND key = ?", (_encode(data), name, key)
+                )
+            return True
+
+        return self._run(write, write=True)
+
+    def release_cursor(self, name: str, owner: str) -> None:
+        self._run(
+            lambda conn: conn.execute(
+                "UPDATE cursors SET owner = '', expires = 0 WHERE name = ? AND owner = ?", (name, owner)
+            ),
+            write=True,
         )
 
     def _decoded(self, doc_id: str, text: str) -> Record:
