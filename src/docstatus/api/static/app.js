@@ -1428,6 +1428,21 @@ function setBulkResult(text, urgent = false) {
   announce(text, urgent);
 }
 
+/** A bulk POST to the end: the server works for a few seconds a call and answers ``next``
+ * while documents remain; the answers' counts (``keys``) are added up. */
+async function bulkAll(url, request, keys, progress) {
+  const sums = Object.fromEntries(keys.map((key) => [key, 0]));
+  let cursor = null;
+  for (;;) {
+    const { status, body } = await send("POST", url, cursor ? { ...request, cursor } : request);
+    if (status !== 200 || !body) return { status, body };
+    for (const key of keys) sums[key] += body[key] || 0;
+    cursor = body.next ?? null;
+    if (cursor === null) return { status, body: sums };
+    $("bulk-result").textContent = progress(sums);
+  }
+}
+
 async function bulkRetry() {
   const scope = search ? ` matching “${search}”` : "";
   let found;
@@ -1447,7 +1462,8 @@ async function bulkRetry() {
   if (!(await dialog({ title, text, ok: "Retry them" }))) return;
   const request = { status: ["failed"] };
   if (search) request.q = search;
-  const { status, body } = await send("POST", API.bulkRetry, request);
+  const progress = (sums) => `Retried ${sums.retried} so far…`;
+  const { status, body } = await bulkAll(API.bulkRetry, request, ["retried", "skipped"], progress);
   if (status === 200 && body) setBulkResult(`Retried ${body.retried}, skipped ${body.skipped}.`);
   else setBulkResult(`Retry refused: ${errorMessage(status, body)}`, true);
 }
@@ -1477,7 +1493,8 @@ async function bulkDelete() {
   if (!(await dialog({ title, text, ok: "Delete them" }))) return;
   const request = { older_than_seconds: age, status: statuses };
   if (search) request.q = search;
-  const { status, body } = await send("POST", API.bulkDelete, request);
+  const progress = (sums) => `Deleted ${sums.deleted} so far…`;
+  const { status, body } = await bulkAll(API.bulkDelete, request, ["deleted"], progress);
   if (status === 200 && body) setBulkResult(`Deleted ${plural(body.deleted, "document", "documents")}.`);
   else setBulkResult(`Delete refused: ${errorMessage(status, body)}`, true);
 }
