@@ -40,7 +40,7 @@ from .models import (
 from .records import Mutation, Record, new_record, status_json, to_model
 from .stores import Change, Store, open_store
 from .stores.adopt import Reconciliation
-from .stores.base import LeaseEntry, WorkerEntry
+from .stores.base import LeaseEntry, Page, Query, WorkerEntry
 from .stores.memory import MemoryStore
 
 # MAX_ERROR is the model's limit, named here too for callers that cut error messages to fit.
@@ -490,6 +490,12 @@ class StatusManager:
         """
         self._settle_all()
         return self._bodies(self._store.with_prefix(str(prefix), _limit(limit)))
+
+    def query(self, query: Query) -> Page:
+        """One page of a listing (see :meth:`Store.query <docstatus.stores.Store.query>`):
+        filters, sort order and the cursor to go on from; costs O(page)."""
+        self._settle_all()
+        return self._store.query(query)
 
     def count_by_status(self) -> dict[str, int]:
         """Counts per status plus ``active``, ``completed``, ``failed`` and ``total``."""

@@ -17,10 +17,15 @@ from ..models import ProcessingStatus
 
 __all__ = [
     "CleanupBody",
+    "DeleteRequest",
+    "DeletedBody",
     "DocumentList",
+    "DocumentPage",
     "HealthBody",
     "QueueBody",
     "RemovedBody",
+    "RetriedBody",
+    "RetryRequest",
     "StatusBody",
     "UploadAnswer",
     "UploadBatch",
@@ -179,3 +184,77 @@ class WorkersBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"workers": [_WORKER_EXAMPLE]}})
 
     workers: list[WorkerBody]
+
+
+# -- the listing's pages and the bulk actions ---------------------------------------------
+
+_StatusFilter = Field(
+    None,
+    description="Only documents in these statuses (each also comma-separated)",
+    json_schema_extra={"example": ["failed"]},
+)
+_TextFilter = Field(
+    None,
+    min_length=1,
+    max_length=256,
+    description="Only documents whose filename contains this (ignoring case) or whose id starts with it",
+)
+_Time = str | float | None
+
+
+class DocumentPage(DocumentList):
+    """One page of ``GET /status``: documents in the sort order, and the cursor of the next page."""
+
+    next: str | None = Field(..., description="Pass as cursor= for the next page; null: there is none")
+
+
+class RetryRequest(BaseModel):
+    """Which failed documents ``POST /status/retry`` requeues (the listing's filters)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"status": ["failed"], "q": ".pdf"}}
+    )
+
+    status: list[str] | None = _StatusFilter
+    q: str | None = _TextFilter
+    since: _Time = Field(
+        None, description="Failed at or after this (ISO-8601, naive = UTC, or epoch seconds)"
+    )
+    until: _Time = Field(None, description="Failed at or before this")
+    cursor: str | None = Field(None, max_length=1000, description="The next of an answer that had to stop")
+
+
+class DeleteRequest(BaseModel):
+    """Which finished documents ``POST /status/delete`` removes (the listing's filters)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"older_than_seconds": 86400, "status": ["completed"]}}
+    )
+
+    older_than_seconds: float | None = Field(
+        None, ge=0, le=10**10, description="Only documents that finished longer ago than this"
+    )
+    status: list[str] | None = _StatusFilter
+    q: str | None = _TextFilter
+    cursor: str | None = Field(None, max_length=1000, description="The next of an answer that had to stop")
+
+
+class RetriedBody(BaseModel):
+    """What ``POST /status/retry`` did."""
+
+    retried: int = Field(..., description="How many failed documents were requeued")
+    skipped: int = Field(..., description="How many matched but cannot be retried (they failed for good)")
+    doc_ids: list[str] = Field(..., description="The first 100 requeued documents")
+    next: str | None = Field(
+        ..., description="Set when the action stopped in time: send it as cursor to go on"
+    )
+
+
+class DeletedBody(BaseModel):
+    """What ``POST /status/delete`` did."""
+
+    deleted: int = Field(..., description="How many finished documents were removed, with upload and output")
+    doc_ids: list[str] = Field(..., description="The first 100 removed documents")
+    next: str | None = Field(
+        ..., description="Set when the action stopped in time: send it as cursor to go on"
+    )

@@ -192,15 +192,33 @@ class Client:
             raise DocumentNotFoundError(doc_id)
         return self._request("DELETE", f"/status/{quote(doc_id, safe='')}", doc_id=doc_id)
 
+    def documents(self, params: dict[str, Any]) -> Reply:
+        """``GET /status`` with the listing's ``params`` (``q``, ``status``, ``since``, ``sort``...)."""
+        return self._request("GET", "/status", params=params)
+
+    def retry_failed(self, body: dict[str, Any]) -> Reply:
+        """``POST /status/retry``: requeue the failed documents that match ``body``'s filters."""
+        return self._request("POST", "/status/retry", json=body)
+
+    def delete_finished(self, body: dict[str, Any]) -> Reply:
+        """``POST /status/delete``: remove the finished documents that match ``body``'s filters."""
+        return self._request("POST", "/status/delete", json=body)
+
     def _request(
-        self, method: str, path: str, *, params: dict[str, Any] | None = None, doc_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        doc_id: str | None = None,
+        json: dict[str, Any] | None = None,
     ) -> Reply:
         # UTF-8 bytes: httpx encodes str header values as ASCII, and the service compares the
         # header's bytes with its token's UTF-8 bytes.
         auth = b"Bearer " + self._token.encode(errors="surrogateescape") if self._token else b""
         headers = {b"Authorization": auth} if auth and method in ("POST", "DELETE") else {}
         try:
-            response = self._http.request(method, path, params=params, headers=headers)
+            response = self._http.request(method, path, params=params, headers=headers, json=json)
         except httpx.TransportError as exc:
             raise ServerUnreachableError(self.url, _reason(exc)) from None
         return self._reply(response, doc_id)

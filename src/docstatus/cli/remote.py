@@ -1,4 +1,4 @@
-"""``docstatus status | list | cleanup | delete | watch | cancel``: a running service, seen from the terminal.
+"""``docstatus status | list | cleanup | delete | retry | watch | cancel``: a running service, from a shell.
 
 The handlers talk to the service through :class:`~docstatus.cli.client.Client`
 and show it with :mod:`docstatus.cli.views`; both need the ``cli`` extra and
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,9 +88,23 @@ def add_parsers(commands: Any) -> None:
         "List the documents of a running service, most recently updated first, with counts.",
         json_help="print the service's JSON answer (GET /status/queue) as it is",
     )
-    listing.add_argument("--status", choices=[s.value for s in Status], help="only documents in this status")
+    listing.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in Status],
+        help="only documents in this status (repeat it for several)",
+    )
     listing.add_argument(
         "--limit", type=_bounded_int(0, 100_000), default=100, help="at most this many (default 100)"
+    )
+    _add_filters(listing)
+    listing.add_argument(
+        "--sort",
+        choices=["updated", "started", "filename"],
+        help="the order (default: updated, the last change)",
+    )
+    listing.add_argument(
+        "--order", choices=["desc", "asc"], help="desc (the default: latest or Z first) or asc"
     )
     listing.add_argument(
         "--workers",
@@ -134,10 +149,44 @@ def add_parsers(commands: Any) -> None:
         json_help="print the service's JSON answer (what was removed) as it is",
     )
     delete.add_argument(
-        "doc_id", type=_doc_id, metavar="DOC_ID", help="its id, or a unique prefix of 8+ characters"
+        "doc_id",
+        nargs="?",
+        type=_doc_id,
+        metavar="DOC_ID",
+        help="its id, or a unique prefix of 8+ characters",
     )
+    delete.add_argument(
+        "--finished",
+        action="store_true",
+        help="instead of one document: every finished one that matches --older-than, --status and --q",
+    )
+    delete.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="AGE",
+        help="with --finished: finished longer ago (90s, 30m, 1h, 7d)",
+    )
+    delete.add_argument(
+        "--status", action="append", choices=["completed", "failed"], help="with --finished: only this status"
+    )
+    delete.add_argument("--q", metavar="TEXT", help="with --finished: only documents whose filename has TEXT")
     delete.add_argument("--token", help="the service's API token (default: $DOCSTATUS_API_TOKEN)")
     delete.set_defaults(handler=_remote, run="delete")
+
+    retry = _remote_parser(
+        commands,
+        "retry",
+        "retry every failed document (that can be retried)",
+        "Requeue the failed documents of a running service that match the filters; those that failed "
+        "for good (damaged, unsupported, over a limit) are skipped. Prints how many of each.",
+        json_help="print the totals as JSON",
+    )
+    retry.add_argument(
+        "--all-failed", action="store_true", required=True, help="retry every failed one that matches"
+    )
+    _add_filters(retry)
+    retry.add_argument("--token", help="the service's API token (default: $DOCSTATUS_API_TOKEN)")
+    retry.set_defaults(handler=_remote, run="retry")
 
     cancel = _remote_parser(
         commands,
@@ -152,6 +201,80 @@ def add_parsers(commands: Any) -> None:
     cancel.set_defaults(handler=_remote, run="cancel")
 
 
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--q", metavar="TEXT", help="only documents whose filename contains TEXT or id starts with it"
+    )
+    parser.add_argument("--since", type=_when, metavar="WHEN", help=_WHEN_HELP.format("at or after"))
+    parser.add_argument("--until", type=_when, metavar="WHEN", help=_WHEN_HELP.format("at or before"))
+
+
+_WHEN_HELP = "only documents changed {}: an age (30m, 1h, 2d: that long ago), ISO-8601 or epoch seconds"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(raw: str) -> float:
+    """``90``, ``90s``, ``30m``, ``1h``, ``2d``, ``1w`` as seconds."""
+    text = raw.strip().lower()
+    scale = _UNITS.get(text[-1:], 0)
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an age (90s, 30m, 1h, 7d): {raw!r}") from None
+    if not 0 <= value <= 10**10:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10000000000 seconds: {raw!r}")
+    return value
+
+
+def _when(raw: str) -> str:
+    """An age (``1h``: epoch seconds of an hour ago); anything else goes to the service as it is."""
+    if raw.strip()[-1:].lower() in _UNITS:
+        try:
+            return repr(time.time() - _duration(raw))
+        except argparse.ArgumentTypeError:
+            return raw  # an ISO date ends in a digit or Z; the service says what is wrong
+    return raw
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    found = {"q": args.q, "since": getattr(args, "since", None), "until": getattr(args, "until", None)}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _listing_params(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``GET /status``'s parameters when ``list`` uses the listing's filters; None for the queue view."""
+    extra = {**_filters(args), "sort": args.sort, "order": args.order}
+    params = {k: v for k, v in extra.items() if v is not None}
+    if not params and len(args.status or ()) <= 1:
+        return None
+    return {**params, **({"status": args.status} if args.status else {})}
+
+
+def _run_list(client: Any, args: argparse.Namespace, console: Any) -> int:
+    from . import views
+
+    if args.workers:
+        return views.run_workers(client, console, as_json=args.json, out=sys.stdout)
+    params = _listing_params(args)
+    if params is None:
+        status = args.status[0] if args.status else None
+        return views.run_list(client, status, args.limit, console, as_json=args.json, out=sys.stdout)
+    return views.run_find(client, params, args.limit, console, as_json=args.json, out=sys.stdout)
+
+
+def _run_delete(client: Any, args: argparse.Namespace, console: Any) -> int:
+    from . import views
+
+    if (args.doc_id is None) == (not args.finished):
+        return fail("delete", "give either DOC_ID or --finished (every finished document that matches)")
+    if args.doc_id is not None:
+        return views.run_delete(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
+    body: dict[str, Any] = {k: v for k, v in {"q": args.q, "status": args.status}.items() if v}
+    if args.older_than is not None:
+        body["older_than_seconds"] = args.older_than
+    return views.run_delete_finished(client, body, console, as_json=args.json, out=sys.stdout)
+
+
 def _run_remote(args: argparse.Namespace, url: str) -> int:
     from rich.console import Console
 
@@ -163,14 +286,14 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
     with Client(url, token=token) as client:
         if args.run == "status":
             return views.run_status(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
-        if args.run == "list" and args.workers:
-            return views.run_workers(client, console, as_json=args.json, out=sys.stdout)
         if args.run == "list":
-            return views.run_list(client, args.status, args.limit, console, as_json=args.json, out=sys.stdout)
+            return _run_list(client, args, console)
+        if args.run == "retry":
+            return views.run_retry(client, _filters(args), console, as_json=args.json, out=sys.stdout)
         if args.run == "cleanup":
             return views.run_cleanup(client, args.max_age, console, as_json=args.json, out=sys.stdout)
         if args.run == "delete":
-            return views.run_delete(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
+            return _run_delete(client, args, console)
         if args.run == "cancel":
             return views.run_cancel(client, args.doc_id, console, as_json=args.json, out=sys.stdout)
         return views.run_watch(client, args.doc, console, as_json=args.json, out=sys.stdout)

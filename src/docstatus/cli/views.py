@@ -10,6 +10,7 @@ command line to report. Needs the ``cli`` extra (rich, httpx, httpx-sse).
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -259,6 +260,79 @@ def run_list(
     else:
         console.print("No documents" + (f" with status {status}." if status else "."))
     console.print(_counts_line(reply.body))
+    return EXIT_OK
+
+
+def run_find(
+    client: Client, params: dict[str, Any], limit: int, console: Console, *, as_json: bool, out: TextIO
+) -> int:
+    """``docstatus list`` with the listing's filters: up to ``limit`` documents, page after page.
+
+    ``--json`` prints one ``GET /status`` answer with every document read,
+    whose ``next`` continues after them.
+    """
+    docs: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(docs) < limit:
+        page = client.documents({**params, "limit": min(limit - len(docs), 1000), "cursor": cursor})
+        docs += page.body.get("documents", [])
+        cursor = page.body.get("next")
+        if cursor is None:
+            break
+    if as_json:
+        out.write(json.dumps({"documents": docs, "count": len(docs), "next": cursor}) + "\n")
+        return EXIT_OK
+    if docs:
+        console.print(documents_table([_Tracked(d) for d in docs]))
+    more = " (more match: raise --limit)" if cursor is not None else ""
+    noun = "document" if len(docs) == 1 else "documents"
+    console.print(f"{len(docs)} {noun}{more}." if docs else "No documents match.")
+    return EXIT_OK
+
+
+def _bulk(
+    send: Callable[[dict[str, Any]], Any], body: dict[str, Any], keys: tuple[str, ...]
+) -> dict[str, Any]:
+    """Send a bulk action until it says it is done (each answer says where to go on); the totals."""
+    totals: dict[str, Any] = dict.fromkeys(keys, 0)
+    totals["doc_ids"] = []
+    cursor = None
+    while True:
+        answer = send({**body, "cursor": cursor}).body
+        for key in keys:
+            totals[key] += int(answer.get(key, 0))
+        totals["doc_ids"] += answer.get("doc_ids", [])
+        cursor = answer.get("next")
+        if cursor is None:
+            return totals
+
+
+def run_retry(client: Client, body: dict[str, Any], console: Console, *, as_json: bool, out: TextIO) -> int:
+    """``docstatus retry --all-failed``: requeue every failed document that matches and can be retried."""
+    totals = _bulk(client.retry_failed, body, ("retried", "skipped"))
+    if as_json:
+        out.write(json.dumps(totals) + "\n")
+        return EXIT_OK
+    noun = "document" if totals["retried"] == 1 else "documents"
+    line = f"Retried {totals['retried']} failed {noun}"
+    if totals["skipped"]:
+        line += f"; skipped {totals['skipped']} that failed for good (damaged, unsupported or over a limit)"
+    console.print(Text(line + "."))
+    return EXIT_OK
+
+
+def run_delete_finished(
+    client: Client, body: dict[str, Any], console: Console, *, as_json: bool, out: TextIO
+) -> int:
+    """``docstatus delete --finished``: remove every finished document that matches, with its content."""
+    totals = _bulk(client.delete_finished, body, ("deleted",))
+    if as_json:
+        out.write(json.dumps(totals) + "\n")
+        return EXIT_OK
+    noun = "document" if totals["deleted"] == 1 else "documents"
+    age = body.get("older_than_seconds")
+    older = f" that finished over {format_duration(age)} ago" if age else ""
+    console.print(Text(f"Removed {totals['deleted']} finished {noun}{older}, with their uploads and output."))
     return EXIT_OK
 
 

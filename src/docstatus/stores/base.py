@@ -23,9 +23,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..records import Record
+from ..records import Record, changed_at
+from .query import Entry, Page, Position, Query, Sort, run_query, scan_records
 
-__all__ = ["Change", "ChangeType", "LeaseEntry", "OutboxEntry", "Store", "Tally", "WorkerEntry"]
+__all__ = [
+    "Change",
+    "ChangeType",
+    "LeaseEntry",
+    "OutboxEntry",
+    "Page",
+    "Query",
+    "Store",
+    "Tally",
+    "WorkerEntry",
+]
 
 ChangeType = Literal["created", "updated", "removed"]
 
@@ -362,6 +373,47 @@ class Store(ABC):
 
     #: Seconds between polls of the default ``wait_for_change``.
     POLL_INTERVAL = 0.05
+
+    # -- listing -------------------------------------------------------------------
+    # A page of a listing (see docstatus.stores.query) walks the store's indexes:
+    # per status, in each sort order, from a position. The merging and filtering
+    # are shared (run_query); a store provides the walk.
+
+    #: Sort orders in which :meth:`scan` can walk every status at once (``status=None``).
+    GLOBAL_SORTS: frozenset[str] = frozenset()
+
+    def query(self, query: Query) -> Page:
+        """One page of a listing: the records that match ``query``, in its order, and where to go on.
+
+        A store with indexes for its walks (every store of docstatus) costs
+        O(page) per status walked, plus the scanning that
+        :func:`~docstatus.stores.query.run_query` describes for ``text`` and
+        for a time bound the walk does not start from. Reads only; a page is
+        not a snapshot: records changed meanwhile appear where they are now.
+        """
+        return run_query(query, self.scan, global_sorts=self.GLOBAL_SORTS)
+
+    def scan(
+        self,
+        status: str | None,
+        sort: Sort,
+        descending: bool,
+        after: Position | None,
+        limit: int,
+        text: str | None,
+    ) -> list[Entry]:
+        """Up to ``limit`` entries ``(key, doc_id, record)`` of ``status``, in order, after ``after``.
+
+        The walk :meth:`query` merges (see :data:`~docstatus.stores.query.Scan`).
+        The key of ``updated`` is the ``seq`` of the record's last change.
+        ``text`` may be used to leave out records that do not match it. The
+        default sorts the :attr:`PREFIX_SCAN` most recent records on every
+        call, with the time of the last change as the ``updated`` key: a
+        store should override it with a walk of its indexes.
+        """
+        records = [r for r in self.recent(self.PREFIX_SCAN) if status is None or r["status"] == status]
+        keyed = [(changed_at(r), r) for r in records]
+        return scan_records(keyed, sort, descending, after, limit)
 
     def close(self) -> None:  # noqa: B027 - a store with nothing to release need not override
         """Release connections and files. The store is unusable afterwards."""

@@ -7,6 +7,7 @@ same dict object shares one store, hence one lock and one set of indexes.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import threading
@@ -21,6 +22,7 @@ from ..errors import DocumentNotFoundError, DuplicateDocumentError, StatusError,
 from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of, tally_of
 from .adopt import Reconciliation, direct_change, fingerprint, read_entry
 from .base import Change, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
+from .query import Entry, Position, Sort, name_key, started_of
 
 __all__ = ["MemoryStore"]
 
@@ -75,6 +77,7 @@ class MemoryStore(Store):
         # Named cursors: name -> [position, owner, expires]; and their outboxes: name -> key -> entry.
         self._cursors: dict[str, list[Any]] = {}
         self._outboxes: dict[str, dict[str, OutboxEntry]] = {}
+        self._init_listing()
         self._index_existing()
 
     @classmethod
@@ -104,10 +107,12 @@ class MemoryStore(Store):
             else:
                 others.append(doc_id)
         records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
-        for record in records:
+        for rank, record in enumerate(records):
             # Documents that ended before the dict was wrapped were not seen ending: no counts.
             self._index(record["doc_id"], record, tally=False)
             self._move_lease(record["doc_id"], None, record)
+            # Before any change of this store: numbers below every seq it will hand out.
+            self._list(record["doc_id"], None, record, rank - len(records))
             if self._seen is not None:
                 self._seen[record["doc_id"]] = fingerprint(record)
         if others:
@@ -172,9 +177,10 @@ class MemoryStore(Store):
                 self._index(doc_id, record)
             self._seq = logged.seq = self._seq + 1
             self._log[logged.seq % self.LOG_SIZE] = logged
+            self._list(doc_id, None, record, logged.seq)
             return logged
 
-    def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:
+    def modify(self, doc_id: str, change: Callable[[Record], Record]) -> Change:  # noqa: C901 - inline on purpose
         # ``change`` is pure, so it runs before the lock is taken, and its result is
         # written only if the record is still the one it was computed from (else it
         # runs again on the newer one). Under the lock, a progress update then calls
@@ -209,7 +215,9 @@ class MemoryStore(Store):
                     seen[doc_id] = written  # type: ignore[index]
                 if lease_moved:
                     self._move_lease(doc_id, old, new)
-                if new["status"] == old["status"] and doc_id in self._active:
+                # (A queued record is listed by the seq of its last change: see _list.)
+                relist = new["status"] != old["status"] or new["status"] == "queued"
+                if not relist and doc_id in self._active:
                     # A progress update moves only the recency order.
                     del self._order[doc_id]
                     self._order[doc_id] = None
@@ -219,6 +227,9 @@ class MemoryStore(Store):
                     self._index(doc_id, new, old)
                 self._seq = logged.seq = self._seq + 1
                 self._log[logged.seq % self.LOG_SIZE] = logged
+                self._seq_of[doc_id] = logged.seq
+                if relist:
+                    self._list(doc_id, old, new, logged.seq)
                 return logged
 
     def renew_lease(self, doc_id: str, epoch: int, seconds: float) -> bool:
@@ -257,7 +268,9 @@ class MemoryStore(Store):
                     self._seen[doc_id] = fingerprint(new)
                 self._move_lease(doc_id, old, new)
                 self._index(doc_id, new, old)
-                return self._logged("updated", doc_id, new)
+                logged = self._logged("updated", doc_id, new)
+                self._list(doc_id, old, new, logged.seq)
+                return logged
 
     def _lease_expired(self, doc_id: str, epoch: int) -> bool:
         entry = self._leases.get(doc_id)
@@ -426,6 +439,7 @@ class MemoryStore(Store):
             self._counts[written[1]] -= 1
         elif record is not None:
             self._counts[record["status"]] -= 1
+            self._unlist(doc_id, record)
         return self._logged("removed", doc_id, None)
 
     # -- throughput counters -------------------------------------------------------
@@ -571,7 +585,8 @@ class MemoryStore(Store):
         for doc_id, record, notes in read:
             self._index(doc_id, record)
             self._seen[doc_id] = fingerprint(record)  # type: ignore[index]
-            self._logged("created", doc_id, dict(record))
+            logged = self._logged("created", doc_id, dict(record))
+            self._list(doc_id, None, record, logged.seq)
             found.adopted.append(doc_id)
             self._note(doc_id, "adopted an entry written directly into the wrapped dict", notes)
 
@@ -626,7 +641,8 @@ class MemoryStore(Store):
         self._move_lease(doc_id, previous, entry)
         self._index(doc_id, entry, previous)
         self._seen[doc_id] = fingerprint(entry)  # type: ignore[index]
-        self._logged("updated", doc_id, dict(entry))
+        logged = self._logged("updated", doc_id, dict(entry))
+        self._list(doc_id, previous, entry, logged.seq)
         found.changed.append(doc_id)
         self._note(doc_id, "read a direct write to the wrapped dict", notes)
 
@@ -654,6 +670,7 @@ class MemoryStore(Store):
         self._leases.pop(doc_id, None)
         if before is not None:
             self._counts[before[1]] -= 1
+            self._unlist(doc_id, {**before[0], "status": before[1]})
         self._logged("removed", doc_id, None)
         found.removed.append(doc_id)
 
@@ -666,6 +683,101 @@ class MemoryStore(Store):
             if known is not None:
                 raise UnreadableEntryError(doc_id, known[1].field, known[1].reason)
         raise DuplicateDocumentError(doc_id)
+
+    # -- listing -------------------------------------------------------------------
+    # Beside the dict, per status: the doc_ids by the seq of their last change (for
+    # the statuses whose records change mostly by leaving them: queued, completed,
+    # failed), by the start of their attempt, and by filename. Records of the busy
+    # statuses (parsing ... storing) are updated all the time, so they are not kept
+    # in a seq order that every update would have to move: the few of them are
+    # sorted when listed, from the active index (O(active)).
+
+    def _init_listing(self) -> None:
+        self._seq_of: dict[str, int] = {}
+        self._by_seq: dict[str, _SeqIndex] = {status: _SeqIndex() for status in _BY_SEQ}
+        self._by_start: dict[str, _SortedList] = {}
+        self._by_name: dict[str, _SortedList] = {}
+
+    def _list(self, doc_id: str, old: Record | None, new: Record, seq: int) -> None:
+        # With the lock held, after a change of doc_id that may move it in the listing indexes.
+        self._seq_of[doc_id] = seq
+        status = new["status"]
+        if old is None or old["status"] != status or started_of(old) != started_of(new):
+            if old is not None:
+                self._unsort(doc_id, old)
+            self._by_start.setdefault(status, _SortedList()).add((started_of(new), doc_id))
+            self._by_name.setdefault(status, _SortedList()).add((name_key(new["filename"]), doc_id))
+        if status in _BY_SEQ:
+            self._by_seq[status].add(seq, doc_id, self._seq_of)
+
+    def _unsort(self, doc_id: str, record: Record) -> None:
+        status = record["status"]
+        for index, key in (
+            (self._by_start, started_of(record)),
+            (self._by_name, name_key(record["filename"])),
+        ):
+            if status in index:
+                index[status].discard((key, doc_id))
+
+    def _unlist(self, doc_id: str, record: Record) -> None:
+        # The seq index entry dies with the seq_of entry.
+        self._seq_of.pop(doc_id, None)
+        self._unsort(doc_id, record)
+
+    def scan(
+        self,
+        status: str | None,
+        sort: Sort,
+        descending: bool,
+        after: Position | None,
+        limit: int,
+        text: str | None,
+    ) -> list[Entry]:
+        """A walk of the listing indexes: O(limit), and O(active) for a busy status by ``updated``.
+
+        Entries whose record changed since they were indexed are skipped in
+        the seq index (each change appends one; the index is compacted when
+        more than half of it is such entries, so a walk skips fewer than it
+        returns on average).
+        """
+        if status is None:
+            raise ValueError("the memory store walks one status at a time")
+        adopted = None
+        with self._lock:
+            found = self._walk(status, sort, descending, after, limit)
+            if self._seen is not None:
+                # Direct writes to what is listed (or a dict whose size changed) are adopted
+                # first; then the walk is made again over the indexes they moved.
+                adopted = self._settle([doc_id for _, doc_id in found])
+                if adopted.logged:
+                    found = self._walk(status, sort, descending, after, limit)
+            data = self._data
+            entries = [(key, doc_id, data[doc_id]) for key, doc_id in found if doc_id in data]
+        self._tell(adopted)
+        return entries
+
+    def _walk(
+        self, status: str, sort: Sort, descending: bool, after: Position | None, limit: int
+    ) -> list[tuple[Any, str]]:
+        # With the lock held: (key, doc_id) of up to limit entries of one status, in order.
+        if sort != "updated":
+            index = (self._by_start if sort == "started" else self._by_name).get(status)
+            return [] if index is None else index.walk(after, limit, descending)
+        if status in _BY_SEQ:
+            return self._by_seq[status].walk(after, limit, descending, self._seq_of)
+        return self._busy(status, after, limit, descending)
+
+    def _busy(
+        self, status: str, after: Position | None, limit: int, descending: bool
+    ) -> list[tuple[Any, str]]:
+        data, seq_of = self._data, self._seq_of
+        keyed = sorted(
+            ((seq_of[i], i) for i in self._active if i in data and data[i]["status"] == status),
+            reverse=descending,
+        )
+        if after is not None:
+            keyed = [e for e in keyed if (e < after if descending else e > after)]
+        return keyed[:limit]
 
 
 # What data.get() gives for an entry that is not there (None is a value an entry can have).
@@ -690,3 +802,132 @@ def _rewrite(entry: dict[str, Any], record: Record, mark: tuple[Any, ...]) -> bo
     for key in [k for k in entry if k not in record]:
         del entry[key]
     return True
+
+
+#: Statuses listed by ``updated`` from a seq index (the others are few and busy).
+_BY_SEQ = frozenset({"queued", "completed", "failed"})
+
+
+class _SortedList:
+    """A sorted list kept as a list of short sorted lists (each at most ``2 * LOAD`` long).
+
+    An insert or removal moves at most ``2 * LOAD`` entries, not all of them (what
+    ``bisect.insort`` into one long list would), at any size.
+    """
+
+    LOAD = 256
+    __slots__ = ("lists", "maxes")
+
+    def __init__(self) -> None:
+        self.lists: list[list[Any]] = []
+        self.maxes: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        lists, maxes = self.lists, self.maxes
+        if not lists:
+            lists.append([item])
+            maxes.append(item)
+            return
+        i = bisect.bisect_left(maxes, item)
+        if i == len(maxes):
+            i -= 1
+            lists[i].append(item)
+            maxes[i] = item
+        else:
+            bisect.insort(lists[i], item)
+        if len(lists[i]) > 2 * self.LOAD:
+            half = lists[i]
+            lists[i : i + 1] = [half[: self.LOAD], half[self.LOAD :]]
+            maxes[i : i + 1] = [half[self.LOAD - 1], half[-1]]
+
+    def discard(self, item: Any) -> None:
+        i = bisect.bisect_left(self.maxes, item)
+        if i == len(self.maxes):
+            return
+        part = self.lists[i]
+        j = bisect.bisect_left(part, item)
+        if j < len(part) and part[j] == item:
+            del part[j]
+            if part:
+                self.maxes[i] = part[-1]
+            else:
+                del self.lists[i], self.maxes[i]
+
+    def walk(self, after: Any, limit: int, descending: bool) -> list[Any]:
+        """Up to ``limit`` items strictly beyond ``after`` (``None``: from the start), in order."""
+        return self._down(after, limit) if descending else self._up(after, limit)
+
+    def _down(self, before: Any, limit: int) -> list[Any]:
+        lists = self.lists
+        found: list[Any] = []
+        if not lists:
+            return found
+        i = len(lists) if before is None else bisect.bisect_left(self.maxes, before)
+        if i == len(lists):  # every item is before it
+            i -= 1
+            j = len(lists[i])
+        else:
+            j = bisect.bisect_left(lists[i], before)
+        while i >= 0 and len(found) < limit:
+            found.extend(reversed(lists[i][max(j - (limit - len(found)), 0) : j]))
+            i -= 1
+            j = len(lists[i]) if i >= 0 else 0
+        return found
+
+    def _up(self, after: Any, limit: int) -> list[Any]:
+        lists = self.lists
+        found: list[Any] = []
+        i = 0 if after is None else bisect.bisect_right(self.maxes, after)
+        j = 0 if after is None or i == len(lists) else bisect.bisect_right(lists[i], after)
+        while i < len(lists) and len(found) < limit:
+            found.extend(lists[i][j : j + limit - len(found)])
+            i, j = i + 1, 0
+        return found
+
+
+class _SeqIndex:
+    """The doc_ids of one status in the order of the seq of their last change.
+
+    Append-only arrays (a change appends its seq, which is above every other),
+    so a position is found by bisection. An entry is live while it is its
+    doc_id's last change (``seq_of``); the others are skipped, and compacted
+    away when the arrays are full and at most half live.
+    """
+
+    __slots__ = ("ids", "n", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = [0] * 64
+        self.ids: list[str] = [""] * 64
+        self.n = 0
+
+    def add(self, seq: int, doc_id: str, seq_of: dict[str, int]) -> None:
+        if self.n == len(self.seqs):
+            self._make_room(seq_of)
+        self.seqs[self.n] = seq
+        self.ids[self.n] = doc_id
+        self.n += 1
+
+    def _make_room(self, seq_of: dict[str, int]) -> None:
+        live = [(s, i) for s, i in zip(self.seqs, self.ids, strict=True) if seq_of.get(i) == s]
+        size = len(self.seqs) if len(live) * 2 <= len(self.seqs) else len(self.seqs) * 2
+        self.seqs = [s for s, _ in live] + [0] * (size - len(live))
+        self.ids = [i for _, i in live] + [""] * (size - len(live))
+        self.n = len(live)
+
+    def walk(
+        self, after: Position | None, limit: int, descending: bool, seq_of: dict[str, int]
+    ) -> list[tuple[int, str]]:
+        seqs, ids = self.seqs, self.ids
+        found: list[tuple[int, str]] = []
+        if descending:
+            i = (self.n if after is None else bisect.bisect_left(seqs, after[0], 0, self.n)) - 1
+            step, stop = -1, -1
+        else:
+            i = 0 if after is None else bisect.bisect_right(seqs, after[0], 0, self.n)
+            step, stop = 1, self.n
+        while i != stop and len(found) < limit:
+            if seq_of.get(ids[i]) == seqs[i]:
+                found.append((seqs[i], ids[i]))
+            i += step
+        return found

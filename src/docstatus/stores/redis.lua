@@ -69,14 +69,42 @@ local function lease_expired(doc_id, epoch)
   return expires ~= false and tonumber(expires) < now()
 end
 
+-- The listing index moves of a change, A[j ..] as the client computed them, four at a time:
+-- a slot number, an index key (under the prefix), a score ('' to remove the member, '#' for
+-- the change's seq) and a member. The record's hash remembers each slot's last index and
+-- member (fields x<slot>, y<slot>), so that removing the record needs no reading of its text.
+local function move_indexes(key, seq, A, j)
+  for k = j, #A, 4 do
+    local slot, index, score, member = A[k], A[k + 1], A[k + 2], A[k + 3]
+    if score == '' then
+      redis.call('ZREM', P .. index, member)
+    else
+      redis.call('ZADD', P .. index, score == '#' and seq or score, member)
+      redis.call('HSET', key, 'x' .. slot, index, 'y' .. slot, member)
+    end
+  end
+end
+
+-- Removes a record from the listing indexes its hash names (see move_indexes).
+local function unindex(key)
+  local slot = 1
+  while true do
+    local entry = redis.call('HMGET', key, 'x' .. slot, 'y' .. slot)
+    if not entry[1] then return end
+    redis.call('ZREM', P .. entry[1], entry[2])
+    slot = slot + 1
+  end
+end
+
 -- A change's sequence number, index writes, log entry and notification. A[i .. i + 4],
 -- as the client computed them: the count the record leaves and the count it joins
 -- ('' for none), the index move ('active', 'finished' or '' for none), the finish time
 -- (for 'finished'), and the record's text. The seq becomes the record's version: its
 -- score in the recent zset.
-local function commit(kind, doc_id, A, i)
+local function commit(kind, doc_id, A, i, j)
   local seq = redis.call('INCR', K_SEQ)
   redis.call('ZADD', K_RECENT, seq, doc_id)
+  move_indexes(K_DOC .. doc_id, seq, A, j)
   local move = A[i + 2]
   if move == 'active' then
     redis.call('SADD', K_ACTIVE, doc_id)
@@ -101,7 +129,7 @@ local function op_cas(A)
   -- Compare-and-set. A[3]: the version the client's change was computed from; A[4 .. 8]:
   -- see commit; A[9 .. 12]: see move_lease; A[13]: '' or a lease epoch that must have
   -- expired (else the reply is {'unexpired'} and nothing is written); A[14 .. 16]: see
-  -- tally. The reply:
+  -- tally; A[17 ..]: see move_indexes. The reply:
   -- {'ok', seq}, {'missing'}, or {'conflict', version, text} with the current record,
   -- so that the client can retry at once.
   local doc_id = A[2]
@@ -118,12 +146,12 @@ local function op_cas(A)
   end
   move_lease(doc_id, A, 9)
   tally(A, 14)
-  return {'ok', commit('updated', doc_id, A, 4)}
+  return {'ok', commit('updated', doc_id, A, 4, 17)}
 end
 
 local function op_create(A)
   -- Insert if absent. A[3 .. 7]: see commit; A[8 .. 11]: see move_lease; A[12 .. 14]: see
-  -- tally. The reply:
+  -- tally; A[15 ..]: see move_indexes. The reply:
   -- {'ok', seq} or {'duplicate'}.
   local doc_id = A[2]
   local key = K_DOC .. doc_id
@@ -131,7 +159,7 @@ local function op_create(A)
   redis.call('HSET', key, 'r', A[7], 'c', A[4])
   move_lease(doc_id, A, 8)
   tally(A, 12)
-  return {'ok', commit('created', doc_id, A, 3)}
+  return {'ok', commit('created', doc_id, A, 3, 15)}
 end
 
 local function op_read(A)
@@ -167,6 +195,49 @@ local function op_active(A)
   return texts(ids)
 end
 
+-- The doc_id at the end of a lex index member (after its last zero byte).
+local function member_doc_id(member)
+  local at, from = nil, 1
+  while true do
+    local found = string.find(member, '\0', from, true)
+    if not found then break end
+    at, from = found, found + 1
+  end
+  return at and string.sub(member, at + 1) or member
+end
+
+local function op_range(A)
+  -- A[2]: an index key (under the prefix); A[3]: 'score' or 'lex'; A[4]: '1' for highest
+  -- first; A[5], A[6]: the first and the last bound, as ZRANGEBYSCORE or ZRANGEBYLEX take
+  -- them in that direction; A[7]: how many. {member, score, text, ...} of the members
+  -- whose record exists, in order (score '' for a lex index).
+  local index, rev, out = P .. A[2], A[4] == '1', {}
+  local entries
+  if A[3] == 'score' then
+    local command = rev and 'ZREVRANGEBYSCORE' or 'ZRANGEBYSCORE'
+    entries = redis.call(command, index, A[5], A[6], 'WITHSCORES', 'LIMIT', 0, A[7])
+  else
+    local command = rev and 'ZREVRANGEBYLEX' or 'ZRANGEBYLEX'
+    local members = redis.call(command, index, A[5], A[6], 'LIMIT', 0, A[7])
+    entries = {}
+    for _, member in ipairs(members) do
+      entries[#entries + 1] = member
+      entries[#entries + 1] = ''
+    end
+  end
+  for i = 1, #entries, 2 do
+    local member = entries[i]
+    local doc_id = A[3] == 'score' and member or member_doc_id(member)
+    local text = redis.call('HGET', K_DOC .. doc_id, 'r')
+    if text then
+      out[#out + 1] = member
+      out[#out + 1] = entries[i + 1]
+      out[#out + 1] = text
+    end
+  end
+  return out
+end
+
 local function op_log(A)
   -- A[2]: the first entry ID, A[3]: how many. Entries as XRANGE gives them:
   -- {id, {'t', kind, 'd', doc_id, 'r', text}} ('r' and the text absent for a removal).
@@ -177,6 +248,7 @@ end
 local function remove_record(doc_id)
   local key = K_DOC .. doc_id
   local count = redis.call('HGET', key, 'c')
+  unindex(key)
   redis.call('DEL', key)
   redis.call('ZREM', K_RECENT, doc_id)
   redis.call('ZREM', K_FINISHED, doc_id)
@@ -292,6 +364,7 @@ end
 local OPS = {
   cas = op_cas, create = op_create, read = op_read, recent = op_recent, active = op_active,
   log = op_log, expire = op_expire, remove = op_remove, renew = op_renew, expired = op_expired, leases = op_leases,
-  now = op_now, heartbeat = op_heartbeat, workers = op_workers, forget = op_forget, tallies = op_tallies,
+  now = op_now, heartbeat = op_heartbeat, workers = op_workers, forget = op_forget, range = op_range,
+  tallies = op_tallies,
 }
 __ENTRY__

@@ -22,6 +22,10 @@ Data layout, every key under the prefix (``docstatus:`` by default):
   ``d`` (the doc_id) and ``r`` (the record's JSON text; none for a removal);
 * ``epoch`` - a random id of this history of ``seq``, made again when missing (``epoch()``);
 * ``changes`` - a pub/sub channel carrying each change's seq (``wait_for_change``).
+* ``q:<status>`` (doc_ids by the seq of their last change), ``t:<status>`` and
+  ``n:<status>`` (lex indexes of ``<key>\\0<doc_id>`` by the attempt's start and by
+  filename) - the listing indexes (``scan``), moved in the commit of each change; the
+  record's hash names its entries (``x<slot>``, ``y<slot>``) so that a removal takes them out;
 * ``leases`` (doc_id by expiry), ``lease_epochs``, ``lease_workers`` - the lease index;
 * ``tally:<minute>`` - the throughput counters of one minute (``c`` completed, ``f``
   failed, ``p`` pages), a hash written with the change that ends a document, expiring
@@ -95,6 +99,7 @@ from ..errors import (
 )
 from ..records import Record, finished_at, is_finished, lease_of, tally_of
 from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
+from .query import Entry, Position, Sort, name_key, started_of
 
 try:
     import redis
@@ -139,7 +144,9 @@ _COUNTED = "status"
 # -- the server-side code ------------------------------------------------------------
 
 #: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
-_READ_ONLY = frozenset({"read", "recent", "active", "log", "expired", "leases", "now", "workers", "tallies"})
+_READ_ONLY = frozenset(
+    {"read", "recent", "active", "log", "expired", "leases", "now", "workers", "range", "tallies"}
+)
 _OPERATIONS = (
     "cas",
     "create",
@@ -156,6 +163,7 @@ _OPERATIONS = (
     "heartbeat",
     "workers",
     "forget",
+    "range",
     "tallies",
 )
 
@@ -273,11 +281,12 @@ def _lease_move(old: Record | None, new: Record) -> tuple[str, str, str, str]:
     return "set", str(after[0]), after[1], repr(after[2])
 
 
-_NO_TALLY: tuple[str, ...] = ()
+# Always three arguments: the listing's index moves follow them, as many as there are.
+_NO_TALLY: tuple[str, ...] = ("", "", "")
 
 
 def _tally_args(old: Record | None, new: Record) -> tuple[str, ...]:
-    """The throughput counters of a change (see ``tally`` in redis.lua): none, or three."""
+    """The throughput counters of a change (see ``tally`` in redis.lua): three, empty for none."""
     counted = tally_of(old, new)
     if counted is None:
         return _NO_TALLY
@@ -481,7 +490,13 @@ class RedisStore(Store):
 
     def create(self, record: Record) -> Change:
         doc_id = record["doc_id"]
-        reply = self._call("create", doc_id, *_commit_args(None, record), *_tally_args(None, record))
+        reply = self._call(
+            "create",
+            doc_id,
+            *_commit_args(None, record),
+            *_tally_args(None, record),
+            *_index_moves(None, record),
+        )
         if reply[0] == b"duplicate":
             raise DuplicateDocumentError(doc_id)
         seq: int = reply[1]
@@ -535,9 +550,9 @@ class RedisStore(Store):
         """
         args = _commit_args(known.record, new)
         try:
-            reply = self._call(
-                "cas", doc_id, known.version, *args, expired_epoch, *_tally_args(known.record, new)
-            )
+            moves = _index_moves(known.record, new)
+            tally = _tally_args(known.record, new)
+            reply = self._call("cas", doc_id, known.version, *args, expired_epoch, *tally, *moves)
         except StoreUnavailableError:
             self._cache.drop(doc_id)  # the change may or may not have been made
             raise
@@ -880,6 +895,35 @@ class RedisStore(Store):
             except RedisError:
                 log.debug("closing a broken pub/sub connection failed", exc_info=True)
 
+    # -- listing -----------------------------------------------------------------
+
+    GLOBAL_SORTS = frozenset({"updated"})
+
+    def scan(
+        self,
+        status: str | None,
+        sort: Sort,
+        descending: bool,
+        after: Position | None,
+        limit: int,
+        text: str | None,
+    ) -> list[Entry]:
+        """One round trip: a range of one listing index, O(limit) (``text`` is checked by the caller)."""
+        if sort == "updated":
+            index = "recent" if status is None else f"q:{status}"
+            first, last = _score_bounds(after, descending)
+            reply = self._call("range", index, "score", "1" if descending else "0", first, last, str(limit))
+            return [
+                (int(float(reply[i + 1])), reply[i].decode(), _decode(reply[i + 2]))
+                for i in range(0, len(reply), 3)
+            ]
+        if status is None:
+            raise ValueError("the redis store walks one status at a time in this order")
+        index = f"{_LEX_INDEX[sort]}:{status}"
+        first, last = _lex_bounds(sort, after, descending)
+        reply = self._call("range", index, "lex", "1" if descending else "0", first, last, str(limit))
+        return [_lex_entry(sort, reply[i], reply[i + 2]) for i in range(0, len(reply), 3)]
+
     def close(self) -> None:
         locked = self._listen_lock.acquire(timeout=2.0)
         try:
@@ -907,3 +951,61 @@ def _change(entry_id: bytes, fields: list[bytes]) -> Change:
     kind = cast(ChangeType, fields[1].decode())
     record = _decode(fields[5]) if len(fields) > 4 else None
     return Change(int(entry_id.split(b"-", 1)[0]), kind, fields[3].decode(), record)
+
+
+# -- listing indexes ------------------------------------------------------------------
+# Per status: "q:<status>", doc_ids by the seq of their last change (written by every
+# change, in its commit); "t:<status>" and "n:<status>", lex indexes of
+# "<key>\0<doc_id>" by the attempt's start (fixed width, so that text order is number
+# order) and by filename (see docstatus.stores.query).
+
+_LEX_INDEX = {"started": "t", "filename": "n"}
+#: The slot of each lex index in a record's hash (slot 1 is its "q:" entry).
+_LEX_SLOTS: tuple[tuple[str, Sort], ...] = (("2", "started"), ("3", "filename"))
+
+
+def _lex_member(sort: Sort, key: Any, doc_id: str) -> str:
+    text = f"{float(key):020.6f}" if sort == "started" else str(key)
+    return f"{text}\0{doc_id}"
+
+
+def _index_moves(old: Record | None, new: Record) -> list[str]:
+    """The listing index moves of a change (see ``move_indexes`` in redis.lua): four strings each."""
+    doc_id, status = new["doc_id"], new["status"]
+    moved = old is None or old["status"] != status
+    moves: list[str] = []
+    if old is not None and moved:
+        moves += ["1", f"q:{old['status']}", "", doc_id]
+    moves += ["1", f"q:{status}", "#", doc_id]
+    if old is None or moved or started_of(old) != started_of(new):
+        for slot, sort in _LEX_SLOTS:
+            if old is not None:
+                moves += [
+                    slot,
+                    f"{_LEX_INDEX[sort]}:{old['status']}",
+                    "",
+                    _lex_member(sort, _key(old, sort), doc_id),
+                ]
+            moves += [slot, f"{_LEX_INDEX[sort]}:{status}", "0", _lex_member(sort, _key(new, sort), doc_id)]
+    return moves
+
+
+def _key(record: Record, sort: Sort) -> Any:
+    return started_of(record) if sort == "started" else name_key(record["filename"])
+
+
+def _score_bounds(after: Position | None, descending: bool) -> tuple[str, str]:
+    if descending:
+        return ("+inf" if after is None else f"({after[0]}"), "-inf"
+    return ("-inf" if after is None else f"({after[0]}"), "+inf"
+
+
+def _lex_bounds(sort: Sort, after: Position | None, descending: bool) -> tuple[str, str]:
+    start = None if after is None else "(" + _lex_member(sort, after[0], after[1])
+    return (start or "+", "-") if descending else (start or "-", "+")
+
+
+def _lex_entry(sort: Sort, member: bytes, text: bytes) -> Entry:
+    key_text, _, doc_id = member.decode().rpartition("\0")
+    key: Any = float(key_text) if sort == "started" else key_text
+    return key, doc_id, _decode(text)

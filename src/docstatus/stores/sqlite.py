@@ -12,6 +12,9 @@ Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
   ``doc_id`` of active rows only, on ``finished_at`` of finished rows only, and on
   ``status`` keep ``recent``, ``active``, ``expire`` and ``counts`` from reading
   every row.
+* Listing indexes (``scan``), partial so that a progress update writes none: per status
+  by ``seq``, by the attempt's start and by lower(filename), over finished rows and over
+  queued rows (rows in work are few: they are sorted from the active index).
 * ``changes``: the change log. Its ``INTEGER PRIMARY KEY`` is the sequence
   number. SQLite gives a new row the largest key plus one, and pruning never
   removes the newest row, so numbers are strictly increasing and never reused,
@@ -56,6 +59,7 @@ from ..errors import (
 )
 from ..records import Record, finished_at, lease_of, tally_of
 from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
+from .query import Entry, Position, Sort, matches_text
 from .sqlitedb import Connection, Database
 
 __all__ = ["MIGRATIONS", "SQLiteSettings", "SQLiteStore"]
@@ -101,6 +105,33 @@ MIGRATIONS: tuple[str, ...] = (
         expires REAL NOT NULL
     );
     CREATE INDEX workers_by_expiry ON workers (expires);
+    """,
+    # The listing indexes (see SQLiteStore.scan): per status, by the seq of the last change,
+    # the start of the attempt and the filename, for the statuses whose rows rarely change
+    # without leaving them (finished and queued rows). Partial, and on columns that triggers
+    # set when a row is inserted or changes status, so that a progress update (which sets
+    # neither status nor these columns) writes none of them and the writes stay as they are.
+    """
+    ALTER TABLE docs ADD COLUMN started REAL;
+    ALTER TABLE docs ADD COLUMN name TEXT;
+    UPDATE docs SET started = json_extract(record, '$._track[0]'),
+        name = lower(json_extract(record, '$.filename'));
+    CREATE TRIGGER docs_listed_when_inserted AFTER INSERT ON docs BEGIN
+        UPDATE docs SET started = json_extract(NEW.record, '$._track[0]'),
+            name = lower(json_extract(NEW.record, '$.filename'))
+            WHERE doc_id = NEW.doc_id;
+    END;
+    CREATE TRIGGER docs_listed_when_moved AFTER UPDATE OF status ON docs BEGIN
+        UPDATE docs SET started = json_extract(NEW.record, '$._track[0]'),
+            name = lower(json_extract(NEW.record, '$.filename'))
+            WHERE doc_id = NEW.doc_id;
+    END;
+    CREATE INDEX docs_finished_by_seq ON docs (status, seq) WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_finished_by_start ON docs (status, started, doc_id) WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_finished_by_name ON docs (status, name, doc_id) WHERE finished_at IS NOT NULL;
+    CREATE INDEX docs_queued_by_seq ON docs (seq) WHERE status = 'queued';
+    CREATE INDEX docs_queued_by_start ON docs (started, doc_id) WHERE status = 'queued';
+    CREATE INDEX docs_queued_by_name ON docs (name, doc_id) WHERE status = 'queued';
     """,
     """
     CREATE TABLE cursors (
@@ -728,6 +759,43 @@ class SQLiteStore(Store):
                 return
             time.sleep(min(self.POLL_INTERVAL, left))
 
+    # -- listing -----------------------------------------------------------------
+
+    GLOBAL_SORTS = frozenset({"updated"})
+
+    def scan(
+        self,
+        status: str | None,
+        sort: Sort,
+        descending: bool,
+        after: Position | None,
+        limit: int,
+        text: str | None,
+    ) -> list[Entry]:
+        """A walk of one listing index, ``LIMIT limit``: O(limit) rows for finished and queued rows.
+
+        Rows in work (parsing ... storing) are few and change all the time: they
+        are sorted from the active index (O(active)). With ``text``, the walk
+        first reads on up to :attr:`TEXT_WALK` rows in order, comparing their
+        filenames and ids without decoding them; if that does not fill the page
+        (rare matches), the rest comes from the matches found by a scan of the
+        status's filename index, which holds the filenames themselves (about
+        0.5 µs a row), then ordered: so a search costs the smaller of the two.
+        """
+        if text is not None and status in _INDEXES:
+            return self._run(lambda conn: _text_walk(conn, status, sort, descending, after, limit, text))
+        sql, params = _scan_sql(status, sort, descending, after, limit, text)
+
+        def walk(conn: Connection) -> list[Any]:
+            if text is not None:
+                _add_functions(conn)
+            return conn.execute(sql, params).fetchall()
+
+        return [(key, doc_id, _decode(record)) for key, doc_id, record in self._run(walk)]
+
+    #: Rows a text search walks in order before it looks for the matches in the filename index.
+    TEXT_WALK = 1000
+
     # -- lifetime --------------------------------------------------------------
 
     def close(self) -> None:
@@ -736,3 +804,134 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.url!r}>"
+
+
+#: The key of each sort order: the column the listing indexes hold.
+_SORT_KEYS: dict[str, str] = {"updated": "seq", "started": "started", "filename": "name"}
+
+#: Which rows of a status each index holds: the partial indexes' own terms, so that
+#: SQLite can tell the index serves the query.
+_ROWS_OF = {
+    "queued": "status = 'queued'",
+    "completed": "status = 'completed' AND finished_at IS NOT NULL",
+    "failed": "status = 'failed' AND finished_at IS NOT NULL",
+}
+
+
+#: The index of each walk that has one (named: SQLite's planner cannot know how few rows
+#: a listing reads, and would rather sort the rows of a status than walk an index).
+_INDEXES = {
+    "queued": {
+        "updated": "docs_queued_by_seq",
+        "started": "docs_queued_by_start",
+        "filename": "docs_queued_by_name",
+    },
+    **{
+        status: {
+            "updated": "docs_finished_by_seq",
+            "started": "docs_finished_by_start",
+            "filename": "docs_finished_by_name",
+        }
+        for status in ("completed", "failed")
+    },
+}
+
+
+def _match(doc_id: str, filename: object, text: str) -> bool:
+    return matches_text({"doc_id": doc_id, "filename": filename}, text)
+
+
+def _add_functions(conn: sqlite3.Connection) -> None:
+    conn.create_function("docstatus_match", 3, _match, deterministic=True)
+
+
+def _text_walk(
+    conn: sqlite3.Connection,
+    status: str,
+    sort: Sort,
+    descending: bool,
+    after: Position | None,
+    limit: int,
+    text: str,
+) -> list[Entry]:
+    """:meth:`SQLiteStore.scan` with ``text`` for a status with indexes (see there)."""
+    _add_functions(conn)
+    walk = SQLiteStore.TEXT_WALK
+    sql, params = _scan_sql(
+        status,
+        sort,
+        descending,
+        after,
+        walk,
+        None,
+        columns="doc_id, name, record",
+    )
+    found: list[tuple[Any, str, str]] = []
+    walked, last = 0, after
+    # SQLite steps the walk as rows are fetched: it stops when the page is full.
+    for key, doc_id, name, record in conn.execute(sql, params):
+        walked, last = walked + 1, (key, doc_id)
+        if _match(doc_id, name, text):
+            found.append((key, doc_id, record))
+            if len(found) == limit:
+                break
+    if len(found) < limit and walked == walk:
+        # Rare matches: the rest are among those of the filename index, after the walk.
+        rest_sql, rest_params = _scan_sql(
+            status, sort, descending, last, limit - len(found), text, matches=True
+        )
+        found += conn.execute(rest_sql, rest_params).fetchall()
+    return [(key, doc_id, _decode(record)) for key, doc_id, record in found[:limit]]
+
+
+def _scan_sql(
+    status: str | None,
+    sort: Sort,
+    descending: bool,
+    after: Position | None,
+    limit: int,
+    text: str | None,
+    *,
+    columns: str = "doc_id, record",
+    matches: bool = False,
+) -> tuple[str, tuple[Any, ...]]:
+    """The SQL of one walk. With ``matches``, ``text`` is looked for in the status's filename index."""
+    key = _SORT_KEYS[sort]
+    where: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        where.append(_ROWS_OF.get(status, "status = ? AND finished_at IS NULL"))
+        params.extend(() if status in _ROWS_OF else (status,))
+    op = "<" if descending else ">"
+    if after is not None and sort == "updated":
+        where.append(f"seq {op} ?")  # seq is unique: no tie to break
+        params.append(after[0])
+    elif after is not None:
+        # The key alone bounds the index range (SQLite does not with a row value over an
+        # expression); the row value then skips the ties before the position.
+        where.append(f"{key} {op}= ? AND ({key}, doc_id) {op} (?, ?)")
+        params.extend((after[0], *after))
+    source = "docs"
+    if text is not None and matches and status in _INDEXES:
+        # The few matches, from the filename index (which holds name, lower(filename): a
+        # match of it is a match of the filename, whose case is folded anyway), drive the walk. An
+        # ASCII filename is compared in SQL (its folded case is its lower case), another in
+        # Python.
+        name = _SORT_KEYS["filename"]
+        source = (
+            f"(SELECT doc_id AS id FROM docs INDEXED BY {_INDEXES[status]['filename']}"
+            f" WHERE {_ROWS_OF[status]} AND (instr({name}, ?) > 0 OR substr(doc_id, 1, ?) = ?"
+            f" OR ({name} GLOB '*[^ -~]*' AND docstatus_match(doc_id, {name}, ?))))"
+            " CROSS JOIN docs ON docs.doc_id = id"
+        )
+        params[:0] = (text.casefold(), len(text), text, text)
+    if text is not None and not matches:
+        where.append("docstatus_match(doc_id, json_extract(record, '$.filename'), ?)")
+        params.append(text)
+    order = "DESC" if descending else "ASC"
+    index = f" INDEXED BY {_INDEXES[status][sort]}" if status in _INDEXES and not matches else ""
+    sql = (
+        f"SELECT {key}, {columns} FROM {source}{index} {'WHERE ' + ' AND '.join(where) if where else ''}"
+        f" ORDER BY {key} {order}{'' if sort == 'updated' else f', doc_id {order}'} LIMIT ?"
+    )
+    return sql, (*params, limit)

@@ -93,8 +93,18 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str], *, newer: Newer
 
 
 def _statements(script: str) -> list[str]:
-    # executescript() would commit the open transaction first; split instead.
-    return [s.strip() for s in script.split(";") if s.strip()]
+    # executescript() would commit the open transaction first; split instead, at the
+    # semicolons that end a statement (not those inside a trigger's BEGIN ... END).
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \t\n;"):
+                statements.append(current.strip())
+            current = ""
+    if current.strip(" \t\n;"):
+        statements.append(current.strip())  # incomplete: executing it says what is wrong
+    return statements
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

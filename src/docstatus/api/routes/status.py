@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -13,11 +14,24 @@ from ...errors import DocumentNotFoundError, NotRetryableError
 from ...manager import MAX_LIMIT, StatusManager
 from ...models import ProcessingStatus, Status
 from ...records import status_json
+from ...stores.query import Query as StoreQuery
 from ...worker.job import can_retry
 from ..auth import token_dependencies
 from ..errors import error_responses
+from ..listing import delete_matching, listing_query, page_body, parse_statuses, retry_matching
 from ..params import STRICT_QUERY
-from ..schemas import CleanupBody, DocumentList, QueueBody, RemovedBody, StatusBody
+from ..schemas import (
+    CleanupBody,
+    DeletedBody,
+    DeleteRequest,
+    DocumentList,
+    DocumentPage,
+    QueueBody,
+    RemovedBody,
+    RetriedBody,
+    RetryRequest,
+    StatusBody,
+)
 from .stream import add_stream_route
 
 __all__ = ["Remover", "removed_json", "status_json", "status_router"]
@@ -26,6 +40,10 @@ __all__ = ["Remover", "removed_json", "status_json", "status_router"]
 Remover = Callable[[str], dict[str, Any]]
 
 Limit = Annotated[int, Query(ge=0, le=MAX_LIMIT, description="At most this many documents")]
+PageLimit = Annotated[int, Query(ge=1, le=1000, description="At most this many documents (a page)")]
+_TIME_HELP = (
+    "Only documents changed (started, for sort=started) {} this: ISO-8601 (naive = UTC) or epoch seconds"
+)
 DocId = Annotated[str, Path(description="The document's id (the SHA-256 of an upload's content)")]
 
 
@@ -36,11 +54,11 @@ def _listing(bodies: list[dict[str, Any]]) -> dict[str, Any]:
 def _queue(manager: StatusManager, status: Status | None, limit: int) -> dict[str, Any]:
     if status is None:
         docs = manager.list_all_json(limit)
-    elif status.is_finished:
-        # No per-status index for finished documents: scan, most recent first.
-        docs = [d for d in manager.list_all_json(MAX_LIMIT) if d["status"] == status][:limit]
+    elif limit == 0:
+        docs = []
     else:
-        docs = [d for d in manager.list_active_json() if d["status"] == status][:limit]
+        query = StoreQuery(statuses=(status.value,), limit=limit)
+        docs = page_body(query, manager.query(query))["documents"]
     counts = manager.count_by_status()
     return {
         "queue": docs,
@@ -82,13 +100,14 @@ def status_router(
     guarded = token_dependencies(api_token)
     _add_changes(router, manager, guarded, on_requeued)
     _add_removal(router, remover or _status_remover(manager), guarded)
+    _add_bulk(router, manager, guarded, on_requeued, remover or _status_remover(manager))
     return router
 
 
 def _add_listings(router: APIRouter, manager: StatusManager) -> None:
-    @router.get("", response_model=DocumentList, summary="Recent documents", responses=error_responses(400))
+    @router.get("", response_model=DocumentPage, summary="Find documents", responses=error_responses(400))
     async def list_documents(
-        limit: Limit = 100,
+        limit: PageLimit = 100,
         id_prefix: Annotated[
             str | None,
             Query(
@@ -98,11 +117,57 @@ def _add_listings(router: APIRouter, manager: StatusManager) -> None:
                 "(one document: it is that one; several: the prefix is ambiguous)",
             ),
         ] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=256,
+                description="Only documents whose filename contains this (ignoring case) "
+                "or whose id starts with it",
+            ),
+        ] = None,
+        status: Annotated[
+            list[str] | None,
+            Query(description="Only documents in these statuses (repeat it, or separate by commas)"),
+        ] = None,
+        since: Annotated[
+            str | None, Query(max_length=64, description=_TIME_HELP.format("at or after"))
+        ] = None,
+        until: Annotated[
+            str | None, Query(max_length=64, description=_TIME_HELP.format("at or before"))
+        ] = None,
+        sort: Annotated[
+            str, Query(description="updated (the last change), started (the attempt's start) or filename")
+        ] = "updated",
+        order: Annotated[str, Query(description="desc (the default) or asc")] = "desc",
+        cursor: Annotated[
+            str | None, Query(max_length=1000, description="The next of the previous page: the page after it")
+        ] = None,
     ) -> JSONResponse:
-        """Up to ``limit`` documents (whose id starts with ``id_prefix``), most recently updated first."""
-        if id_prefix is None:
-            return JSONResponse(_listing(await run_in_threadpool(manager.list_all_json, limit)))
-        return JSONResponse(_listing(await run_in_threadpool(manager.find_by_prefix_json, id_prefix, limit)))
+        """A page of documents, most recently updated first unless ``sort``/``order`` say otherwise.
+
+        ``next`` is the cursor of the following page (null: there is none); a
+        page never repeats or skips a document that did not change meanwhile.
+        ``since``/``until`` bound the time the sort uses (the last change, or
+        the attempt's start for ``sort=started``). With ``id_prefix`` the other
+        filters do not apply. A malformed cursor, or one of another sort
+        order, is 400 ``INVALID_REQUEST``.
+        """
+        if id_prefix is not None:
+            found = await run_in_threadpool(manager.find_by_prefix_json, id_prefix, limit)
+            return JSONResponse({**_listing(found), "next": None})
+        query = listing_query(
+            statuses=parse_statuses(status),
+            text=q,
+            since=since,
+            until=until,
+            sort=sort,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+        )
+        page = await run_in_threadpool(manager.query, query)
+        return JSONResponse(page_body(query, page))
 
     @router.get("/queue", response_model=QueueBody, summary="The queue", responses=error_responses(400))
     async def queue(
@@ -248,3 +313,58 @@ def _add_removal(router: APIRouter, remover: Remover, guarded: list[Any]) -> Non
         """Remove a completed or failed document now, with its upload and its output (pages, chunks,
         thumbnails). 409 ``DOCUMENT_ACTIVE`` while it is queued or in progress: cancel it first."""
         return JSONResponse(await run_in_threadpool(remover, doc_id))
+
+
+def _add_bulk(
+    router: APIRouter,
+    manager: StatusManager,
+    guarded: list[Any],
+    on_requeued: Callable[[str], None] | None,
+    remover: Remover,
+) -> None:
+    @router.post(
+        "/retry",
+        response_model=RetriedBody,
+        summary="Retry many failed documents",
+        dependencies=guarded,
+        responses=error_responses(400, 401),
+    )
+    async def retry_many(body: RetryRequest) -> JSONResponse:
+        """Requeue every failed document that matches (the listing's filters) and can be retried.
+
+        Documents that failed for good (``metadata.retryable`` false) are
+        counted in ``skipped``. Works for at most about 10 seconds; if
+        documents remain, ``next`` is set: send it as ``cursor`` to go on.
+        """
+        query = listing_query(
+            statuses=parse_statuses(body.status),
+            text=body.q,
+            since=body.since,
+            until=body.until,
+            cursor=body.cursor,
+        )
+        done = await run_in_threadpool(retry_matching, manager, query, on_requeued)
+        return JSONResponse(
+            {"retried": done.done, "skipped": done.skipped, "doc_ids": done.doc_ids, "next": done.next}
+        )
+
+    @router.post(
+        "/delete",
+        response_model=DeletedBody,
+        summary="Remove many finished documents",
+        dependencies=guarded,
+        responses=error_responses(400, 401),
+    )
+    async def delete_many(body: DeleteRequest) -> JSONResponse:
+        """Remove every finished document that matches, with its upload and output, oldest first.
+
+        ``older_than_seconds``: only those that finished longer ago. Queued and
+        active documents are never removed. Works for at most about 10 seconds;
+        if documents remain, ``next`` is set: send it as ``cursor`` to go on.
+        """
+        until = None if body.older_than_seconds is None else time.time() - body.older_than_seconds
+        query = listing_query(
+            statuses=parse_statuses(body.status), text=body.q, until=until, order="asc", cursor=body.cursor
+        )
+        done = await run_in_threadpool(delete_matching, manager, query, remover)
+        return JSONResponse({"deleted": done.done, "doc_ids": done.doc_ids, "next": done.next})
