@@ -5,8 +5,9 @@
   settings (the floor; target: at least 0.7x its throughput). ``wrk`` drives
   the load when it is installed (``apt-get install wrk``), otherwise an async
   httpx client (which then limits both numbers alike).
-* SSE fan-out: the time for one change (an upload) to reach 500 connected
-  ``/status/stream`` subscribers, measured from the upload request.
+* SSE fan-out: the time for one change (an upload) to reach 100, 500 and
+  1,000 connected ``/status/stream`` subscribers, measured from the upload
+  request (SQLite store; target: 1,000 within 30 ms).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from ._harness import Row, Table
 CONNECTIONS = 64
 LOAD_SECONDS = 4
 ROUNDS = 2
-SUBSCRIBERS = 500
-FANOUT_ROUNDS = 3
+SUBSCRIBER_COUNTS = (100, 500, 1000)
+FANOUT_ROUNDS = 7
 
 SERVER = """
 import sys
@@ -41,7 +42,7 @@ from docstatus.settings import ServiceSettings
 
 root, port = sys.argv[1], int(sys.argv[2])
 settings = ServiceSettings(
-    store=f"sqlite:///{root}/status.db", uploads=f"{root}/uploads", data_dir=f"{root}/data"
+    store=f"sqlite:///{root}/status.db", uploads=f"{root}/uploads", data_dir=f"{root}/data", max_streams=1100
 )
 app = create_app(settings, start_workers=False)
 manager = app.state.service.manager
@@ -179,14 +180,14 @@ def _throughput(server: _Server, table: Table) -> None:
 # -- SSE fan-out -----------------------------------------------------------------------
 
 
-async def _subscribe(port: int, ready: asyncio.Event, counter: list[int], got: asyncio.Event) -> None:
+async def _subscribe(port: int, n: int, ready: asyncio.Event, counter: list[int], got: asyncio.Event) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET /status/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     await writer.drain()
     try:
         await reader.readuntil(b"retry: ")  # the first frame: subscribed
         counter[0] += 1
-        if counter[0] == SUBSCRIBERS:
+        if counter[0] == n:
             ready.set()
         while True:
             line = await reader.readline()
@@ -194,51 +195,78 @@ async def _subscribe(port: int, ready: asyncio.Event, counter: list[int], got: a
                 return
             if line.startswith(b"event: status"):
                 counter[1] += 1
-                if counter[1] == SUBSCRIBERS:
+                if counter[1] == n:
                     got.set()
                     counter[1] = 0
     finally:
         writer.close()
 
 
-async def _fanout(server: _Server) -> list[float]:
-    ready, got = asyncio.Event(), asyncio.Event()
-    counter = [0, 0]
-    tasks = [asyncio.create_task(_subscribe(server.port, ready, counter, got)) for _ in range(SUBSCRIBERS)]
-    times: list[float] = []
-    try:
-        await asyncio.wait_for(ready.wait(), 60)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            for n in range(FANOUT_ROUNDS):
-                got.clear()
-                start = time.perf_counter()
-                files = {"file": (f"fanout-{n}.txt", f"fan-out round {n} {time.time()}".encode())}
-                (await client.post("/uploads", files=files)).raise_for_status()
-                await asyncio.wait_for(got.wait(), 60)
-                times.append((time.perf_counter() - start) * 1e3)
-    finally:
-        for task in tasks:
+class _Clients:
+    """``n`` open streams on one server, and a way to time one change reaching all of them."""
+
+    def __init__(self, server: _Server, n: int) -> None:
+        self.server, self.n = server, n
+        self.ready, self.got = asyncio.Event(), asyncio.Event()
+        self.counter = [0, 0]
+        self.tasks: list[asyncio.Task[None]] = []
+        self.uploads = 0
+
+    async def open(self) -> None:
+        for _ in range(self.n):
+            args = (self.server.port, self.n, self.ready, self.counter, self.got)
+            self.tasks.append(asyncio.create_task(_subscribe(*args)))
+        await asyncio.wait_for(self.ready.wait(), 60)
+
+    async def one_change(self, client: httpx.AsyncClient) -> float:
+        """Milliseconds from an upload request until every stream has its change."""
+        self.got.clear()
+        self.uploads += 1
+        body = f"fan-out {self.n} round {self.uploads} {time.time()}".encode()
+        start = time.perf_counter()
+        (await client.post(f"{self.server.url}/uploads", files={"file": ("f.txt", body)})).raise_for_status()
+        await asyncio.wait_for(self.got.wait(), 60)
+        return (time.perf_counter() - start) * 1e3
+
+    async def close(self) -> None:
+        for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return times
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def _fanout(servers: dict[int, _Server]) -> dict[int, float]:
+    """The median per count, one server per count, rounds interleaved A B C C B A (as median_interleaved)."""
+    groups = {n: _Clients(server, n) for n, server in servers.items()}
+    samples: dict[int, list[float]] = {n: [] for n in groups}
+    try:
+        for group in groups.values():
+            await group.open()
+        async with httpx.AsyncClient(timeout=30) as client:
+            for turn in range(FANOUT_ROUNDS):
+                for n in list(groups) if turn % 2 == 0 else reversed(list(groups)):
+                    samples[n].append(await groups[n].one_change(client))
+    finally:
+        for group in groups.values():
+            await group.close()
+    return {n: statistics.median(values) for n, values in samples.items()}
 
 
 def run() -> list[Table]:
     table = Table("HTTP API (uvicorn, loopback)")
     with tempfile.TemporaryDirectory(prefix="docstatus-bench-api-") as root:
-        server = _Server(Path(root))
+        servers: dict[int, _Server] = {}
         try:
-            _throughput(server, table)
-            times = asyncio.run(_fanout(server))
-            table.add(
-                Row(
-                    f"one change reaches {SUBSCRIBERS} SSE subscribers (median of {FANOUT_ROUNDS})",
-                    statistics.median(times),
-                    unit="ms",
-                )
-            )
+            for n in SUBSCRIBER_COUNTS:
+                (Path(root) / str(n)).mkdir()
+                servers[n] = _Server(Path(root) / str(n))
+            _throughput(servers[SUBSCRIBER_COUNTS[0]], table)
+            medians = asyncio.run(_fanout(servers))
+            for n, median in medians.items():
+                name = f"one change reaches {n:,} SSE clients, SQLite store (median of {FANOUT_ROUNDS})"
+                table.add(Row(name, median, target="≤ 30 ms" if n == 1000 else "", unit="ms"))
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     return [table]
 
 

@@ -563,12 +563,27 @@ class StatusManager:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(event)`` after every change; returns a function that unsubscribes.
 
-        Callbacks run after the store's lock is released, in sequence order,
-        on the thread that made the change (or the store watcher's thread for
-        changes made by other processes). A callback may use the manager. An
-        exception in a callback is logged and does not affect the change.
+        Every change reaches the callback once, in sequence order, on the
+        manager's event thread, soon after the change (the writer never waits
+        for its subscribers: :meth:`flush_events` waits until they have had the
+        changes so far). The event is read-only and shared by every subscriber
+        (see :class:`~docstatus.events.Event`). A callback may use the manager;
+        the change it makes comes after the current callback returns. An
+        exception in a callback is logged and does not affect the change. A
+        callback that stays busy with one event for longer than
+        ``EventHub.STALL_SECONDS`` (0.5 s) no longer holds the others up: it
+        goes on alone, fed from the store's change log, until it has caught up.
         """
         return self._hub.subscribe(callback)
+
+    def flush_events(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every subscriber has had every change made so far; ``False`` after ``timeout``.
+
+        ``True`` at once when there is no subscriber. A subscriber that is
+        being fed alone (it was too slow) is not waited for; called from a
+        subscriber, it answers at once (it cannot wait for its own thread).
+        """
+        return self._hub.wait_delivered(self._store.last_seq(), timeout)
 
     def changes_since(self, seq: int, limit: int = 1000) -> list[Event]:
         """Logged changes after ``seq`` (for resuming a stream), oldest first."""
@@ -588,10 +603,15 @@ class StatusManager:
     #: Changes a catching-up stream reads from the log at a time.
     STREAM_BATCH = 100
 
-    async def events(self, since: int | None = None) -> AsyncIterator[Event]:
+    async def events(
+        self, since: int | None = None, *, until: asyncio.Future[Any] | None = None
+    ) -> AsyncIterator[Event]:
         """Every change as an async stream; with ``since``, first the logged changes after it.
 
-        Stops when the consumer stops iterating. Events are never repeated
+        Stops when the consumer stops iterating, or once ``until`` (a future
+        of the consumer's loop) is done and the pending events are taken.
+        Every stream of one event loop shares one subscription and receives
+        the same read-only event objects. Events are never repeated
         and arrive in ``seq`` order. A consumer that falls more than
         ``STREAM_EXACT`` events behind gets the latest state of each document
         instead of every change; one more than ``STREAM_BUFFER`` behind costs no
@@ -601,47 +621,48 @@ class StatusManager:
         of the store, or the changes after it are no longer in the log; the
         consumer should read the listing again. Events go on after it.
         """
-        loop = asyncio.get_running_loop()
         box = Mailbox(self.STREAM_EXACT, self.STREAM_BUFFER)
-        lagging = since is not None  # a resumed stream starts by reading the log
-
-        def offer(event: Event) -> None:  # runs on the loop's thread
-            nonlocal lagging
-            if event["type"] == "reset":
-                lagging = False  # the log before the reset is moot
-            if not lagging and not box.put(event):
-                lagging = True
-
-        unsubscribe = self._hub.subscribe(lambda event: loop.call_soon_threadsafe(offer, event), resets=True)
+        box.lagging = since is not None  # a resumed stream starts by reading the log
+        # Every stream of this loop shares one subscription and the same event objects.
+        leave = self._hub.join_stream(asyncio.get_running_loop(), box.offer)
+        if until is not None:
+            until.add_done_callback(lambda _: box.close())
         last = since if since is not None else -1
         try:
-            while True:
-                if lagging and not len(box):
-                    lagging = False  # buffer again from here; the log covers what came before
-                    async for event in self._logged_after(last):
+            while until is None or not until.done():
+                if box.lagging and not len(box):
+                    box.lagging = False  # buffer again from here; the log covers what came before
+                    async for event in self._logged_after(last, box):
                         last = event["seq"]
                         yield event
                     continue
-                event = await box.get()
-                if event["seq"] > last or event["type"] == "reset":
-                    last = event["seq"]
-                    yield event
+                live = await box.get()
+                if live is None:
+                    return
+                if live["seq"] > last or live["type"] == "reset":
+                    last = live["seq"]
+                    yield live
         finally:
-            unsubscribe()
+            leave()
 
-    async def _logged_after(self, seq: int) -> AsyncIterator[Event]:
-        # The change log from ``seq`` on, read off the event loop (a store may block).
+    async def _logged_after(self, seq: int, box: Mailbox) -> AsyncIterator[Event]:
+        # The change log from ``seq`` on, read off the event loop (a store may block), until
+        # the mailbox goes on from there: then the stream shares the live events again.
         latest = await asyncio.to_thread(lambda: self.last_seq)
         if seq > latest:
             yield reset_event(latest, "the stream's position is ahead of the status store: it was reset")
             seq = latest
-        while backlog := await asyncio.to_thread(self.changes_since, seq, self.STREAM_BATCH):
+        while not box.follows(seq) and (
+            backlog := await asyncio.to_thread(self.changes_since, seq, self.STREAM_BATCH)
+        ):
             if backlog[0]["seq"] > seq + 1:
                 # Retention dropped changes this consumer never saw: say so, and go on from now.
                 seq = await asyncio.to_thread(lambda: self.last_seq)
                 yield reset_event(seq, "changes were dropped from the retained log", backlog[0]["seq"])
                 continue
             for event in backlog:
+                if box.follows(seq):
+                    return
                 seq = event["seq"]
                 yield event
 

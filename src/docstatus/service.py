@@ -234,6 +234,9 @@ class Service:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                # The reaper is called on the event thread: let it have the removals so far
+                # (briefly: a sweep at the next start takes whatever it could not).
+                self.manager.flush_events(2.0)
                 self._unsubscribe()
                 if self.notifier is not None:
                     self.notifier.close()

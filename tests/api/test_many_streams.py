@@ -113,3 +113,61 @@ def test_streams_beyond_the_cap_get_a_503_and_the_rest_keep_up(tmp_path: Path) -
         asyncio.run(asyncio.wait_for(_many_streams(server), 170))
     finally:
         server.stop()
+
+
+# -- a thousand streams, one change ------------------------------------------------------
+
+THOUSAND = 1000
+
+
+async def _raw_stream(port: int, opened: list[int], all_open: asyncio.Event) -> bytes:
+    """One plain HTTP/1.1 stream (no client library: a thousand of them stay cheap); returns
+    the first status frame it gets."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET /status/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        await writer.drain()
+        await reader.readuntil(b"retry: ")  # the opening frame: live from here on
+        opened[0] += 1
+        if opened[0] == THOUSAND:
+            all_open.set()
+        await reader.readuntil(b"event: status")
+        return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
+async def _thousand(server: Server) -> list[bytes]:
+    opened, all_open = [0], asyncio.Event()
+    tasks = [asyncio.create_task(_raw_stream(server.port, opened, all_open)) for _ in range(THOUSAND)]
+    try:
+        await asyncio.wait_for(all_open.wait(), 90)
+        url = f"sqlite:///{server.root / 'status.db'}"
+
+        def change() -> None:
+            with StatusManager(store=url, cleanup_interval_seconds=None) as manager:
+                manager.create_status("fanned-out", "fanned-out.pdf")
+
+        await asyncio.to_thread(change)
+        return await asyncio.wait_for(asyncio.gather(*tasks), 90)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_one_change_reaches_a_thousand_streams(tmp_path: Path) -> None:
+    env = {
+        "DOCSTATUS_WORKERS": "0",
+        "DOCSTATUS_MAX_STREAMS": str(THOUSAND + 10),
+        "DOCSTATUS_LIMIT_CONCURRENCY": str(THOUSAND + 100),
+    }
+    server = Server(tmp_path, env=env).start()
+    try:
+        frames = asyncio.run(asyncio.wait_for(_thousand(server), 170))
+    finally:
+        server.stop()
+    assert len(frames) == THOUSAND
+    for frame in frames:
+        data = frame.split(b"data: ", 1)[1].strip()
+        assert json.loads(data)["doc_id"] == "fanned-out"

@@ -94,6 +94,7 @@ def test_cleanup_removes_the_uploads_and_the_output_too(app: App) -> None:
 def test_automatic_cleanup_removes_the_content_too(app: App) -> None:
     doc_id = app.process("note.txt", "an automatic cleanup")
     app.service.manager.cleanup_old_entries(0)  # what the janitor runs
+    assert app.service.manager.flush_events()  # the content goes on the removal's event
     assert app.files() == [] and app.content(doc_id) == 404
 
 

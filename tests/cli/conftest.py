@@ -12,8 +12,12 @@ from servers import Server
 
 @pytest.fixture
 def store(server: Server) -> Iterator[StatusManager]:
-    """A manager on the module's ``server``'s own store, as a worker process would have."""
-    with StatusManager(store=f"sqlite:///{server.root / 'status.db'}", cleanup_interval_seconds=None) as m:
+    """A manager on the module's ``server``'s own store, as a worker process would have.
+
+    Every report is written at once: the tests set the state up and read it through the server.
+    """
+    url = f"sqlite:///{server.root / 'status.db'}"
+    with StatusManager(store=url, cleanup_interval_seconds=None, progress_interval=0) as m:
         yield m
 
 

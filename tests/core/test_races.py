@@ -286,9 +286,10 @@ def _in_rounds(writers: list[Callable[[], None]], after_round: Callable[[int], N
 
 
 def test_no_change_is_left_undelivered_when_writers_race() -> None:
-    # Once every change call has returned, every change is delivered. A writer that finds another
-    # thread pumping leaves its change to that one; if that hand-over is lost, the change stays
-    # undelivered until some later change. (Every call a change: none is held for later.)
+    # Once every change call has returned, every change is delivered (once the event thread has
+    # caught up: flush_events). Writers racing hand their changes over at once; if a hand-over is
+    # lost, the change stays undelivered until some later change, and the flush times out.
+    # (Every call a change: none is held for later.)
     manager = StatusManager(cleanup_interval_seconds=None, progress_interval=0)
     seen: list[int] = []
     manager.subscribe(lambda event: seen.append(event["seq"]))
@@ -297,7 +298,7 @@ def test_no_change_is_left_undelivered_when_writers_race() -> None:
     stranded: list[tuple[int, int, int]] = []
 
     def check(round_: int) -> None:
-        if len(seen) != manager.last_seq:
+        if not manager.flush_events(5) or len(seen) != manager.last_seq:
             stranded.append((round_, len(seen), manager.last_seq))
 
     writers = [lambda doc_id=f"d{i}": manager.update_status(doc_id, "queued") for i in range(WRITERS)]

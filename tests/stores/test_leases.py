@@ -190,6 +190,7 @@ def test_lease_is_never_in_status_json_or_events(manager: StatusManager) -> None
     _expire(manager)
     body = manager.get_status_json("doc")
     assert body is not None and "_lease" not in body
+    assert manager.flush_events()  # subscribers are called on the event thread
     assert all("_lease" not in (event["status"] or {}) for event in seen)
     assert seen and all("_lease" not in str(event) for event in seen)
     assert all("_lease" not in (e["status"] or {}) for e in manager.changes_since(0, 100))

@@ -27,6 +27,7 @@ def test_a_finished_document_is_removed_whatever_its_age(manager: StatusManager,
     counts = manager.count_by_status()
     assert (counts["total"], counts[finish], counts["queued"]) == (1, 0, 1)
     assert manager.last_seq == seq + 1
+    assert manager.flush_events()  # subscribers are called on the event thread
     assert seen == [{"seq": seq + 1, "type": "removed", "doc_id": "doc", "status": None}]
     assert [(e["type"], e["doc_id"]) for e in manager.changes_since(seq)] == [("removed", "doc")]
     assert manager.cleanup_old_entries(0) == 0  # gone from the finished index too

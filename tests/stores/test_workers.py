@@ -56,6 +56,7 @@ def test_a_heartbeat_changes_no_record_and_no_seq(manager: StatusManager) -> Non
     seq = manager.last_seq
     manager.heartbeat("w", INFO, 30)
     manager.forget_worker("w")
+    assert manager.flush_events()  # subscribers are called on the event thread
     assert manager.last_seq == seq and len(seen) == 1
     assert manager.changes_since(seq, 10) == []
 

@@ -19,7 +19,6 @@ ends (with a properly terminated body) when the server shuts down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
@@ -28,11 +27,23 @@ import anyio
 from sse_starlette import ServerSentEvent
 
 from ..errors import InvalidRequestError
-from ..events import Event, reset_event
+from ..events import Event, encoded_once, reset_event
 from ..manager import StatusManager
 from ..models import FINISHED
 
-__all__ = ["RETRY_MS", "event_frame", "event_frames", "is_final", "parse_last_event_id", "start_seq"]
+__all__ = [
+    "RETRY_MS",
+    "Frame",
+    "event_frame",
+    "event_frames",
+    "frame_bytes",
+    "is_final",
+    "parse_last_event_id",
+    "start_seq",
+]
+
+#: What a stream yields: a frame, or a frame already encoded (shared by every stream).
+Frame = ServerSentEvent | bytes
 
 #: The reason of the ``reset`` a client gets when it resumes from an id the store never reached.
 AHEAD = "the stream's position is ahead of the status store: it was reset"
@@ -52,6 +63,15 @@ def event_frame(event: Event) -> ServerSentEvent:
         return ServerSentEvent(json.dumps({"doc_id": event["doc_id"]}), event="removed", id=str(event["seq"]))
     data = json.dumps(event["status"], separators=(",", ":"))
     return ServerSentEvent(data, event="status", id=str(event["seq"]))
+
+
+def frame_bytes(event: Event) -> bytes:
+    """``event``'s frame, encoded: built once per event, the same object for every stream that sends it."""
+    return encoded_once(event, _encoded_frame)
+
+
+def _encoded_frame(event: Event) -> bytes:
+    return event_frame(event).encode()
 
 
 def is_final(event: Event) -> bool:
@@ -77,7 +97,7 @@ def parse_last_event_id(raw: str | None) -> int | None:
 
 async def event_frames(
     manager: StatusManager, since: int, doc_id: str | None, stop: anyio.Event, *, ahead: bool = False
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[Frame]:
     """The frames of one stream: the opening ``id:`` frame, then every change after ``since``.
 
     Only ``doc_id``'s changes when given (and every ``reset``), and then the
@@ -88,30 +108,22 @@ async def event_frames(
     """
     yield ServerSentEvent(id=str(since), retry=RETRY_MS)
     if ahead:
-        yield event_frame(reset_event(since, AHEAD))
-    events = cast(AsyncGenerator[Event, None], manager.events(since))
+        yield frame_bytes(reset_event(since, AHEAD))
+    # One stop future per stream, handed to the manager's stream (no task per event to race it).
     stopping = asyncio.ensure_future(stop.wait())
-    step: asyncio.Future[Event] | None = None
+    events = cast(AsyncGenerator[Event, None], manager.events(since, until=stopping))
     try:
-        while True:
-            step = asyncio.ensure_future(anext(events))
-            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
+        async for event in events:
+            if stopping.done():
                 return
-            event = step.result()
             if doc_id is None or event["doc_id"] == doc_id or event["type"] == "reset":
-                yield event_frame(event)
+                yield frame_bytes(event)
                 if doc_id is not None and is_final(event):
                     return
     finally:
-        # Reached on shutdown, and when the response cancels this generator because the client
-        # went away: then a step may still be running the manager's stream. It must be cancelled
-        # and unwound before the stream is closed (closing a running generator is an error).
+        # Reached on shutdown, when the document finished, and when the response cancels this
+        # generator because the client went away (then the manager's stream was cancelled too).
         stopping.cancel()
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
         await events.aclose()
 
 

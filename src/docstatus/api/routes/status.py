@@ -236,6 +236,10 @@ def _add_changes(
     ) -> JSONResponse:
         """Remove completed/failed documents that finished over ``max_age_seconds`` ago."""
         removed = await run_in_threadpool(manager.cleanup_old_entries, max_age_seconds)
+        if removed:
+            # Subscribers (the service's reaper takes uploads and output with each removal)
+            # are called on the event thread: answer once they have had the removals.
+            await run_in_threadpool(manager.flush_events)
         return JSONResponse({"removed": removed})
 
     @router.post(

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import DocumentNotFoundError, TooManyStreamsError
 from ...manager import StatusManager
 from ..errors import error_responses
 from ..params import STRICT_QUERY
-from ..sse import event_frames, parse_last_event_id, start_seq
+from ..sse import Frame, event_frames, parse_last_event_id, start_seq
 
 __all__ = ["StreamSlots", "add_stream_route", "stream_router"]
 
@@ -54,7 +54,7 @@ class StreamSlots:
             raise TooManyStreamsError(self.limit)
         self.open += 1
 
-    async def held(self, frames: AsyncIterator[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+    async def held(self, frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
         """``frames``, giving the slot back when they end or are abandoned."""
         try:
             async for frame in frames:
