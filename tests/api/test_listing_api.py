@@ -150,6 +150,15 @@ def test_the_queue_of_a_finished_status_comes_from_its_index(service: Service) -
     assert queue["failed"] == 4
 
 
+def test_a_bulk_time_bound_out_of_range_is_400_and_changes_nothing(service: Service) -> None:
+    _fleet(service.manager)
+    before = service.manager.count_by_status()
+    for until in (1.797e302, -1e15):
+        answer = service.client.post("/status/retry", json={"until": until}, headers=AUTH)
+        assert answer.status_code == 400 and "until is out of range" in answer.json()["error"], answer.text
+    assert service.manager.count_by_status() == before
+
+
 def test_bulk_actions_need_the_token(service: Service) -> None:
     _error(service.client.post("/status/retry", json={}), 401, "UNAUTHORIZED")
     _error(service.client.post("/status/delete", json={}), 401, "UNAUTHORIZED")

@@ -47,6 +47,7 @@ def test_the_issue_example_an_entry_written_directly_is_a_document() -> None:
     assert status.status == Status.PARSING and status.filename == "a.pdf"
     with pytest.raises(DuplicateDocumentError, match="already exists"):
         manager.create_status("x", "a.pdf", {})
+    assert manager.flush_events()
     assert [(e["type"], e["doc_id"]) for e in events] == [("created", "x")]
     assert events[0]["status"] is not None and events[0]["status"]["status"] == "parsing"
 
@@ -68,6 +69,7 @@ def test_a_new_entry_is_adopted_by_every_call_that_could_see_it() -> None:
         else:
             body = manager.get_status_json("direct")
             assert body is not None and body["status"] == "parsing"
+        assert manager.flush_events()
         assert ("created", "direct") in [(e["type"], e["doc_id"]) for e in events], call
         assert manager.count_by_status()["total"] == 2
 
@@ -83,10 +85,12 @@ def test_an_in_place_edit_reaches_the_listing_counts_cleanup_and_subscribers() -
     assert counts["completed"] == 1 and counts["parsing"] == 0 and counts["active"] == 0
     assert manager.require_status("doc").progress == 1.0  # completed is 1.0, as mark_completed makes it
     assert manager.require_status("doc").completed_at is not None
+    assert manager.flush_events()
     assert [e["type"] for e in events][-1] == "updated"
     assert events[-1]["status"] is not None and events[-1]["status"]["status"] == "completed"
     assert manager.cleanup_old_entries(0) == 1
     assert "doc" not in data and manager.get_status("doc") is None
+    assert manager.flush_events()
     assert events[-1]["type"] == "removed"
 
 
@@ -109,6 +113,7 @@ def test_a_finished_document_made_active_again_keeps_its_status_and_the_violatio
     data, manager, events = _wrapped()
     manager.create_status("doc", "a.pdf")
     manager.mark_completed("doc")
+    assert manager.flush_events()
     seen = len(events)
     data["doc"]["status"] = "queued"
     data["doc"]["progress"] = 0.0
@@ -116,6 +121,7 @@ def test_a_finished_document_made_active_again_keeps_its_status_and_the_violatio
         assert manager.require_status("doc").status == Status.COMPLETED
     assert data["doc"]["status"] == "completed" and data["doc"]["progress"] == 1.0
     assert "undone" in caplog.text and "completed is final" in caplog.text and "'doc'" in caplog.text
+    assert manager.flush_events()
     assert len(events) == seen  # nothing changed
     assert manager.list_active() == []
     found = manager.reconcile()
@@ -212,6 +218,7 @@ def test_an_entry_that_cannot_be_read_names_the_entry_and_field_once_and_blocks_
     assert info.value.doc_id == "bad" and info.value.field == field
     assert "'bad'" in str(info.value) and "already exists" not in str(info.value)
     assert manager.reconcile().unreadable == {"bad": str(info.value)}
+    assert manager.flush_events()
     assert manager.count_by_status()["total"] == 0 and events == []
     assert data["bad"] == entry  # left as it is
 
@@ -232,10 +239,12 @@ def test_a_direct_progress_write_is_a_change_and_progress_never_goes_down() -> N
     manager.update_status("doc", "embedding_visual", progress=0.3)
     data["doc"]["progress"] = 0.5
     assert manager.require_status("doc").progress == 0.5
+    assert manager.flush_events()
     assert events[-1]["type"] == "updated" and events[-1]["status"]["progress"] == 0.5  # type: ignore[index]
     data["doc"]["progress"] = 0.2
     assert manager.require_status("doc").progress == 0.5  # as update_status does with a lower value
     manager.update_status("doc", "embedding_visual", progress=0.55)
+    assert manager.flush_events()
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
@@ -258,6 +267,7 @@ def test_a_directly_deleted_entry_is_removed_from_the_index() -> None:
     del data["a"]
     assert [s.doc_id for s in manager.list_all()] == ["b"]
     assert manager.count_by_status()["total"] == 1
+    assert manager.flush_events()
     assert ("removed", "a") in [(e["type"], e["doc_id"]) for e in events]
     manager.create_status("a", "again.pdf")  # the id is free again
 
@@ -356,6 +366,7 @@ def test_threads_writing_directly_while_others_use_the_manager_keep_the_index_wh
     counts = manager.count_by_status()
     assert counts["total"] == 12 and counts["completed"] == 12, counts
     assert manager.list_active() == []
+    assert manager.flush_events()
     assert {e["doc_id"] for e in events if e["type"] == "created"} == set(data)
     assert manager.cleanup_old_entries(0) == 12 and data == {}
 
@@ -370,6 +381,7 @@ def test_every_manager_wrapping_the_dict_tells_its_subscribers() -> None:
     second.subscribe(lambda e: got.append(("second", e["doc_id"])))
     data["x"] = _legacy("x")
     assert first.get_status("x") is not None  # adopted through one of them
+    assert first.flush_events() and second.flush_events()
     assert sorted(got) == [("first", "x"), ("second", "x")]
     store = first.store
     assert isinstance(store, MemoryStore)

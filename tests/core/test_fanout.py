@@ -23,7 +23,8 @@ from helpers import wait_until
 
 @pytest.fixture
 def manager() -> Iterator[StatusManager]:
-    with StatusManager(cleanup_interval_seconds=None) as manager:
+    # Every report a change: these tests count what reaches the subscribers.
+    with StatusManager(cleanup_interval_seconds=None, progress_interval=0) as manager:
         yield manager
 
 

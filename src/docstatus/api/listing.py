@@ -117,7 +117,8 @@ def listing_query(
 
 
 def _seconds(name: str, value: str | float | None) -> float | None:
-    return parse_time(name, value) if isinstance(value, str) or value is None else float(value)
+    # A number from a JSON body is read as its text would be: the same range check.
+    return parse_time(name, value if isinstance(value, str) or value is None else repr(float(value)))
 
 
 def page_body(query: Query, page: Page) -> dict[str, Any]:
