@@ -68,6 +68,8 @@ __all__ = [
     "lease_of",
     "new_record",
     "status_json",
+    "tally_of",
+    "timeline",
     "to_model",
 ]
 
@@ -272,6 +274,8 @@ def _finish(new: Record, status: str, progress: float, now: float) -> None:
     if status == Status.COMPLETED.value:
         # Completing a queued document: it was processed, in no time this store saw.
         _start_processing(new, now)
+    # The stage it ends in is kept too, so that a finished record tells its whole timeline.
+    _enter_stage(new, new["status"], status, now)
     new["status"] = status
     new["completed_at"] = iso(now)
     new["estimated_remaining"] = None
@@ -452,6 +456,24 @@ def lease_of(record: Mapping[str, Any]) -> tuple[int, str, float] | None:
     return int(lease["epoch"]), str(lease["worker"]), float(lease["seconds"])
 
 
+def tally_of(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> tuple[int, str, int] | None:
+    """``(minute, status, pages)`` when ``new`` ends a document that ``old`` had not ended; else ``None``.
+
+    What a store's throughput counters follow, as its lease index follows
+    :func:`lease_of`: ``old`` is the record before the change (``None`` for a
+    new one). ``minute`` is the start of the UTC minute the document finished
+    in (epoch seconds, a multiple of 60), ``status`` is ``completed`` or
+    ``failed``, ``pages`` the pages it got through (its ``page``, 0 if none).
+    A requeued document that ends again counts again: each attempt that ends
+    is one.
+    """
+    if new["status"] not in _TERMINAL or (old is not None and old["status"] in _TERMINAL):
+        return None
+    page = new.get("page")
+    at = changed_at(new)
+    return int(at // 60) * 60, str(new["status"]), page if isinstance(page, int) and page > 0 else 0
+
+
 def _release(new: Record) -> None:
     lease = new.get("_lease")
     if lease is not None and lease["worker"] is not None:
@@ -624,6 +646,70 @@ def to_model(record: Mapping[str, Any], now: float) -> ProcessingStatus:
 def changed_at(record: Mapping[str, Any]) -> float:
     """When the record last changed, as epoch seconds."""
     return float(Track(*record["_track"]).started + record["elapsed_time"])
+
+
+# The stages a document passes through, in the only order the lifecycle allows, and the
+# _stages field that holds the time spent in each (storing has none: it is what is left).
+_TIMED_STAGES: tuple[tuple[str, int], ...] = (("parsing", 2), ("embedding_visual", 3), ("embedding_text", 4))
+
+
+def timeline(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stages of the record's current attempt, in order, as of its last change.
+
+    Each entry: ``status``, ``started_at`` (ISO-8601 UTC, ``Z``), ``seconds``
+    spent in it, and ``done``/``total`` units (pages in ``embedding_visual``,
+    chunks in ``embedding_text``, else ``None``). ``queued`` comes first (the
+    wait); a stage the document skipped (no pages: no visual stage) is absent.
+    The durations come from the record itself (the times the work-based ETA
+    keeps), so the timeline survives the change log being pruned and costs
+    O(1); an earlier attempt's is gone with it (``metadata["recovery"]`` says
+    why it ended). Records written before stage times existed give the wait only.
+    """
+    track = Track(*record["_track"])
+    end = changed_at(record)
+    wait = float(record.get("wait_time") or 0.0)
+    entries = [_stage_entry(record, "queued", track.started, wait)]
+    stored = record.get("_stages")
+    if record.get("processing_started_at") is None or stored is None:
+        return entries
+    stages = Stages(*stored)
+    at = track.started + wait
+    active = record["status"] not in _TERMINAL
+    for status, index in _TIMED_STAGES:
+        spent = float(stages.stored()[index])
+        if active and status == record["status"]:
+            spent = end - stages.entered
+        if spent > 0.0 or (active and status == record["status"]):
+            entries.append(_stage_entry(record, status, at, max(spent, 0.0)))
+            at += max(spent, 0.0)
+    if _stored(record, stages, end - at):
+        entries.append(_stage_entry(record, "storing", at, max(end - at, 0.0)))
+    return entries
+
+
+def _stored(record: Mapping[str, Any], stages: Stages, left: float) -> bool:
+    """Whether the attempt reached ``storing``: the time after the timed stages is its.
+
+    Storing is the one stage without a stored duration, so it shows as time
+    ``left`` over; a document that completed after the text stage stored,
+    however fast that was (the lifecycle passes through storing).
+    """
+    if record["status"] == "storing":
+        return True
+    if record["status"] not in _TERMINAL:
+        return False
+    return left > 0.001 or (record["status"] == "completed" and stages.text > 0.0)
+
+
+def _stage_entry(record: Mapping[str, Any], status: str, start: float, seconds: float) -> dict[str, Any]:
+    done, total = _units(record, status)
+    return {
+        "status": status,
+        "started_at": _json_time(iso(start)),
+        "seconds": seconds,
+        "done": done,
+        "total": total,
+    }
 
 
 def _json_time(value: str | None) -> str | None:

@@ -1,17 +1,16 @@
 """The dashboard in a real browser: Debian's Chromium, driven headless by Playwright, on a real server.
 
 The browser must start: a missing or broken Chromium fails these tests (``make
-test`` installs it). With ``DOCSTATUS_UPDATE_SCREENSHOT=1`` the main test also
-saves the page mid-processing to ``docs/dashboard.png``.
+test`` installs it; the browser fixtures are in this folder's conftest). With
+``DOCSTATUS_UPDATE_SCREENSHOT=1`` the main test also saves the page
+mid-processing to ``docs/dashboard.png``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Error, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect
 
 from _documents import numbered_pages, pdf_bytes
 from docstatus import StatusManager
@@ -29,59 +28,8 @@ from servers import GATED, Server
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "dashboard-token-42"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
-
-expect.set_options(timeout=20_000)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    try:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Error as exc:
-        pytest.fail(f"Chromium did not start ({CHROMIUM}; `make system-deps` installs it): {exc}")
-    yield launched
-    launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda exc: errors.append(str(exc)))
-    opened.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield opened
-    context.close()
-    # Script errors and CSP violations show up here; failed requests (a refused upload, a
-    # stopped server) are logged as "Failed to load resource" and are expected.
-    unexpected = [e for e in errors if not e.startswith("Failed to load resource")]
-    assert unexpected == [], unexpected
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop(signal.SIGKILL)
 
 
 def row(page: Page, filename: str) -> Locator:

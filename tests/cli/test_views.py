@@ -202,3 +202,57 @@ def test_a_fit_table_never_cuts_a_fixed_column_or_a_header(width: int) -> None:
 def test_a_row_needs_one_cell_per_column() -> None:
     with pytest.raises(ValueError, match="a row needs 2 cells, got 1"):
         FitTable([Column("A"), Column("B")]).add_row("only one")
+
+
+class CountingClient(FakeClient):
+    """A service with many documents: its listing honours ``limit``, and it counts the reads."""
+
+    def __init__(self, docs: list[dict[str, Any]], events: list[StreamEvent], counts: dict[str, int]) -> None:
+        super().__init__(docs, events)
+        self.counts = counts
+        self.limits: list[int] = []
+
+    def queue(self, status: str | None = None, limit: int = 100) -> Reply:
+        self.limits.append(limit)
+        body: dict[str, Any] = {"queue": self.docs[:limit], **self.counts}
+        return Reply(body, json.dumps(body))
+
+
+def _many(n: int) -> list[dict[str, Any]]:
+    docs = [_doc(0, f"doc-{i:04d}.txt", "completed", progress=1.0) for i in range(n)]
+    for i, doc in enumerate(docs):  # newest first, as the listing answers
+        doc["doc_id"] = f"{n - i:064x}"
+        doc["started_at"] = (
+            f"2025-01-01T{(n - i) // 3600:02d}:{(n - i) // 60 % 60:02d}:{(n - i) % 60:02d}+00:00"
+        )
+    return docs
+
+
+def test_watch_reads_one_window_of_a_large_store_and_the_services_counts() -> None:
+    docs = _many(150)
+    newest = {**docs[0], "status": "failed", "updated_at": "2025-01-01T09:00:00+00:00", "error": "boom"}
+    new = {
+        **_doc(0, "brand-new.txt", "queued"),
+        "doc_id": "f" * 64,
+        "started_at": "2025-01-02T00:00:00+00:00",
+    }
+    events = [
+        StreamEvent("status", "1", newest, json.dumps(newest)),  # on the board: counted here
+        StreamEvent("status", "2", new, json.dumps(new)),  # not on it: the counts are read again
+    ]
+    counts = {"total": 100_000, "active": 0, "completed": 99_000, "failed": 1000}
+    client = CountingClient(docs, events, counts)
+    console, out = _console()
+    assert views.run_watch(client, None, console, as_json=False, out=io.StringIO()) == 0
+    board = views._Board()
+    board.reload(client.queue(limit=views.WATCH_ROWS).body)
+    assert len(board.docs) == views.WATCH_ROWS
+    board.apply(events[0])
+    assert board.counts == {"total": 100_000, "active": 0, "completed": 98_999, "failed": 1001}
+    assert not board.stale
+    board.apply(events[1])
+    assert board.stale and len(board.docs) == views.WATCH_ROWS  # the oldest left the board
+    assert "f" * 64 in board.docs and docs[views.WATCH_ROWS - 1]["doc_id"] not in board.docs
+    assert client.limits[:2] == [views.WATCH_ROWS, 0]  # the window, then the counts only
+    first = _lines(out)[0]
+    assert first.startswith("100000 documents"), first

@@ -23,6 +23,7 @@ from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
 from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
+from .routes.stats import stats_router
 from .routes.status import status_json, status_router
 from .routes.stream import stream_router
 from .routes.uploads import uploads_router
@@ -37,6 +38,7 @@ __all__ = [
     "health_router",
     "install_error_handlers",
     "metrics_router",
+    "stats_router",
     "status_json",
     "status_router",
     "stream_router",

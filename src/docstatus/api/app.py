@@ -22,6 +22,7 @@ from .routes.dashboard import dashboard_router
 from .routes.documents import documents_router
 from .routes.health import health_router
 from .routes.metrics import Metrics, metrics_router
+from .routes.stats import stats_router
 from .routes.status import removed_json, status_router
 from .routes.uploads import uploads_router
 from .routes.workers import workers_router
@@ -143,6 +144,7 @@ def create_app(
     app.include_router(documents_router(service.output, service.manager, api_token=chosen.api_token))
     app.include_router(workers_router(service.manager))
     app.include_router(dashboard_router())
+    app.include_router(stats_router(service.manager))
     # /status/stream's events over a WebSocket, for frontends written against one.
     app.include_router(ws_router(service.manager, allowed_origins=chosen.cors_origins))
     return app

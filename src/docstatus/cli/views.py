@@ -424,12 +424,37 @@ def run_workers(client: Client, console: Console, *, as_json: bool, out: TextIO)
 # -- watch --------------------------------------------------------------------------------
 
 
+#: Documents ``watch`` keeps on its board: the most recently started. A terminal shows
+#: fewer, and a store of 100,000 documents is never read whole.
+WATCH_ROWS = 100
+#: Seconds between reads of the service's counts while changes the board cannot count arrive.
+RECOUNT_SECONDS = 1.0
+_COUNT_KEYS = ("total", "active", "completed", "failed")
+
+
+def _bucket(status: object) -> str:
+    return str(status) if status in (Status.COMPLETED, Status.FAILED) else "active"
+
+
+def _started(doc: _Tracked) -> str:
+    return str(doc.data.get("started_at", ""))
+
+
 @dataclass
 class _Board:
-    """What ``watch`` shows for all documents: counts, connection state, the table."""
+    """What ``watch`` shows for all documents: counts, connection state, the table.
+
+    The table holds the :data:`WATCH_ROWS` most recently started documents; the
+    counts are the service's (from the listing), kept current by the changes of
+    the documents on the board, and marked ``stale`` by changes of others until
+    they are read again.
+    """
 
     docs: dict[str, _Tracked] = field(default_factory=dict)
     connected: bool = True
+    counts: dict[str, int] | None = None
+    stale: bool = False
+    limit: int = WATCH_ROWS
 
     def apply(self, event: StreamEvent) -> None:
         if event.kind == "connected":
@@ -437,33 +462,63 @@ class _Board:
         elif event.kind == "disconnected":
             self.connected = False
         elif event.kind == "removed" and event.data is not None:
-            self.docs.pop(str(event.data["doc_id"]), None)
+            gone = self.docs.pop(str(event.data["doc_id"]), None)
+            self._count(None if gone is None else gone.data, None)
         elif event.kind == "status" and event.data is not None:
-            self.load(event.data)
+            self.load(event.data, counted=True)
 
     def reload(self, listing: dict[str, Any]) -> None:
         """Show exactly the documents of ``listing`` (the answer of ``GET /status/queue``)."""
         self.docs.clear()
-        for data in listing.get("queue", []):
+        for data in listing.get("queue", [])[: self.limit]:
             self.load(data)
+        self.recount(listing)
 
-    def load(self, data: dict[str, Any]) -> None:
+    def recount(self, listing: dict[str, Any]) -> None:
+        """Take the counts of ``listing`` (an answer of ``GET /status/queue``), if it has them."""
+        if all(key in listing for key in _COUNT_KEYS):
+            self.counts = {key: int(listing[key]) for key in _COUNT_KEYS}
+            self.stale = False
+
+    def load(self, data: dict[str, Any], *, counted: bool = False) -> None:
         known = self.docs.get(str(data["doc_id"]))
-        if known is None or known.newer(data):
-            self.docs[str(data["doc_id"])] = _Tracked(data)
+        if known is not None and not known.newer(data):
+            return
+        if counted:
+            self._count(None if known is None else known.data, data)
+        self.docs[str(data["doc_id"])] = _Tracked(data)
+        if len(self.docs) > self.limit:
+            del self.docs[str(min(self.docs.values(), key=_started).data["doc_id"])]
 
-    def __rich__(self) -> RenderableType:
-        ordered = sorted(self.docs.values(), key=lambda d: str(d.data.get("started_at", "")), reverse=True)
+    def _count(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        # A change of a document on the board moves one count; any other cannot be told from
+        # a new document (or one not on the board): the counts are read again.
+        if self.counts is None:
+            return
+        if before is None:
+            self.stale = True
+            return
+        self.counts[_bucket(before.get("status"))] -= 1
+        if after is None:
+            self.counts["total"] -= 1
+        else:
+            self.counts[_bucket(after.get("status"))] += 1
+
+    def _counted(self, ordered: list[_Tracked]) -> dict[str, int]:
+        if self.counts is not None:
+            return self.counts
         active = sum(1 for d in ordered if not _is_finished(d.data))
         completed = sum(1 for d in ordered if d.data.get("status") == Status.COMPLETED)
-        head = _counts_line(
-            {
-                "total": len(ordered),
-                "active": active,
-                "completed": completed,
-                "failed": len(ordered) - active - completed,
-            }
-        )
+        return {
+            "total": len(ordered),
+            "active": active,
+            "completed": completed,
+            "failed": len(ordered) - active - completed,
+        }
+
+    def __rich__(self) -> RenderableType:
+        ordered = sorted(self.docs.values(), key=_started, reverse=True)
+        head = _counts_line(dict(self._counted(ordered)))
         head.append("   ")
         head.append(
             "● live" if self.connected else "● reconnecting…", style="green" if self.connected else "yellow"
@@ -607,7 +662,7 @@ def _follow_one(
 def _watch_all(
     client: Client, events: Iterator[StreamEvent], console: Console, *, as_json: bool, out: TextIO
 ) -> int:
-    reply = client.queue(limit=1000)
+    reply = client.queue(limit=WATCH_ROWS)
     board = _Board()
     board.reload(reply.body)
     if as_json:
@@ -616,12 +671,16 @@ def _watch_all(
         for event in events:
             _emit(out, event)
             if event.kind == "reset":  # changes were missed: the current listing, read again
-                out.write(client.queue(limit=1000).text + "\n")
+                out.write(client.queue(limit=WATCH_ROWS).text + "\n")
                 out.flush()
         return EXIT_OK
+    recounted = time.monotonic() - RECOUNT_SECONDS  # the first change of another document reads them
     with _live(board, console):
         for event in events:
             if event.kind == "reset":
-                board.reload(client.queue(limit=1000).body)
+                board.reload(client.queue(limit=WATCH_ROWS).body)
             board.apply(event)
+            if board.stale and time.monotonic() - recounted >= RECOUNT_SECONDS:
+                board.recount(client.queue(limit=0).body)  # the counts only
+                recounted = time.monotonic()
     return EXIT_OK

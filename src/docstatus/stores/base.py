@@ -26,7 +26,17 @@ from typing import Any, Literal
 from ..records import Record, changed_at
 from .query import Entry, Page, Position, Query, Sort, run_query, scan_records
 
-__all__ = ["Change", "ChangeType", "LeaseEntry", "OutboxEntry", "Page", "Query", "Store", "WorkerEntry"]
+__all__ = [
+    "Change",
+    "ChangeType",
+    "LeaseEntry",
+    "OutboxEntry",
+    "Page",
+    "Query",
+    "Store",
+    "Tally",
+    "WorkerEntry",
+]
 
 ChangeType = Literal["created", "updated", "removed"]
 
@@ -67,6 +77,19 @@ class WorkerEntry:
     info: dict[str, Any]
     last_seen: float
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The documents that ended in one UTC minute, from a store's throughput counters.
+
+    ``minute`` is the minute's start (epoch seconds, a multiple of 60).
+    """
+
+    minute: int
+    completed: int
+    failed: int
+    pages: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +336,25 @@ class Store(ABC):
         """End ``owner``'s lease on ``name`` now (a clean shutdown); position and outbox stay.
 
         Nothing happens when another owner holds it, or nobody does.
+        """
+
+    # -- throughput counters ---------------------------------------------------------
+    # An index that follows the records, as the lease index does: in the same atomic
+    # step as every create and modify (and expire_lease), the store asks
+    # records.tally_of(old, new); a (minute, status, pages) answer adds 1 to that
+    # minute's completed or failed count and pages to its pages. Removing records
+    # (expire, remove_finished) never touches the counters, so they outlive cleanup;
+    # on a shared store every process adds to, and reads, the same counters.
+
+    #: Seconds of counters a store keeps at least (older minutes may be dropped).
+    TALLY_SECONDS = 86_400
+
+    @abstractmethod
+    def tallies(self, since: float, until: float) -> list[Tally]:
+        """The counters of the minutes starting in ``[since, until)``, oldest first.
+
+        Minutes in which nothing ended may be absent. Costs O(minutes asked
+        for, or kept), whatever the number of records.
         """
 
     def wait_for_change(self, after_seq: int, timeout: float) -> None:

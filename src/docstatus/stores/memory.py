@@ -19,9 +19,9 @@ from functools import partial
 from typing import Any
 
 from ..errors import DocumentNotFoundError, DuplicateDocumentError, StatusError, UnreadableEntryError
-from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of
+from ..records import Record, copy_json, finished_at, is_finished, is_valid_record, lease_of, tally_of
 from .adopt import Reconciliation, direct_change, fingerprint, read_entry
-from .base import Change, LeaseEntry, OutboxEntry, Store, WorkerEntry
+from .base import Change, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
 from .query import Entry, Position, Sort, name_key, started_of
 
 __all__ = ["MemoryStore"]
@@ -64,6 +64,8 @@ class MemoryStore(Store):
         self._leases: dict[str, tuple[int, str, float]] = {}
         # The worker registry: worker_id -> (info, last_seen, expires).
         self._workers: dict[str, tuple[dict[str, Any], float, float]] = {}
+        # The throughput counters: minute -> [completed, failed, pages].
+        self._tallies: dict[int, list[int]] = {}
         # Direct writes to a wrapped dict (see "direct writes" below); None for a private
         # dict, which nobody else can write. doc_id -> fingerprint() of the record as written.
         self._seen: dict[str, tuple[Any, ...]] | None = None if data is None else {}
@@ -106,7 +108,8 @@ class MemoryStore(Store):
                 others.append(doc_id)
         records.sort(key=lambda r: (r["updated_at"], r["doc_id"]))
         for rank, record in enumerate(records):
-            self._index(record["doc_id"], record)
+            # Documents that ended before the dict was wrapped were not seen ending: no counts.
+            self._index(record["doc_id"], record, tally=False)
             self._move_lease(record["doc_id"], None, record)
             # Before any change of this store: numbers below every seq it will hand out.
             self._list(record["doc_id"], None, record, rank - len(records))
@@ -125,7 +128,7 @@ class MemoryStore(Store):
         elif before is None or before[0] != after[0]:
             self._leases[doc_id] = (after[0], after[1], self.now() + after[2])
 
-    def _index(self, doc_id: str, record: Record, old: Record | None = None) -> None:
+    def _index(self, doc_id: str, record: Record, old: Record | None = None, tally: bool = True) -> None:
         # Called with the lock held (or before the store is shared); modify handles
         # a progress update (same status, still active) itself.
         if old is not None:
@@ -137,6 +140,8 @@ class MemoryStore(Store):
             self._active.pop(doc_id, None)
             if doc_id not in self._finished:
                 self._finished[doc_id] = finished_at(record) or 0.0
+                if tally:
+                    self._tally(old, record)
         else:
             self._finished.pop(doc_id, None)
             self._active.pop(doc_id, None)
@@ -436,6 +441,30 @@ class MemoryStore(Store):
             self._counts[record["status"]] -= 1
             self._unlist(doc_id, record)
         return self._logged("removed", doc_id, None)
+
+    # -- throughput counters -------------------------------------------------------
+
+    def _tally(self, old: Record | None, new: Record) -> None:
+        # With the lock held: the counters follow records.tally_of (see Store).
+        counted = tally_of(old, new)
+        if counted is None:
+            return
+        minute, status, pages = counted
+        entry = self._tallies.get(minute)
+        if entry is None:
+            # A new minute is the moment to drop the ones past keeping: O(kept) once a minute.
+            oldest = minute - self.TALLY_SECONDS
+            for gone in [m for m in self._tallies if m < oldest]:
+                del self._tallies[gone]
+            entry = self._tallies[minute] = [0, 0, 0]
+        entry[0 if status == "completed" else 1] += 1
+        entry[2] += pages
+
+    def tallies(self, since: float, until: float) -> list[Tally]:
+        # The kept minutes are a day's at most: looking through them all is cheap.
+        with self._lock:
+            found = sorted((m, tuple(entry)) for m, entry in self._tallies.items() if since <= m < until)
+        return [Tally(m, *entry) for m, entry in found]
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
         with self._lock:

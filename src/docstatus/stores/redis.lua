@@ -8,10 +8,11 @@
 -- the two differ). Every operation takes the key prefix as its first argument.
 
 local LOG_SIZE = __LOG_SIZE__
+local TALLY_SECONDS = __TALLY_SECONDS__
 
 -- The key prefix and the keys of the store being called (every call names its prefix).
 local P, K_DOC, K_SEQ, K_RECENT, K_ACTIVE, K_FINISHED, K_COUNTS, K_LOG, CHANNEL
-local K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS, K_WORKERS, K_WORKERS_SEEN, K_WORKERS_EXPIRY
+local K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS, K_WORKERS, K_WORKERS_SEEN, K_WORKERS_EXPIRY, K_TALLY
 
 local function use_prefix(prefix)
   if prefix == P then return end
@@ -20,6 +21,7 @@ local function use_prefix(prefix)
   K_FINISHED, K_COUNTS, K_LOG, CHANNEL = P .. 'finished', P .. 'counts', P .. 'log', P .. 'changes'
   K_LEASES, K_LEASE_EPOCHS, K_LEASE_WORKERS = P .. 'leases', P .. 'lease_epochs', P .. 'lease_workers'
   K_WORKERS, K_WORKERS_SEEN, K_WORKERS_EXPIRY = P .. 'workers', P .. 'workers_seen', P .. 'workers_expiry'
+  K_TALLY = P .. 'tally:'
 end
 
 -- The server's clock, in epoch seconds: the only clock lease times use.
@@ -46,6 +48,18 @@ local function move_lease(doc_id, A, j)
     redis.call('HDEL', K_LEASE_EPOCHS, doc_id)
     redis.call('HDEL', K_LEASE_WORKERS, doc_id)
   end
+end
+
+-- The throughput counters of a change, A[j .. j + 2] as the client computed them: the
+-- minute the document ended in ('' or absent for none), the field to count it in ('c' or
+-- 'f'), and its pages. One hash per minute, kept TALLY_SECONDS after its last count.
+local function tally(A, j)
+  local minute = A[j]
+  if minute == nil or minute == '' then return end
+  local key = K_TALLY .. minute
+  redis.call('HINCRBY', key, A[j + 1], 1)
+  redis.call('HINCRBY', key, 'p', A[j + 2])
+  redis.call('EXPIRE', key, TALLY_SECONDS)
 end
 
 -- Whether the lease index entry of doc_id has the given epoch and has expired.
@@ -114,8 +128,8 @@ end
 local function op_cas(A)
   -- Compare-and-set. A[3]: the version the client's change was computed from; A[4 .. 8]:
   -- see commit; A[9 .. 12]: see move_lease; A[13]: '' or a lease epoch that must have
-  -- expired (else the reply is {'unexpired'} and nothing is written); A[14 ..]: see
-  -- move_indexes. The reply:
+  -- expired (else the reply is {'unexpired'} and nothing is written); A[14 .. 16]: see
+  -- tally; A[17 ..]: see move_indexes. The reply:
   -- {'ok', seq}, {'missing'}, or {'conflict', version, text} with the current record,
   -- so that the client can retry at once.
   local doc_id = A[2]
@@ -131,19 +145,21 @@ local function op_cas(A)
     redis.call('HSET', key, 'r', A[8], 'c', A[5])
   end
   move_lease(doc_id, A, 9)
-  return {'ok', commit('updated', doc_id, A, 4, 14)}
+  tally(A, 14)
+  return {'ok', commit('updated', doc_id, A, 4, 17)}
 end
 
 local function op_create(A)
-  -- Insert if absent. A[3 .. 7]: see commit; A[8 .. 11]: see move_lease; A[12 ..]: see
-  -- move_indexes. The reply:
+  -- Insert if absent. A[3 .. 7]: see commit; A[8 .. 11]: see move_lease; A[12 .. 14]: see
+  -- tally; A[15 ..]: see move_indexes. The reply:
   -- {'ok', seq} or {'duplicate'}.
   local doc_id = A[2]
   local key = K_DOC .. doc_id
   if redis.call('EXISTS', key) == 1 then return {'duplicate'} end
   redis.call('HSET', key, 'r', A[7], 'c', A[4])
   move_lease(doc_id, A, 8)
-  return {'ok', commit('created', doc_id, A, 3, 12)}
+  tally(A, 12)
+  return {'ok', commit('created', doc_id, A, 3, 15)}
 end
 
 local function op_read(A)
@@ -294,6 +310,13 @@ local function op_leases(A)
   return out
 end
 
+local function op_tallies(A)
+  -- A[2 ..]: minutes. {c, f, p} of each (false where a minute has no counts), in order.
+  local out = {}
+  for i = 2, #A do out[#out + 1] = redis.call('HMGET', K_TALLY .. A[i], 'c', 'f', 'p') end
+  return out
+end
+
 local function op_now(A)
   -- The server's clock as text (a Lua number reply would lose the fraction).
   return string.format('%.6f', now())
@@ -342,5 +365,6 @@ local OPS = {
   cas = op_cas, create = op_create, read = op_read, recent = op_recent, active = op_active,
   log = op_log, expire = op_expire, remove = op_remove, renew = op_renew, expired = op_expired, leases = op_leases,
   now = op_now, heartbeat = op_heartbeat, workers = op_workers, forget = op_forget, range = op_range,
+  tallies = op_tallies,
 }
 __ENTRY__

@@ -27,6 +27,9 @@ Data layout, every key under the prefix (``docstatus:`` by default):
   filename) - the listing indexes (``scan``), moved in the commit of each change; the
   record's hash names its entries (``x<slot>``, ``y<slot>``) so that a removal takes them out;
 * ``leases`` (doc_id by expiry), ``lease_epochs``, ``lease_workers`` - the lease index;
+* ``tally:<minute>`` - the throughput counters of one minute (``c`` completed, ``f``
+  failed, ``p`` pages), a hash written with the change that ends a document, expiring
+  ``TALLY_SECONDS`` after its last count;
 * ``workers`` (worker_id -> info JSON), ``workers_seen`` (-> last heartbeat), ``workers_expiry``
   (worker_id by expiry) - the worker registry. Lease and registry times are the server's ``TIME``.
 * ``cursor:<name>`` (a hash: ``p`` position, ``o`` owner, ``e`` lease expiry), ``outbox:<name>``
@@ -94,8 +97,8 @@ from ..errors import (
     MissingDependencyError,
     StoreUnavailableError,
 )
-from ..records import Record, finished_at, is_finished, lease_of
-from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, WorkerEntry
+from ..records import Record, finished_at, is_finished, lease_of, tally_of
+from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
 from .query import Entry, Position, Sort, name_key, started_of
 
 try:
@@ -141,7 +144,9 @@ _COUNTED = "status"
 # -- the server-side code ------------------------------------------------------------
 
 #: Operations that only read (registered with the ``no-writes`` flag, called with ``FCALL_RO``).
-_READ_ONLY = frozenset({"read", "recent", "active", "log", "expired", "leases", "now", "workers", "range"})
+_READ_ONLY = frozenset(
+    {"read", "recent", "active", "log", "expired", "leases", "now", "workers", "range", "tallies"}
+)
 _OPERATIONS = (
     "cas",
     "create",
@@ -159,6 +164,7 @@ _OPERATIONS = (
     "workers",
     "forget",
     "range",
+    "tallies",
 )
 
 # How the code ends as a Functions library: every operation registered under a name that
@@ -183,7 +189,8 @@ return OPS[ARGV[1]](args)"""
 @functools.cache
 def _source() -> str:
     source = resources.files(__package__).joinpath("redis.lua").read_text(encoding="utf-8")
-    return source.replace("__LOG_SIZE__", str(RedisStore.LOG_SIZE), 1)
+    source = source.replace("__LOG_SIZE__", str(RedisStore.LOG_SIZE), 1)
+    return source.replace("__TALLY_SECONDS__", str(RedisStore.TALLY_SECONDS), 1)
 
 
 @functools.cache
@@ -272,6 +279,19 @@ def _lease_move(old: Record | None, new: Record) -> tuple[str, str, str, str]:
     if before is not None and before[0] == after[0]:
         return _NO_LEASE_MOVE
     return "set", str(after[0]), after[1], repr(after[2])
+
+
+# Always three arguments: the listing's index moves follow them, as many as there are.
+_NO_TALLY: tuple[str, ...] = ("", "", "")
+
+
+def _tally_args(old: Record | None, new: Record) -> tuple[str, ...]:
+    """The throughput counters of a change (see ``tally`` in redis.lua): three, empty for none."""
+    counted = tally_of(old, new)
+    if counted is None:
+        return _NO_TALLY
+    minute, status, pages = counted
+    return str(minute), "c" if status == "completed" else "f", str(pages)
 
 
 class _Cache:
@@ -470,7 +490,13 @@ class RedisStore(Store):
 
     def create(self, record: Record) -> Change:
         doc_id = record["doc_id"]
-        reply = self._call("create", doc_id, *_commit_args(None, record), *_index_moves(None, record))
+        reply = self._call(
+            "create",
+            doc_id,
+            *_commit_args(None, record),
+            *_tally_args(None, record),
+            *_index_moves(None, record),
+        )
         if reply[0] == b"duplicate":
             raise DuplicateDocumentError(doc_id)
         seq: int = reply[1]
@@ -525,7 +551,8 @@ class RedisStore(Store):
         args = _commit_args(known.record, new)
         try:
             moves = _index_moves(known.record, new)
-            reply = self._call("cas", doc_id, known.version, *args, expired_epoch, *moves)
+            tally = _tally_args(known.record, new)
+            reply = self._call("cas", doc_id, known.version, *args, expired_epoch, *tally, *moves)
         except StoreUnavailableError:
             self._cache.drop(doc_id)  # the change may or may not have been made
             raise
@@ -542,6 +569,23 @@ class RedisStore(Store):
         current = _Known(int(reply[1]), _decode(reply[2]))
         self._cache.put(doc_id, current)
         return current
+
+    # -- throughput counters ---------------------------------------------------------
+
+    def tallies(self, since: float, until: float) -> list[Tally]:
+        # Minutes before the oldest that can still be kept are not asked for: the
+        # server looks up each minute of the range, so the range stays a day's at most.
+        first = math.ceil(max(since, time.time() - self.TALLY_SECONDS - 3600) / 60) * 60
+        last = math.ceil(until / 60) * 60 - 60
+        if last < first:
+            return []
+        minutes = range(first, last + 1, 60)
+        reply = self._call("tallies", *(str(m) for m in minutes))
+        return [
+            Tally(minute, int(done or 0), int(failed or 0), int(pages or 0))
+            for minute, (done, failed, pages) in zip(minutes, reply, strict=True)
+            if done is not None or failed is not None
+        ]
 
     # -- leases (the server's clock: see redis.lua) --------------------------------
 

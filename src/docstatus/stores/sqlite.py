@@ -21,6 +21,9 @@ Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
   for every process using the file.
 * ``leases``: the lease index (doc_id, epoch, worker, expires), written in the
   transaction of the record it follows; indexed by expiry.
+* ``tallies``: the throughput counters (minute, completed, failed, pages), written
+  in the transaction of the record that ended; minutes older than
+  ``TALLY_SECONDS`` are deleted as new ones are written.
 * ``workers``: the worker registry (worker_id, info as JSON, last_seen,
   expires), on the host's clock like the leases; expired rows are deleted by
   the next heartbeat.
@@ -54,8 +57,8 @@ from ..errors import (
     StoreSchemaError,
     StoreUnavailableError,
 )
-from ..records import Record, finished_at, lease_of
-from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, WorkerEntry
+from ..records import Record, finished_at, lease_of, tally_of
+from .base import Change, ChangeType, LeaseEntry, OutboxEntry, Store, Tally, WorkerEntry
 from .query import Entry, Position, Sort, matches_text
 from .sqlitedb import Connection, Database
 
@@ -145,6 +148,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, key)
     );
     CREATE INDEX outbox_in_order ON outbox (name, seq, key);
+    """,
+    """
+    CREATE TABLE tallies (
+        minute INTEGER PRIMARY KEY,
+        completed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        pages INTEGER NOT NULL DEFAULT 0
+    );
     """,
 )
 
@@ -255,6 +266,19 @@ def _first_duplicate(conn: sqlite3.Connection, doc_ids: list[str], first_new_seq
     return doc_ids[0]
 
 
+def _tallied(records: Iterable[Record]) -> dict[int, list[int]]:
+    """The throughput counts of new ``records``, by minute: ``[completed, failed, pages]``."""
+    by_minute: dict[int, list[int]] = {}
+    for record in records:
+        counted = tally_of(None, record)
+        if counted is not None:
+            minute, status, pages = counted
+            entry = by_minute.setdefault(minute, [0, 0, 0])
+            entry[0 if status == "completed" else 1] += 1
+            entry[2] += pages
+    return by_minute
+
+
 class SQLiteStore(Store):
     """Records in a SQLite file, shared by every thread and process that opens it.
 
@@ -351,6 +375,7 @@ class SQLiteStore(Store):
             )
             if "_lease" in record:
                 self._move_lease(conn, doc_id, None, record)
+            self._tally(conn, None, record)
             return Change(seq, "created", doc_id, record)
 
         done = self._run(insert, write=True)
@@ -386,6 +411,7 @@ class SQLiteStore(Store):
                 "UPDATE docs SET status = ?, seq = ?, finished_at = ?, record = ? WHERE doc_id = ?",
                 (new["status"], seq, finished_at(new), text, doc_id),
             )
+            self._tally(conn, old, new)
         if "_lease" in new:
             self._move_lease(conn, doc_id, old, new)
         return Change(seq, "updated", doc_id, new), text
@@ -401,6 +427,36 @@ class SQLiteStore(Store):
                 "INSERT OR REPLACE INTO leases (doc_id, epoch, worker, expires) VALUES (?, ?, ?, ?)",
                 (doc_id, after[0], after[1], self.now() + after[2]),
             )
+
+    # -- throughput counters -----------------------------------------------------
+
+    def _tally(self, conn: Connection, old: Record | None, new: Record) -> None:
+        # In the record's transaction: the counters follow records.tally_of (see Store).
+        counted = tally_of(old, new)
+        if counted is not None:
+            minute, status, pages = counted
+            done = status == "completed"
+            self._add_tally(conn, minute, int(done), int(not done), pages)
+
+    def _add_tally(self, conn: Connection, minute: int, done: int, failed: int, pages: int) -> None:
+        conn.execute(
+            "INSERT INTO tallies (minute, completed, failed, pages) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (minute) DO UPDATE SET completed = completed + excluded.completed, "
+            "failed = failed + excluded.failed, pages = pages + excluded.pages",
+            (minute, done, failed, pages),
+        )
+        # A probe of the primary key: nothing to delete but once a minute.
+        conn.execute("DELETE FROM tallies WHERE minute < ?", (minute - self.TALLY_SECONDS,))
+
+    def tallies(self, since: float, until: float) -> list[Tally]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT minute, completed, failed, pages FROM tallies WHERE minute >= ? AND minute < ? "
+                "ORDER BY minute",
+                (since, until),
+            ).fetchall()
+        )
+        return [Tally(int(m), int(c), int(f), int(p)) for m, c, f, p in rows]
 
     # -- leases ----------------------------------------------------------------
 
@@ -617,6 +673,7 @@ class SQLiteStore(Store):
         ``DuplicateDocumentError`` if any doc_id exists. Records are stored as
         given, so they must be valid records (see :mod:`docstatus.records`).
         """
+        records = list(records)
         texts = [(r["doc_id"], r["status"], finished_at(r), _encode(r)) for r in records]
 
         def insert(conn: Connection) -> int:
@@ -634,8 +691,11 @@ class SQLiteStore(Store):
             except sqlite3.IntegrityError:
                 raise DuplicateDocumentError(_first_duplicate(conn, [t[0] for t in texts], first)) from None
             conn.execute("DELETE FROM changes WHERE seq <= ?", (first + len(texts) - 1 - self.LOG_SIZE,))
+            for minute, (done, failed, pages) in sorted(tallied.items()):
+                self._add_tally(conn, minute, done, failed, pages)
             return len(texts)
 
+        tallied = _tallied(records)
         return self._run(insert, write=True) if texts else 0
 
     # -- reads -----------------------------------------------------------------

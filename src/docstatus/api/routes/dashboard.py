@@ -2,11 +2,15 @@
 
 The page is three static files shipped inside the package
 (``docstatus/api/static``): no CDN, no build step, works offline. It reads
-``GET /status/queue`` once, then follows ``GET /status/stream``; it uploads
-through ``POST /uploads`` and retries failed documents through
-``POST /status/{doc_id}/requeue``. It addresses them with relative URLs, so
-mount :func:`dashboard_router` beside the status and intake routers, under
-the same prefix.
+one page of ``GET /status`` at a time (the next as the list is scrolled) and
+the counts of ``GET /status/health``, then follows ``GET /status/stream``; a
+document's page (``/#/doc/<id>``) reads ``GET /status/{doc_id}``, its
+``/timeline`` and ``GET /documents/{doc_id}``; the charts read
+``GET /stats/throughput``. It uploads through ``POST /uploads``, acts through
+``POST /status/{doc_id}/requeue`` and ``/cancel``, ``DELETE /status/{doc_id}``,
+``POST /status/retry`` and ``POST /status/delete``. It addresses them with
+relative URLs, so mount :func:`dashboard_router` beside the other routers,
+under the same prefix.
 
 Responses carry a strict Content-Security-Policy (the page has no inline
 script or style, and talks only to its own origin), and an ``ETag`` so a
