@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,20 @@ async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
             fields.setdefault(name, []).append(value.removeprefix(" "))
+
+
+def frame_fields(lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    """The frames of a text/event-stream read line by line (a sync client's): each as its fields,
+    the last value of a field kept, comment lines skipped."""
+    frame: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if frame:
+                yield frame
+            frame = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            frame[key] = value.strip()
 
 
 class Subscriber:

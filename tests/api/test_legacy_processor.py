@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from docstatus import StatusManager
 from docstatus.api import health_router, install_error_handlers, status_router
 from docstatus.api.routes.ws import ws_router
+from sse_client import frame_fields
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,18 +90,6 @@ def client(manager: StatusManager) -> Iterator[TestClient]:
         yield test_client
 
 
-def _sse(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    frame: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            if frame:
-                yield frame
-            frame = {}
-        elif not line.startswith(":"):
-            key, _, value = line.partition(":")
-            frame[key] = value.strip()
-
-
 def _poll_until(stop: threading.Event, manager: StatusManager) -> None:
     # What any client does all day: look. Looking is what adopts the direct writes.
     while not stop.is_set():
@@ -164,7 +153,7 @@ def test_the_sse_stream_and_the_websocket_carry_direct_writes(
     with client.websocket_connect("/ws") as ws:
         since = ws.receive_json()["seq"]
         with client.stream("GET", "/status/stream", params={"doc_id": "watched"}) as stream:
-            frames = _sse(stream.iter_lines())
+            frames = frame_fields(stream.iter_lines())
             next(frames)  # the opening frame: the stream is live
             poller.start()
             try:

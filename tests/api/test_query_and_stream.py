@@ -12,6 +12,7 @@ from docstatus import Status
 from docstatus.api import create_app
 from docstatus.service import Service
 from docstatus.settings import ServiceSettings
+from sse_client import frame_fields
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,25 +66,13 @@ def test_a_stream_of_an_unknown_document_is_404_before_it_starts(client: TestCli
     assert answer.json()["details"] == {"doc_id": "nope"}
 
 
-def _frames(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    frame: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            if frame:
-                yield frame
-            frame = {}
-        elif not line.startswith(":"):
-            key, _, value = line.partition(":")
-            frame[key] = value.strip()
-
-
 def test_a_one_document_stream_ends_after_its_final_event(client: TestClient, service: Service) -> None:
     manager = service.manager
     manager.create_status("doc-1", "a.txt")
     manager.create_status("other", "b.txt")
     with client.stream("GET", "/status/stream", params={"doc_id": "doc-1"}) as stream:
         assert stream.status_code == 200
-        frames = _frames(stream.iter_lines())
+        frames = frame_fields(stream.iter_lines())
         assert "id" in next(frames)  # the opening frame: the stream is live
         manager.update_status("doc-1", Status.PARSING)
         manager.update_status("other", Status.PARSING)
@@ -108,7 +97,7 @@ def test_a_resumed_stream_replays_up_to_the_final_event_then_ends(
         manager.mark_failed("doc-2", "the file is damaged")
     headers = {"Last-Event-ID": str(start)}
     with client.stream("GET", "/status/stream", params={"doc_id": "doc-2"}, headers=headers) as stream:
-        frames = [f for f in _frames(stream.iter_lines()) if "event" in f]
+        frames = [f for f in frame_fields(stream.iter_lines()) if "event" in f]
     assert len(frames) == 3 and f'"status":"{final}"' in frames[-1]["data"]
     # Once the client has seen the end, there is nothing to follow: 204 (EventSource stops too).
     again = client.get(
