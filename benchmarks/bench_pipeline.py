@@ -76,6 +76,7 @@ def make_pdf(path: Path, pages: int = PAGES) -> None:
 TIMED = (
     "update_status",
     "_fenced",
+    "_fenced_update",
     "claim",
     "mark_completed",
     "mark_failed",

@@ -41,7 +41,7 @@ from typing import Any
 from . import janitor
 from .errors import StoreUnavailableError
 from .models import FINISHED
-from .records import Chain, Mutation, Record, check_lease, check_progress, is_progress
+from .records import Chain, Mutation, Record, check_lease, check_progress, is_progress_report
 from .stores.base import Change
 
 __all__ = ["ProgressBuffer"]
@@ -58,27 +58,32 @@ Writer = Callable[[str, Callable[[Record], Record]], Change]
 class _Doc:
     #: The record as this manager last wrote it.
     record: Record
-    #: ``time.monotonic()`` of that write.
+    #: ``time.time()`` of that write (reports carry that clock; a jump of it only
+    #: changes whether a report is held, never for longer than the interval).
     written: float
     #: The held reports folded into one (``None``: nothing held).
     held: Mutation | None = None
 
 
-def _fold(held: Mutation, report: Mutation) -> Mutation | None:
-    """``held`` and the later ``report`` as one report; ``None`` when they cannot be one.
+def _foldable(held: Mutation, progress: float | None, epoch: int | None) -> bool:
+    """Whether a later report (given ``progress``, under lease ``epoch``) can be folded into ``held``.
 
     They fold when both give progress or neither does (a given progress beside
     one computed from pages would lose one of them), under one lease.
     """
-    if (held.progress is None) != (report.progress is None) or held.epoch != report.epoch:
-        return None
-    progress = (
-        report.progress
-        if report.progress is None or held.progress is None
-        else max(held.progress, report.progress)
-    )
-    fields: dict[str, Any] = {**held.fields, **report.fields}
-    return Mutation("update", report.now, report.target, progress, fields, epoch=report.epoch)
+    return (held.progress is None) == (progress is None) and held.epoch == epoch
+
+
+def _fold(held: Mutation, progress: float | None, fields: dict[str, Any], now: float) -> None:
+    """Fold a later report into ``held``, in place (``_foldable`` said they fold).
+
+    In place because this runs once per held report: ``held`` belongs to the
+    buffer, so nothing else sees it change.
+    """
+    held.fields.update(fields)
+    held.now = now
+    if progress is not None and held.progress is not None and progress > held.progress:
+        held.progress = progress
 
 
 class ProgressBuffer:
@@ -105,32 +110,44 @@ class ProgressBuffer:
         self._writes = 0
         _live.add(self)
 
-    def hold(self, doc_id: str, mutation: Mutation) -> bool:
-        """Hold ``mutation`` back if it only reports progress within a stage written lately.
+    def hold(
+        self,
+        doc_id: str,
+        target: str,
+        progress: float | None,
+        fields: dict[str, Any],
+        now: float,
+        epoch: int | None = None,
+    ) -> bool:
+        """Hold back ``update_status(doc_id, target, progress, **fields)`` made at ``now``
+        (fenced by lease ``epoch``) if it only reports progress within a stage written lately.
 
         ``False``: it must be written now (with :meth:`write`). Raises what
         storing it would raise on the record as last written plus what is
-        held, holding nothing.
+        held, holding nothing. ``fields`` becomes the buffer's (it is the
+        caller's own keywords).
         """
-        now = time.monotonic()
         with self._lock:
             doc = self._docs.get(doc_id)
-            if doc is None or now - doc.written >= self.interval or not is_progress(mutation, doc.record):
+            if doc is None or now - doc.written >= self.interval:
+                return False
+            record = doc.record
+            if not is_progress_report(target, fields, record):
                 return False
             held = doc.held
-            folded = mutation if held is None else _fold(held, mutation)
-            if folded is None:
+            if held is not None and not _foldable(held, progress, epoch):
                 return False
-            if folded.epoch is not None:
-                check_lease(doc.record, folded.epoch)
-            check_progress(doc.record, folded.fields)
-            doc.held = folded
-            first = held is None
-            if first:
-                self._pending.add(doc_id)
-            due_in = doc.written + self.interval - now
-        if first:
-            janitor.call_later(due_in, self, _write_due, doc_id)
+            if epoch is not None:
+                check_lease(record, epoch)
+            if held is not None:
+                check_progress(record, fields, held.fields)
+                _fold(held, progress, fields, now)
+                return True
+            check_progress(record, fields)
+            doc.held = Mutation("update", now, target, progress, fields, epoch=epoch)
+            self._pending.add(doc_id)
+            due_in = min(doc.written + self.interval - now, self.interval)
+        janitor.call_later(due_in, self, _write_due, doc_id)
         return True
 
     def holds(self, doc_id: str) -> bool:
@@ -172,7 +189,7 @@ class ProgressBuffer:
             if record is None or record["status"] in _FINAL:
                 self._docs.pop(doc_id, None)
             elif doc_id not in self._pending:
-                self._docs[doc_id] = _Doc(record, time.monotonic())
+                self._docs[doc_id] = _Doc(record, time.time())
             self._writes += 1
             if self._writes % self.SWEEP_EVERY == 0:
                 self._sweep()
@@ -203,7 +220,11 @@ class ProgressBuffer:
             if doc is None:
                 return
             later = doc.held
-            doc.held = held if later is None else (_fold(held, later) or later)
+            if later is None:
+                doc.held = held
+            elif _foldable(held, later.progress, later.epoch):
+                _fold(held, later.progress, later.fields, later.now)
+                doc.held = held
             first = doc_id not in self._pending
             self._pending.add(doc_id)
         if first:
@@ -228,7 +249,7 @@ class ProgressBuffer:
 
     def _sweep(self) -> None:
         # Called with the lock held: forget records too old to hold a report on.
-        oldest = time.monotonic() - self.interval
+        oldest = time.time() - self.interval
         stale = [d for d, doc in self._docs.items() if doc.written < oldest and d not in self._pending]
         for doc_id in stale:
             del self._docs[doc_id]

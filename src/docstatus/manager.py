@@ -293,14 +293,14 @@ class StatusManager:
         if progress is not None:
             progress = _progress(progress)
         clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
-        mutation = Mutation("update", time.time(), target, progress, clean)
+        now = time.time()
         buffer = self._progress
         if buffer is None:
-            change = self._store.modify(doc_id, mutation)
-        elif buffer.hold(doc_id, mutation):
+            change = self._store.modify(doc_id, Mutation("update", now, target, progress, clean))
+        elif buffer.hold(doc_id, target, progress, clean, now):
             return
         else:
-            change = buffer.write(doc_id, mutation)
+            change = buffer.write(doc_id, Mutation("update", now, target, progress, clean))
         if self._hub.active:
             self._hub.pump(change)
 
@@ -390,10 +390,15 @@ class StatusManager:
         return self._store.leases()
 
     def _fenced(self, doc_id: str, mutation: Mutation) -> None:
-        buffer = self._progress
-        if buffer is not None and buffer.hold(doc_id, mutation):
-            return
         self._changed(self._modify(doc_id, mutation))
+
+    def _fenced_update(
+        self, doc_id: str, epoch: int, target: str, progress: float | None, fields: dict[str, Any]
+    ) -> None:
+        now = time.time()
+        buffer = self._progress
+        if buffer is None or not buffer.hold(doc_id, target, progress, fields, now, epoch):
+            self._fenced(doc_id, Mutation("update", now, target, progress, fields, epoch=epoch))
 
     def _renew(self, lease: Lease) -> None:
         if not self._store.renew_lease(lease.doc_id, lease.epoch, lease.seconds):
@@ -763,8 +768,7 @@ class Lease:
         if progress is not None:
             progress = _progress(progress)
         clean = fields if target != "failed" and _only_counts(fields) else _fields(target, fields)
-        mutation = Mutation("update", time.time(), target, progress, clean, epoch=self.epoch)
-        self.manager._fenced(self.doc_id, mutation)
+        self.manager._fenced_update(self.doc_id, self.epoch, target, progress, clean)
 
     def mark_completed(self, **metadata: Any) -> None:
         """:meth:`StatusManager.mark_completed`, fenced by this lease; releases it."""

@@ -21,6 +21,7 @@ it was and a store never needs to know the rules.
 from __future__ import annotations
 
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ __all__ = [
     "finished_at",
     "is_finished",
     "is_progress",
+    "is_progress_report",
     "lease_of",
     "new_record",
     "status_json",
@@ -379,17 +381,33 @@ def _merge_metadata(new: Record, meta: dict[str, Any] | None, fields: dict[str, 
     _check_counts(new, "chunk", merged.get("chunk"), merged.get("total_chunks"))
 
 
-def check_progress(record: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+#: No counters held back.
+_NOTHING_HELD: Mapping[str, Any] = types.MappingProxyType({})
+
+
+def check_progress(
+    record: Mapping[str, Any], fields: Mapping[str, Any], held: Mapping[str, Any] = _NOTHING_HELD
+) -> None:
     """Raise the ``ValueError`` that storing counter ``fields`` on ``record`` would raise.
 
     The only rule a progress report within a stage can break (see
     :func:`is_progress`): a page or chunk beyond its total, given or stored.
+    ``held``: counters reported earlier and not stored yet, which ``fields``
+    would be stored with (a counter missing from ``fields`` is taken from
+    ``held``, then from ``record``).
     """
-    meta = record["metadata"]
-    page = fields.get("page", record["page"])
-    _check_counts(record, "page", page, fields.get("total_pages", record["total_pages"]))
-    chunk = fields.get("chunk", meta.get("chunk"))
-    _check_counts(record, "chunk", chunk, fields.get("total_chunks", meta.get("total_chunks")))
+    page = _counter(fields, held, "page", record["page"])
+    _check_counts(record, "page", page, _counter(fields, held, "total_pages", record["total_pages"]))
+    # As apply_update does: the chunk pair is checked when a report touches it.
+    if "chunk" in fields or "total_chunks" in fields:
+        meta = record["metadata"]
+        chunk = _counter(fields, held, "chunk", meta.get("chunk"))
+        total = _counter(fields, held, "total_chunks", meta.get("total_chunks"))
+        _check_counts(record, "chunk", chunk, total)
+
+
+def _counter(fields: Mapping[str, Any], held: Mapping[str, Any], name: str, stored: Any) -> Any:
+    return fields[name] if name in fields else held.get(name, stored)
 
 
 def _check_counts(new: Mapping[str, Any], what: str, done: Any, total: Any) -> None:
@@ -763,9 +781,13 @@ def is_progress(mutation: Mutation, record: Mapping[str, Any]) -> bool:
     hold back and coalesce with the next one. Everything else (a transition,
     completion, failure, metadata, a new stage) must be written at once.
     """
-    if mutation.kind != "update" or mutation.target != record["status"] or mutation.target in _TERMINAL:
+    return mutation.kind == "update" and is_progress_report(mutation.target, mutation.fields, record)
+
+
+def is_progress_report(target: str | None, fields: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """:func:`is_progress` for the update to ``target`` with ``fields``, before it is a Mutation."""
+    if target != record["status"] or target in _TERMINAL:
         return False
-    fields = mutation.fields
     if PROGRESS_KEYWORDS.issuperset(fields):
         return True
     return fields.get("stage", record["stage"]) == record["stage"] and PROGRESS_KEYWORDS.issuperset(

@@ -11,14 +11,18 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from docstatus import Event, StatusManager
+from docstatus.coalesce import ProgressBuffer
 from docstatus.errors import InvalidTransitionError, LeaseLostError
 from docstatus.records import Mutation, check_progress, is_progress, new_record
+from docstatus.stores.base import Change
 from helpers import wait_until
 
 #: Long enough that nothing in a test's reports is written by the timer meanwhile.
@@ -274,6 +278,38 @@ def test_what_may_be_held() -> None:
     with pytest.raises(ValueError, match="page 51 is beyond total_pages 50"):
         check_progress(visual, {"page": 51})
     check_progress(visual, {"page": 51, "total_pages": 60})
+    # Counters held back count as if stored: a total reported earlier bounds a later page.
+    with pytest.raises(ValueError, match="page 55 is beyond total_pages 52"):
+        check_progress(visual, {"page": 55}, {"total_pages": 52})
+    with pytest.raises(ValueError, match="chunk 3 is beyond total_chunks 2"):
+        check_progress(visual, {"chunk": 3}, {"chunk": 1, "total_chunks": 2})
+
+
+def test_a_total_held_back_bounds_the_next_report(make_manager: Callable[..., StatusManager]) -> None:
+    manager = make_manager(progress_interval=LONG)
+    _visual(manager, pages=100)
+    manager.update_status("doc", "embedding_visual", page=3, total_pages=20)
+    with pytest.raises(ValueError, match="page 21 is beyond total_pages 20"):
+        manager.update_status("doc", "embedding_visual", page=21)
+    status = manager.get_status("doc")
+    assert status is not None and (status.page, status.total_pages) == (3, 20)
+
+
+def test_a_report_stamped_before_the_last_write_is_still_written_within_the_interval() -> None:
+    # The wall clock stepped back (NTP): the report is held, but not until the clock catches up.
+    written: list[Mutation] = []
+    record = Mutation("update", time.time(), "parsing")(new_record("doc", "a.pdf", {}, time.time()))
+
+    def write(doc_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Change:
+        assert isinstance(change, Mutation)
+        written.append(change)
+        return Change(2, "updated", doc_id, change(record))
+
+    buffer = ProgressBuffer(0.05, write, lambda change: None)
+    buffer.wrote("doc", Change(1, "updated", "doc", record))
+    assert buffer.hold("doc", "parsing", None, {"page": 1}, time.time() - 3600)
+    wait_until(lambda: len(written) == 1)
+    assert written[0].fields == {"page": 1}
 
 
 # -- a killed process loses at most the last interval of progress, never a transition -----------
