@@ -375,6 +375,14 @@ class EventHub:
             self._epoch_due = epoch
             self._wake.set()
 
+    def behind(self, seq: int) -> bool:
+        """Whether a change up to ``seq`` may not have been delivered yet.
+
+        ``False`` means every change up to ``seq`` has been: the watcher need
+        not have the log read for a change this process made itself.
+        """
+        return seq > self._delivered
+
     def wait_delivered(self, seq: int, timeout: float | None = None) -> bool:
         """Wait until every attached subscriber has been given every change up to ``seq``.
 
@@ -727,7 +735,7 @@ def _watch_once(hub: EventHub, seen: int | None) -> int:
     store.wait_for_change(seen, timeout=1.0)
     hub.resync()
     latest = store.last_seq()
-    if latest != seen:
+    if latest != seen and hub.behind(latest):
         hub.pump()
     return latest
 
