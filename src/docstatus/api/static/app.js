@@ -532,6 +532,9 @@ function setUpPaging() {
 }
 
 async function loadListThenEvents() {
+  // One load at a time: a second stream opening meanwhile (a reconnect) has its events
+  // buffered by the load under way, which applies them once the list is in.
+  if (pending !== null) return;
   pending = [];
   for (let attempt = 0; ; attempt += 1) {
     try {
@@ -586,9 +589,7 @@ function connect() {
   });
   // Changes were missed (the store was reset, or they left the server's log): the listing,
   // read again, is the truth; events after the reset apply on top of it.
-  source.addEventListener("reset", () => {
-    if (pending === null) loadListThenEvents();
-  });
+  source.addEventListener("reset", () => loadListThenEvents());
 }
 
 const CONNECTION_TEXT = {
