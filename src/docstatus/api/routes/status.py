@@ -20,6 +20,7 @@ from ..auth import token_dependencies
 from ..errors import error_responses
 from ..listing import delete_matching, listing_query, page_body, parse_statuses, retry_matching
 from ..params import STRICT_QUERY
+from ..responses import FastJSONResponse
 from ..schemas import (
     CleanupBody,
     DeletedBody,
@@ -155,7 +156,7 @@ def _add_listings(router: APIRouter, manager: StatusManager) -> None:
         """
         if id_prefix is not None:
             found = await run_in_threadpool(manager.find_by_prefix_json, id_prefix, limit)
-            return JSONResponse({**_listing(found), "next": None})
+            return FastJSONResponse({**_listing(found), "next": None})
         query = listing_query(
             statuses=parse_statuses(status),
             text=q,
@@ -167,7 +168,7 @@ def _add_listings(router: APIRouter, manager: StatusManager) -> None:
             cursor=cursor,
         )
         page = await run_in_threadpool(manager.query, query)
-        return JSONResponse(page_body(query, page))
+        return FastJSONResponse(page_body(query, page))
 
     @router.get("/queue", response_model=QueueBody, summary="The queue", responses=error_responses(400))
     async def queue(
@@ -175,12 +176,12 @@ def _add_listings(router: APIRouter, manager: StatusManager) -> None:
         limit: Limit = 100,
     ) -> JSONResponse:
         """Documents (optionally of one status), most recently updated first, with counts."""
-        return JSONResponse(await run_in_threadpool(_queue, manager, status, limit))
+        return FastJSONResponse(await run_in_threadpool(_queue, manager, status, limit))
 
     @router.get("/active", response_model=DocumentList, summary="Documents in progress")
     async def active() -> JSONResponse:
         """Documents not yet completed or failed, most recently updated first."""
-        return JSONResponse(_listing(await run_in_threadpool(manager.list_active_json)))
+        return FastJSONResponse(_listing(await run_in_threadpool(manager.list_active_json)))
 
 
 #: Stores whose single-document read is local and bounded (tens of microseconds, never
@@ -216,7 +217,7 @@ def _add_document(router: APIRouter, manager: StatusManager) -> None:
         found = read(doc_id) if inline else await run_in_threadpool(read, doc_id)
         if found is None:
             raise DocumentNotFoundError(doc_id)
-        return JSONResponse(found)
+        return FastJSONResponse(found)
 
 
 def _add_changes(
