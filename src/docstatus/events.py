@@ -759,7 +759,8 @@ class Mailbox:
         self._limit = limit
         # Keyed by seq while exact, by doc_id once coalescing (an int never equals a str).
         self._items: OrderedDict[int | str, Event] = OrderedDict()
-        self._ready = asyncio.Event()
+        #: The consumer's wait while nothing is pending (a bare future: cheaper than an asyncio.Event).
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._woken = False
         #: Whether the consumer reads the store's log instead (see :meth:`offer`).
@@ -786,7 +787,7 @@ class Mailbox:
         else:
             items.pop(event["doc_id"], None)
             items[event["doc_id"]] = event
-        self._ready.set()
+        self._notify()
         return True
 
     def __len__(self) -> int:
@@ -801,12 +802,12 @@ class Mailbox:
     def close(self) -> None:
         """Make :meth:`get` answer ``None`` once nothing is pending (the consumer is stopping)."""
         self._closed = True
-        self._ready.set()
+        self._notify()
 
     def wake(self) -> None:
         """Make the pending (or else the next) :meth:`get` that finds nothing answer ``None`` once."""
         self._woken = True
-        self._ready.set()
+        self._notify()
 
     async def get(self) -> Event | None:
         """The oldest pending event, once there is one; ``None`` once closed and empty, or woken."""
@@ -814,9 +815,17 @@ class Mailbox:
             if self._closed or self._woken:
                 self._woken = False
                 return None
-            self._ready.clear()
-            await self._ready.wait()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         return self._items.popitem(last=False)[1]
+
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 #: The reason of the ``reset`` a consumer gets when it resumes from an id the store never reached.
