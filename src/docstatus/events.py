@@ -793,6 +793,11 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    def waiting(self) -> bool:
+        """Whether the consumer waits in :meth:`get` for an event (so nothing is pending)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
     def follows(self, seq: int) -> bool:
         """Whether the pending events go on right after ``seq`` (the oldest is at most ``seq + 1``)."""
         for event in self._items.values():
@@ -871,7 +876,8 @@ class EventFeed:
         self._backlog: deque[Event] = deque()
         self._checked_ahead = False
         self.closed = False
-        self._leave = join(self._box.offer)
+        self._direct: Callable[[Event], bool] | None = None
+        self._leave = join(self._offer)
 
     async def next(self) -> Event | None:
         """The next change (or ``reset``); ``None`` once closed, or when woken with nothing due."""
@@ -898,6 +904,27 @@ class EventFeed:
     def wake(self) -> None:
         """Make a waiting :meth:`next` answer ``None`` (or the next one, if none is waiting)."""
         self._box.wake()
+
+    def take_directly(self, take: Callable[[Event], bool] | None) -> None:
+        """While a :meth:`next` waits with nothing pending, give each change to ``take(event)``
+        at once (in the loop's callback that brings it) instead of waking the consumer.
+
+        ``take`` returns ``True`` when it has taken the event (it then counts
+        as given out: :meth:`next` never returns it), ``False`` to have it
+        pending as usual (the waiting :meth:`next` then returns it). The same
+        order and no repeats as :meth:`next`; only live changes go this way
+        (never the log's). ``None`` stops it.
+        """
+        self._direct = take
+
+    def _offer(self, event: Event) -> None:
+        # The subscription's callback, on the loop's thread.
+        take, box = self._direct, self._box
+        fresh = event["seq"] > self._last or event["type"] == "reset"
+        if take is not None and fresh and box.waiting() and take(event):
+            self._last = event["seq"]
+            return
+        box.offer(event)
 
     def close(self) -> None:
         """Leave the subscription; :meth:`next` answers ``None`` from now on. Idempotent."""

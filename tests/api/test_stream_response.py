@@ -25,6 +25,7 @@ from docstatus.api import install_error_handlers, sse_response
 from docstatus.api.routes.stream import add_stream_route
 from docstatus.api.sse import opening_frame
 from docstatus.api.sse_response import EventStreamResponse
+from docstatus.events import EventFeed
 from servers import Server
 from sse_client import AsgiClient
 
@@ -264,3 +265,110 @@ def test_sigterm_ends_each_body_with_its_last_chunk(tmp_path: Path, script: str 
         assert server.proc.wait(20) in (0, -signal.SIGTERM)
     finally:
         server.stop()
+
+
+async def _idle(feed: EventFeed) -> None:
+    """Until the stream waits for a change: the next one's send starts in the loop's callback."""
+    while not feed._box.waiting():
+        await asyncio.sleep(0)
+
+
+class _SlowClient(AsgiClient):
+    """A client whose second frame takes until ``go`` is set (its socket is full): that send waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if len(self.bodies) == 2:
+            self.waiting.set()
+            await self.go.wait()
+        await super().send(message)
+
+
+def test_a_send_that_has_to_wait_is_finished_and_the_changes_after_it_follow_in_order(
+    manager: StatusManager,
+) -> None:
+    async def main() -> list[bytes]:
+        client = _SlowClient()
+        since = manager.last_seq
+        feed = manager.event_feed(since)
+        response = EventStreamResponse(feed, opening_frame(since))
+        running = asyncio.ensure_future(response({"type": "http"}, client.receive, client.send))
+        await client.wait_for(lambda c: len(c.bodies) == 1)
+        await asyncio.to_thread(manager.create_status, "doc-0", "doc.pdf")  # sent at once
+        await client.wait_for(lambda c: len(c.bodies) == 2)
+        await _idle(feed)
+        await asyncio.to_thread(manager.create_status, "doc-1", "doc.pdf")  # this send waits
+        await asyncio.wait_for(client.waiting.wait(), 10)
+        for n in range(2, 6):  # meanwhile: pending in the feed
+            await asyncio.to_thread(manager.create_status, f"doc-{n}", "doc.pdf")
+        assert manager.flush_events()
+        client.go.set()
+        await client.wait_for(lambda c: len(c.bodies) == 7)
+        client.left.set()
+        await asyncio.wait_for(running, 10)
+        return client.bodies
+
+    bodies = asyncio.run(main())
+    ids = [body.split(b"\r\n", 1)[0] for body in bodies[1:]]
+    assert ids == [f"id: {n}".encode() for n in range(1, 7)]  # every change, once, in order
+    assert all(b'"doc_id":"doc-%d"' % n in body for n, body in enumerate(bodies[1:]))
+
+
+class _BrokenClient(AsgiClient):
+    """A client whose second frame cannot be sent: the transport fails."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if len(self.bodies) == 1:
+            raise OSError("the transport failed")
+        await super().send(message)
+
+
+def test_a_send_that_fails_ends_the_stream_with_that_error_and_gives_everything_back(
+    manager: StatusManager,
+) -> None:
+    given_back: list[bool] = []
+
+    async def main() -> None:
+        client = _BrokenClient()
+        since = manager.last_seq
+        feed = manager.event_feed(since)
+        response = EventStreamResponse(feed, opening_frame(since), on_close=lambda: given_back.append(True))
+        running = asyncio.ensure_future(response({"type": "http"}, client.receive, client.send))
+        await client.wait_for(lambda c: len(c.bodies) == 1)
+        await _idle(feed)
+        await asyncio.to_thread(manager.create_status, "doc", "doc.pdf")
+        with pytest.raises(OSError, match="the transport failed"):
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(main())
+    assert given_back == [True]
+    assert not manager._hub.active
+
+
+def test_a_one_document_stream_sends_only_its_document_and_ends_after_its_final_change(
+    manager: StatusManager,
+) -> None:
+    manager.create_status("mine", "mine.pdf")
+
+    async def main() -> AsgiClient:
+        client = AsgiClient()
+        since = manager.last_seq
+        response = EventStreamResponse(manager.event_feed(since), opening_frame(since), doc_id="mine")
+        running = asyncio.ensure_future(response({"type": "http"}, client.receive, client.send))
+        await client.wait_for(lambda c: len(c.bodies) == 1)
+        await asyncio.to_thread(manager.create_status, "other", "other.pdf")
+        await asyncio.to_thread(manager.update_status, "mine", "parsing")
+        await asyncio.to_thread(manager.update_status, "other", "parsing")
+        await asyncio.to_thread(manager.mark_completed, "mine")
+        await asyncio.wait_for(running, 10)  # ended by itself: the document finished
+        return client
+
+    client = asyncio.run(main())
+    assert client.ended
+    frames = client.bodies[1:-1]
+    assert [b'"status":"parsing"' in f for f in frames] == [True, False]
+    assert all(b'"doc_id":"mine"' in f for f in frames) and b'"status":"completed"' in frames[1]

@@ -101,3 +101,28 @@ def test_a_mailbox_wake_answers_one_get_with_none() -> None:
     first, second = asyncio.run(main())
     assert first is None
     assert second is not None and second["seq"] == 1
+
+
+def test_changes_taken_directly_never_come_out_of_next_and_refused_ones_do(manager: StatusManager) -> None:
+    taken: list[str] = []
+
+    def take(event: Event) -> bool:
+        if event["doc_id"].startswith("refused"):
+            return False
+        taken.append(event["doc_id"])
+        return True
+
+    async def main() -> Event | None:
+        feed = manager.event_feed()
+        feed.take_directly(take)
+        waiting = asyncio.ensure_future(feed.next())
+        await asyncio.sleep(0)  # it waits: the next changes go to take()
+        for name in ("taken-1", "taken-2", "refused"):
+            await asyncio.to_thread(manager.create_status, name, "doc.pdf")
+        got = await asyncio.wait_for(waiting, 10)
+        feed.close()
+        return got
+
+    got = asyncio.run(main())
+    assert taken == ["taken-1", "taken-2"]
+    assert got is not None and got["doc_id"] == "refused"

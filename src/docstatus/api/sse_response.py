@@ -1,10 +1,16 @@
 """The ASGI response of ``GET /status/stream``: per change, one wake-up and one send per stream.
 
-A stream is the request's own task taking events from an
+A stream is a small task of its own taking events from an
 :class:`~docstatus.events.EventFeed` and sending each one's shared, encoded
 frame (:func:`~docstatus.api.sse.frame_bytes`) as it is: no generator per
-stream, no frame encoded per stream, no task per change. What else a stream
-needs costs nothing per change:
+stream, no frame encoded per stream, no task per change. While a stream is
+idle, a change does not even wake its task: the loop's callback that brings
+the change starts the stream's ``send`` itself (:meth:`EventFeed.take_directly`),
+as an eager task would; a send that completes at once (the usual case: uvicorn
+writes to the socket and returns) costs no wake-up, one that has to wait (a
+client that reads slowly) is finished by the stream's task, and until then
+changes queue in the feed as usual. What else a stream needs costs nothing
+per change:
 
 * a keep-alive comment once the stream has sent nothing for ``ping_seconds``
   (a timer per stream that fires once per interval and wakes the feed only
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -108,9 +116,14 @@ class _Stream:
         self.abandoned = self.finished = False
         self.timer: asyncio.TimerHandle | None = None
         self.grace: asyncio.TimerHandle | None = None
+        #: A send started in the loop's callback that has to wait, and one that failed there.
+        self.pending: _Rest | None = None
+        self.failed: Exception | None = None
+        self.context = contextvars.copy_context()
 
     async def run(self, receive: Receive, opening: bytes, ping_seconds: float) -> None:
         self.task = asyncio.current_task()
+        self.context = contextvars.copy_context()  # the stream task's: sends started elsewhere run in it
         listener = self.loop.create_task(self._listen(receive))
         leave = _server_exit(self.loop).add(self._stop)
         if ping_seconds > 0:
@@ -118,6 +131,7 @@ class _Stream:
         try:
             await self.send({"type": "http.response.start", "status": 200, "headers": list(HEADERS)})
             await self._body(opening)
+            self.feed.take_directly(self._send_now)
             await self._events()
             if not self.disconnected:
                 await self.send(_END)
@@ -127,6 +141,7 @@ class _Stream:
             self.task.uncancel()  # our own cancel: the client did not take the end in time
         finally:
             self.finished = True
+            self.feed.take_directly(None)
             leave()
             listener.cancel()
             for timer in (self.timer, self.grace):
@@ -139,11 +154,8 @@ class _Stream:
         while True:
             event = await feed.next()
             if event is None:
-                if self.stopping or feed.closed:
+                if await self._woken():
                     return
-                if self.ping_due:
-                    self.ping_due = False
-                    await self._body(ping_frame())
                 continue
             if doc_id is None or _concerns(event, doc_id):
                 # Inline, not self._body(): this is the line every change takes in every stream.
@@ -151,6 +163,48 @@ class _Stream:
                 self.sent = loop.time()
                 if doc_id is not None and is_final(event):
                     return
+
+    async def _woken(self) -> bool:
+        """Do what the stream was woken for (no event); ``True`` when the stream ends."""
+        if self.pending is not None:  # a send started in the loop's callback, to finish
+            rest, self.pending = self.pending, None
+            await rest
+            return False
+        if self.failed is not None:
+            raise self.failed
+        if self.stopping or self.feed.closed:
+            return True
+        if self.ping_due:
+            self.ping_due = False
+            await self._body(ping_frame())
+        return False
+
+    def _send_now(self, event: Event) -> bool:
+        """Send ``event``'s frame from the loop's callback (the stream's task waits, idle).
+
+        ``False`` leaves the event to the task: a one-document stream's final
+        event (the task ends the body), and anything while a send is unfinished,
+        failed, or the server is stopping.
+        """
+        if self.pending is not None or self.failed is not None or self.stopping:
+            return False
+        doc_id = self.doc_id
+        if doc_id is not None and not _concerns(event, doc_id):
+            return True  # not this stream's: taken, nothing to send
+        if doc_id is not None and is_final(event):
+            return False
+        message = {"type": "http.response.body", "body": frame_bytes(event), "more_body": True}
+        try:
+            rest = self.context.run(_start, self.send(message).__await__())
+        except Exception as exc:  # raised in the stream's task, where an error in send belongs
+            self.failed = exc
+            self.feed.wake()
+            return True
+        self.sent = self.loop.time()
+        if rest is not None:
+            self.pending = rest
+            self.feed.wake()
+        return True
 
     async def _body(self, frame: bytes) -> None:
         await self.send({"type": "http.response.body", "body": frame, "more_body": True})
@@ -185,6 +239,47 @@ class _Stream:
         if self.task is not None and not self.finished and not self.abandoned:
             self.abandoned = True
             self.task.cancel()
+
+
+def _start(send: Generator[Any, Any, None]) -> _Rest | None:
+    """Run ``send`` (an awaitable's ``__await__()``) up to where it first waits: ``None`` when it
+    completed, else the rest of it."""
+    try:
+        waits_for = send.send(None)
+    except StopIteration:
+        return None
+    return _Rest(send, waits_for)
+
+
+class _Rest:
+    """The rest of a coroutine started outside a task, to be awaited by a task.
+
+    What ``await`` would have done with it from the start: the first thing it
+    waits for (usually a future) goes to the awaiting task, and every result or
+    exception the task sends back goes on to the coroutine.
+    """
+
+    def __init__(self, coroutine: Generator[Any, Any, None], waits_for: Any) -> None:
+        self.coroutine, self.waits_for = coroutine, waits_for
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, waits_for = self.coroutine, self.waits_for
+        while True:
+            try:
+                answer = yield waits_for
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # a cancellation, or the failed future: on to the coroutine
+                try:
+                    waits_for = coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waits_for = coroutine.send(answer)
+                except StopIteration:
+                    return
 
 
 def _concerns(event: Event, doc_id: str) -> bool:
