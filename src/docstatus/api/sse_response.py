@@ -1,4 +1,4 @@
-"""The ASGI response of ``GET /status/stream``: per change, one wake-up and one send per stream.
+"""The ASGI response of ``GET /status/stream``: per change, one send per stream and nothing else.
 
 A stream is a small task of its own taking events from an
 :class:`~docstatus.events.EventFeed` and sending each one's shared, encoded
