@@ -848,7 +848,8 @@ class EventFeed:
     the logged ones when ``since`` is given, read off the loop), then the live
     ones, in ``seq`` order, never repeated; a consumer that lags gets each
     document's latest state, then the log (see :class:`Mailbox`). A live change
-    costs the consumer one wake-up: no generator, no task of its own. Another
+    costs the consumer one wake-up (none when it takes changes directly, see
+    :meth:`take_directly`): no generator, no task of its own. Another
     callback of the loop may :meth:`wake` a waiting :meth:`next` (it answers
     ``None``: the consumer checks why, e.g. a keep-alive is due) or
     :meth:`close` the feed (it leaves the subscription; :meth:`next` answers

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -347,6 +348,34 @@ def test_a_send_that_fails_ends_the_stream_with_that_error_and_gives_everything_
     asyncio.run(main())
     assert given_back == [True]
     assert not manager._hub.active
+
+
+class _ScopedClient(AsgiClient):
+    """A send that only works inside a task, as a middleware's anyio cancel scope around it does."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        with anyio.CancelScope():
+            await super().send(message)
+
+
+def test_a_send_that_needs_a_task_still_gets_every_frame_in_order(manager: StatusManager) -> None:
+    async def main() -> list[bytes]:
+        client = _ScopedClient()
+        since = manager.last_seq
+        feed = manager.event_feed(since)
+        response = EventStreamResponse(feed, opening_frame(since))
+        running = asyncio.ensure_future(response({"type": "http"}, client.receive, client.send))
+        await client.wait_for(lambda c: len(c.bodies) == 1)
+        for n in range(5):
+            await _idle(feed)  # each change would be sent from the loop's callback
+            await asyncio.to_thread(manager.create_status, f"doc-{n}", "doc.pdf")
+            await client.wait_for(lambda c, n=n: len(c.bodies) == n + 2)
+        client.left.set()
+        await asyncio.wait_for(running, 10)
+        return client.bodies
+
+    bodies = asyncio.run(main())
+    assert [body.split(b"\r\n", 1)[0] for body in bodies[1:]] == [f"id: {n}".encode() for n in range(1, 6)]
 
 
 def test_a_one_document_stream_sends_only_its_document_and_ends_after_its_final_change(

@@ -116,9 +116,8 @@ class _Stream:
         self.abandoned = self.finished = False
         self.timer: asyncio.TimerHandle | None = None
         self.grace: asyncio.TimerHandle | None = None
-        #: A send started in the loop's callback that has to wait, and one that failed there.
+        #: A send started in the loop's callback that has to wait.
         self.pending: _Rest | None = None
-        self.failed: Exception | None = None
         self.context = contextvars.copy_context()
 
     async def run(self, receive: Receive, opening: bytes, ping_seconds: float) -> None:
@@ -170,8 +169,6 @@ class _Stream:
             rest, self.pending = self.pending, None
             await rest
             return False
-        if self.failed is not None:
-            raise self.failed
         if self.stopping or self.feed.closed:
             return True
         if self.ping_due:
@@ -183,10 +180,10 @@ class _Stream:
         """Send ``event``'s frame from the loop's callback (the stream's task waits, idle).
 
         ``False`` leaves the event to the task: a one-document stream's final
-        event (the task ends the body), and anything while a send is unfinished,
-        failed, or the server is stopping.
+        event (the task ends the body), anything while a send is unfinished or
+        the server is stopping, and every event once a send could not start here.
         """
-        if self.pending is not None or self.failed is not None or self.stopping:
+        if self.pending is not None or self.stopping:
             return False
         doc_id = self.doc_id
         if doc_id is not None and not _concerns(event, doc_id):
@@ -196,10 +193,13 @@ class _Stream:
         message = {"type": "http.response.body", "body": frame_bytes(event), "more_body": True}
         try:
             rest = self.context.run(_start, self.send(message).__await__())
-        except Exception as exc:  # raised in the stream's task, where an error in send belongs
-            self.failed = exc
-            self.feed.wake()
-            return True
+        except Exception:
+            # Most likely a send that cannot run outside a task (a middleware's anyio cancel scope
+            # needs one). The stream sends from its task from now on, this event first; an error
+            # of the send itself is then raised there, where it belongs.
+            log.debug("an event stream's send needs its task: the stream goes on from it", exc_info=True)
+            self.feed.take_directly(None)
+            return False
         self.sent = self.loop.time()
         if rest is not None:
             self.pending = rest
