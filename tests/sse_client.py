@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Frame", "Subscriber", "frames"]
+__all__ = ["AsgiClient", "Frame", "Subscriber", "frame_fields", "frames"]
 
 
 @dataclass
@@ -96,3 +96,37 @@ class Subscriber:
 
     async def finished(self, timeout: float = 20) -> None:
         await asyncio.wait_for(asyncio.shield(self._task), timeout)
+
+
+class AsgiClient:
+    """The client side of one ASGI response, in process: what it was sent, and leaving on demand."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.left = asyncio.Event()
+        self._sent = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self._sent.set()
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.messages if m["type"] == "http.response.body"]
+
+    @property
+    def ended(self) -> bool:
+        """Whether the body was ended properly (the last message says there is no more)."""
+        last = self.messages[-1] if self.messages else {}
+        return last.get("type") == "http.response.body" and not last.get("more_body", False)
+
+    async def wait_for(self, predicate: Callable[[AsgiClient], bool], timeout: float = 10) -> None:
+        """Wait (up to ``timeout`` seconds) until ``predicate(self)`` holds, checked after every message."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._sent.clear()
+                await self._sent.wait()

@@ -39,7 +39,18 @@ from .errors import StoreUnavailableError
 from .records import copy_json, status_json
 from .stores.base import Change, Store
 
-__all__ = ["Event", "EventHub", "Mailbox", "Subscriber", "encoded_once", "reset_event", "to_event"]
+__all__ = [
+    "AHEAD",
+    "DROPPED",
+    "Event",
+    "EventFeed",
+    "EventHub",
+    "Mailbox",
+    "Subscriber",
+    "encoded_once",
+    "reset_event",
+    "to_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -756,8 +767,10 @@ class Mailbox:
         self._limit = limit
         # Keyed by seq while exact, by doc_id once coalescing (an int never equals a str).
         self._items: OrderedDict[int | str, Event] = OrderedDict()
-        self._ready = asyncio.Event()
+        #: The consumer's wait while nothing is pending (a bare future: cheaper than an asyncio.Event).
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._woken = False
         #: Whether the consumer reads the store's log instead (see :meth:`offer`).
         self.lagging = False
 
@@ -782,11 +795,16 @@ class Mailbox:
         else:
             items.pop(event["doc_id"], None)
             items[event["doc_id"]] = event
-        self._ready.set()
+        self._notify()
         return True
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def waiting(self) -> bool:
+        """Whether the consumer waits in :meth:`get` for an event (so nothing is pending)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
 
     def follows(self, seq: int) -> bool:
         """Whether the pending events go on right after ``seq`` (the oldest is at most ``seq + 1``)."""
@@ -797,13 +815,159 @@ class Mailbox:
     def close(self) -> None:
         """Make :meth:`get` answer ``None`` once nothing is pending (the consumer is stopping)."""
         self._closed = True
-        self._ready.set()
+        self._notify()
+
+    def wake(self) -> None:
+        """Make the pending (or else the next) :meth:`get` that finds nothing answer ``None`` once."""
+        self._woken = True
+        self._notify()
 
     async def get(self) -> Event | None:
-        """The oldest pending event, once there is one; ``None`` once closed and empty."""
+        """The oldest pending event, once there is one; ``None`` once closed and empty, or woken."""
         while not self._items:
-            if self._closed:
+            if self._closed or self._woken:
+                self._woken = False
                 return None
-            self._ready.clear()
-            await self._ready.wait()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
         return self._items.popitem(last=False)[1]
+
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+#: The reason of the ``reset`` a consumer gets when it resumes from an id the store never reached.
+AHEAD = "the stream's position is ahead of the status store: it was reset"
+
+#: The reason of the ``reset`` a consumer gets when changes it never saw left the retained log.
+DROPPED = "changes were dropped from the retained log"
+
+
+class EventFeed:
+    """One async consumer's changes, taken one at a time (what :meth:`StatusManager.events` iterates).
+
+    Made by :meth:`~docstatus.manager.StatusManager.event_feed`; used on one
+    event loop's thread. :meth:`next` gives every change after ``since`` (first
+    the logged ones when ``since`` is given, read off the loop), then the live
+    ones, in ``seq`` order, never repeated; a consumer that lags gets each
+    document's latest state, then the log (see :class:`Mailbox`). A live change
+    costs the consumer one wake-up (none when it takes changes directly, see
+    :meth:`take_directly`): no generator, no task of its own. Another
+    callback of the loop may :meth:`wake` a waiting :meth:`next` (it answers
+    ``None``: the consumer checks why, e.g. a keep-alive is due) or
+    :meth:`close` the feed (it leaves the subscription; :meth:`next` answers
+    ``None`` from then on).
+    """
+
+    def __init__(
+        self,
+        join: Callable[[Callable[[Event], None]], Callable[[], None]],
+        changes_since: Callable[[int, int], list[Event]],
+        last_seq: Callable[[], int],
+        since: int | None,
+        *,
+        exact: int,
+        limit: int,
+        batch: int,
+    ) -> None:
+        self._box = Mailbox(exact, limit)
+        self._box.lagging = since is not None  # a resumed feed starts by reading the log
+        self._changes_since, self._last_seq, self._batch = changes_since, last_seq, batch
+        #: The last event given out (``-1``: none yet).
+        self._last = since if since is not None else -1
+        #: While catching up from the log: the last logged event taken, and the batch read.
+        self._log_seq: int | None = None
+        self._backlog: deque[Event] = deque()
+        self._checked_ahead = False
+        self.closed = False
+        self._direct: Callable[[Event], bool] | None = None
+        self._leave = join(self._offer)
+
+    async def next(self) -> Event | None:
+        """The next change (or ``reset``); ``None`` once closed, or when woken with nothing due."""
+        box = self._box
+        while not self.closed:
+            if self._log_seq is not None:
+                logged = await self._from_log(self._log_seq)
+                if logged is not None and not self.closed:
+                    self._last = logged["seq"]
+                    return logged
+                continue
+            if box.lagging and not len(box):
+                box.lagging = False  # buffer again from here; the log covers what came before
+                self._log_seq = self._last
+                continue
+            live = await box.get()
+            if live is None:
+                return None
+            if live["seq"] > self._last or live["type"] == "reset":
+                self._last = live["seq"]
+                return live
+        return None
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`next` answer ``None`` (or the next one, if none is waiting)."""
+        self._box.wake()
+
+    def take_directly(self, take: Callable[[Event], bool] | None) -> None:
+        """While a :meth:`next` waits with nothing pending, give each change to ``take(event)``
+        at once (in the loop's callback that brings it) instead of waking the consumer.
+
+        ``take`` returns ``True`` when it has taken the event (it then counts
+        as given out: :meth:`next` never returns it), ``False`` to have it
+        pending as usual (the waiting :meth:`next` then returns it). The same
+        order and no repeats as :meth:`next`; only live changes go this way
+        (never the log's). ``None`` stops it.
+        """
+        self._direct = take
+
+    def _offer(self, event: Event) -> None:
+        # The subscription's callback, on the loop's thread.
+        take, box = self._direct, self._box
+        fresh = event["seq"] > self._last or event["type"] == "reset"
+        if take is not None and fresh and box.waiting() and take(event):
+            self._last = event["seq"]
+            return
+        box.offer(event)
+
+    def close(self) -> None:
+        """Leave the subscription; :meth:`next` answers ``None`` from now on. Idempotent."""
+        if not self.closed:
+            self.closed = True
+            self._box.close()
+            self._leave()
+
+    async def _from_log(self, seq: int) -> Event | None:
+        """The next logged event after ``seq``; ``None`` once the live events go on from there."""
+        if not self._checked_ahead:
+            self._checked_ahead = True
+            latest = await asyncio.to_thread(self._last_seq)
+            if seq > latest:
+                self._log_seq = latest
+                return reset_event(latest, AHEAD)
+        if self._box.follows(seq):
+            self._caught_up()
+            return None
+        if not self._backlog:
+            backlog = await asyncio.to_thread(self._changes_since, seq, self._batch)
+            if not backlog:
+                self._caught_up()
+                return None
+            if backlog[0]["seq"] > seq + 1:
+                # Retention dropped changes this consumer never saw: say so, and go on from now.
+                self._log_seq = latest = await asyncio.to_thread(self._last_seq)
+                return reset_event(latest, DROPPED, backlog[0]["seq"])
+            self._backlog.extend(backlog)
+        event = self._backlog.popleft()
+        self._log_seq = event["seq"]
+        return event
+
+    def _caught_up(self) -> None:
+        self._log_seq = None
+        self._backlog.clear()
+        self._checked_ahead = False

@@ -22,7 +22,7 @@ from typing import Any
 from . import janitor
 from .coalesce import ProgressBuffer
 from .errors import DocumentActiveError, DocumentNotFoundError, InvalidTransitionError, LeaseLostError
-from .events import Event, EventHub, Mailbox, Subscriber, reset_event, to_event
+from .events import Event, EventFeed, EventHub, Subscriber, to_event
 from .models import (
     FINISHED,
     KEYWORD_CHECKS,
@@ -614,7 +614,7 @@ class StatusManager:
         """Every change as an async stream; with ``since``, first the logged changes after it.
 
         Stops when the consumer stops iterating, or once ``until`` (a future
-        of the consumer's loop) is done and the pending events are taken.
+        of the consumer's loop) is done.
         Every stream of one event loop shares one subscription and receives
         the same read-only event objects. Events are never repeated
         and arrive in ``seq`` order. A consumer that falls more than
@@ -626,50 +626,34 @@ class StatusManager:
         of the store, or the changes after it are no longer in the log; the
         consumer should read the listing again. Events go on after it.
         """
-        box = Mailbox(self.STREAM_EXACT, self.STREAM_BUFFER)
-        box.lagging = since is not None  # a resumed stream starts by reading the log
-        # Every stream of this loop shares one subscription and the same event objects.
-        leave = self._hub.join_stream(asyncio.get_running_loop(), box.offer)
+        feed = self.event_feed(since)
         if until is not None:
-            until.add_done_callback(lambda _: box.close())
-        last = since if since is not None else -1
+            until.add_done_callback(lambda _: feed.close())
         try:
-            while until is None or not until.done():
-                if box.lagging and not len(box):
-                    box.lagging = False  # buffer again from here; the log covers what came before
-                    async for event in self._logged_after(last, box):
-                        last = event["seq"]
-                        yield event
-                    continue
-                live = await box.get()
-                if live is None:
-                    return
-                if live["seq"] > last or live["type"] == "reset":
-                    last = live["seq"]
-                    yield live
-        finally:
-            leave()
-
-    async def _logged_after(self, seq: int, box: Mailbox) -> AsyncIterator[Event]:
-        # The change log from ``seq`` on, read off the event loop (a store may block), until
-        # the mailbox goes on from there: then the stream shares the live events again.
-        latest = await asyncio.to_thread(lambda: self.last_seq)
-        if seq > latest:
-            yield reset_event(latest, "the stream's position is ahead of the status store: it was reset")
-            seq = latest
-        while not box.follows(seq) and (
-            backlog := await asyncio.to_thread(self.changes_since, seq, self.STREAM_BATCH)
-        ):
-            if backlog[0]["seq"] > seq + 1:
-                # Retention dropped changes this consumer never saw: say so, and go on from now.
-                seq = await asyncio.to_thread(lambda: self.last_seq)
-                yield reset_event(seq, "changes were dropped from the retained log", backlog[0]["seq"])
-                continue
-            for event in backlog:
-                if box.follows(seq):
-                    return
-                seq = event["seq"]
+            while (event := await feed.next()) is not None:
                 yield event
+        finally:
+            feed.close()
+
+    def event_feed(self, since: int | None = None) -> EventFeed:
+        """What :meth:`events` iterates, as an object: ``await feed.next()`` per change, no generator.
+
+        Call it on the event loop that will consume it; the same promises as
+        :meth:`events` (order, no repeats, coalescing and the log for a slow
+        consumer, ``reset``). :meth:`EventFeed.close` when done (it leaves the
+        shared subscription). For servers that hold many streams: a change then
+        costs each one wake-up of its consumer.
+        """
+        loop = asyncio.get_running_loop()
+        return EventFeed(
+            lambda offer: self._hub.join_stream(loop, offer),
+            self.changes_since,
+            lambda: self.last_seq,
+            since,
+            exact=self.STREAM_EXACT,
+            limit=self.STREAM_BUFFER,
+            batch=self.STREAM_BATCH,
+        )
 
     # -- direct writes ---------------------------------------------------------
 

@@ -10,15 +10,16 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
 import pytest
 
 from docstatus import Event, StatusManager
-from docstatus.api.sse import event_frames, frame_bytes
+from docstatus.api.sse import frame_bytes, opening_frame
+from docstatus.api.sse_response import EventStreamResponse
 from docstatus.events import EventHub
 from docstatus.records import new_record
 from docstatus.stores.memory import MemoryStore
 from helpers import wait_until
+from sse_client import AsgiClient
 
 
 @pytest.fixture
@@ -212,23 +213,29 @@ def test_the_streams_of_one_loop_share_each_event(manager: StatusManager) -> Non
 
 def test_sse_streams_send_one_shared_frame_object(manager: StatusManager) -> None:
     async def main() -> bool:
-        stop = anyio.Event()
-        streams = [event_frames(manager, manager.last_seq, None, stop) for _ in range(3)]
-        for stream in streams:
-            await anext(stream)  # the opening id frame
+        clients = [AsgiClient() for _ in range(3)]
+        since = manager.last_seq
+        responses = [EventStreamResponse(manager.event_feed(since), opening_frame(since)) for _ in clients]
+        running = [
+            asyncio.ensure_future(r({"type": "http"}, c.receive, c.send))
+            for r, c in zip(responses, clients, strict=True)
+        ]
         try:
             # A resumed stream reads the log until it is live; once all are, they share frames.
             for n in range(50):
-                pending = [asyncio.ensure_future(anext(s)) for s in streams]
+                counts = [len(c.bodies) for c in clients]
                 await asyncio.to_thread(manager.create_status, f"doc-{n}", "doc.pdf")
-                frames = await asyncio.wait_for(asyncio.gather(*pending), 10)
-                assert len({bytes(f) for f in frames}) == 1  # type: ignore[arg-type]
+                for client, count in zip(clients, counts, strict=True):
+                    await client.wait_for(lambda c, count=count: len(c.bodies) > count)
+                frames = [c.bodies[-1] for c in clients]
+                assert len(set(frames)) == 1
                 if frames[0] is frames[1] is frames[2]:
                     return True
             return False
         finally:
-            for stream in streams:
-                await stream.aclose()
+            for client in clients:
+                client.left.set()
+            await asyncio.gather(*running)
 
     assert asyncio.run(main())
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 try:
     import fastapi as _fastapi  # noqa: F401
-    import sse_starlette as _sse  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         f"docstatus.api needs the 'server' extra: pip install 'docstatus[server]' ({exc})"

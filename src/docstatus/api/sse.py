@@ -20,62 +20,94 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import cast
-
-import anyio
-from sse_starlette import ServerSentEvent
+import re
+from datetime import UTC, datetime
 
 from ..errors import InvalidRequestError
-from ..events import Event, encoded_once, reset_event
+from ..events import AHEAD, Event, encoded_once
 from ..manager import StatusManager
 from ..models import FINISHED
 
 __all__ = [
+    "AHEAD",
     "RETRY_MS",
-    "Frame",
-    "event_frame",
-    "event_frames",
+    "encode_frame",
     "frame_bytes",
     "is_final",
+    "opening_frame",
     "parse_last_event_id",
+    "ping_frame",
     "start_seq",
 ]
-
-#: What a stream yields: a frame, or a frame already encoded (shared by every stream).
-Frame = ServerSentEvent | bytes
-
-#: The reason of the ``reset`` a client gets when it resumes from an id the store never reached.
-AHEAD = "the stream's position is ahead of the status store: it was reset"
 
 #: Milliseconds a browser waits before reconnecting (sent in the first frame).
 RETRY_MS = 1000
 
+#: Lines end with CRLF (the SSE format allows CRLF, LF or CR; every client reads each).
+_EOL = "\r\n"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
-def event_frame(event: Event) -> ServerSentEvent:
-    """The SSE frame for one change, or for a ``reset`` (data: ``reason``, ``seq``, maybe ``first_seq``)."""
-    if event["type"] == "reset":
-        body = {"reason": event.get("reason", ""), "seq": event["seq"]}
-        if "first_seq" in event:
-            body["first_seq"] = event["first_seq"]
-        return ServerSentEvent(json.dumps(body), event="reset", id=str(event["seq"]))
-    if event["type"] == "removed" or event["status"] is None:
-        return ServerSentEvent(json.dumps({"doc_id": event["doc_id"]}), event="removed", id=str(event["seq"]))
-    data = json.dumps(event["status"], separators=(",", ":"))
-    return ServerSentEvent(data, event="status", id=str(event["seq"]))
+
+def encode_frame(
+    *,
+    data: str | None = None,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> bytes:
+    """One SSE frame, encoded: comment lines, ``id``, ``event``, one ``data:`` line per line, ``retry``.
+
+    Line breaks inside ``data`` and ``comment`` become separate lines; in
+    ``id`` and ``event`` they are dropped (they would end the field).
+    """
+    lines = [f": {line}" for line in _LINE_BREAK.split(comment)] if comment is not None else []
+    if id is not None:
+        lines.append("id: " + _LINE_BREAK.sub("", id))
+    if event is not None:
+        lines.append("event: " + _LINE_BREAK.sub("", event))
+    if data is not None:
+        lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
+    if retry is not None:
+        lines.append(f"retry: {retry}")
+    return (_EOL.join(lines) + _EOL + _EOL).encode()
+
+
+def opening_frame(since: int) -> bytes:
+    """The first frame of every stream: only the resume point (``id:``) and ``retry:``, no event."""
+    return encode_frame(id=str(since), retry=RETRY_MS)
+
+
+def ping_frame() -> bytes:
+    """A keep-alive: a comment line (``: ping - <UTC time>``), which clients ignore."""
+    return encode_frame(comment=f"ping - {datetime.now(UTC)}")
 
 
 def frame_bytes(event: Event) -> bytes:
-    """``event``'s frame, encoded: built once per event, the same object for every stream that sends it."""
+    """``event``'s frame, encoded: built once per event, the same object for every stream that sends it.
+
+    ``event: status`` with the status JSON, ``event: removed`` with
+    ``{"doc_id": ...}``, or ``event: reset`` with ``reason``, ``seq`` and maybe
+    ``first_seq``; the ``id:`` is the event's ``seq``.
+    """
     return encoded_once(event, _encoded_frame)
 
 
 def _encoded_frame(event: Event) -> bytes:
-    return event_frame(event).encode()
+    seq = str(event["seq"])
+    if event["type"] == "reset":
+        body = {"reason": event.get("reason", ""), "seq": event["seq"]}
+        if "first_seq" in event:
+            body["first_seq"] = event["first_seq"]
+        return encode_frame(data=json.dumps(body), event="reset", id=seq)
+    if event["type"] == "removed" or event["status"] is None:
+        return encode_frame(data=json.dumps({"doc_id": event["doc_id"]}), event="removed", id=seq)
+    return encode_frame(data=json.dumps(event["status"], separators=(",", ":")), event="status", id=seq)
 
 
 def is_final(event: Event) -> bool:
-    """Whether nothing more follows ``event`` for its document: it completed, failed or was removed."""
+    """Whether nothing more follows ``event`` for its document: it completed, failed or was removed
+    (also true of a ``reset``, which has no status: a one-document stream ends after one)."""
     status = event["status"]
     return event["type"] == "removed" or status is None or status.get("status") in FINISHED
 
@@ -93,38 +125,6 @@ def parse_last_event_id(raw: str | None) -> int | None:
     if seq < 0:
         raise InvalidRequestError("Last-Event-ID must not be negative", last_event_id=raw[:100])
     return seq
-
-
-async def event_frames(
-    manager: StatusManager, since: int, doc_id: str | None, stop: anyio.Event, *, ahead: bool = False
-) -> AsyncIterator[Frame]:
-    """The frames of one stream: the opening ``id:`` frame, then every change after ``since``.
-
-    Only ``doc_id``'s changes when given (and every ``reset``), and then the
-    stream ends after the document's final change (completed, failed or
-    removed); ends when ``stop`` is set. ``ahead``: the client resumed from an
-    id beyond the store's latest change (the store was reset), so a ``reset``
-    frame follows the opening one.
-    """
-    yield ServerSentEvent(id=str(since), retry=RETRY_MS)
-    if ahead:
-        yield frame_bytes(reset_event(since, AHEAD))
-    # One stop future per stream, handed to the manager's stream (no task per event to race it).
-    stopping = asyncio.ensure_future(stop.wait())
-    events = cast(AsyncGenerator[Event, None], manager.events(since, until=stopping))
-    try:
-        async for event in events:
-            if stopping.done():
-                return
-            if doc_id is None or event["doc_id"] == doc_id or event["type"] == "reset":
-                yield frame_bytes(event)
-                if doc_id is not None and is_final(event):
-                    return
-    finally:
-        # Reached on shutdown, when the document finished, and when the response cancels this
-        # generator because the client went away (then the manager's stream was cancelled too).
-        stopping.cancel()
-        await events.aclose()
 
 
 async def start_seq(manager: StatusManager, last_event_id: int | None) -> int:

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import DocumentNotFoundError, TooManyStreamsError
+from ...events import AHEAD, reset_event
 from ...manager import StatusManager
 from ..errors import error_responses
 from ..params import STRICT_QUERY
-from ..sse import Frame, event_frames, parse_last_event_id, start_seq
+from ..sse import frame_bytes, opening_frame, parse_last_event_id, start_seq
+from ..sse_response import SHUTDOWN_GRACE, EventStreamResponse
 
-__all__ = ["StreamSlots", "add_stream_route", "stream_router"]
-
-#: Seconds a stream may take to finish cleanly once the server shuts down.
-SHUTDOWN_GRACE = 2.0
+__all__ = ["SHUTDOWN_GRACE", "StreamSlots", "add_stream_route", "stream_router"]
 
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     204: {"description": "The document (``doc_id``) has finished: no change will follow (browsers stop)"},
@@ -54,13 +50,9 @@ class StreamSlots:
             raise TooManyStreamsError(self.limit)
         self.open += 1
 
-    async def held(self, frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
-        """``frames``, giving the slot back when they end or are abandoned."""
-        try:
-            async for frame in frames:
-                yield frame
-        finally:
-            self.open -= 1
+    def give_back(self) -> None:
+        """Give a taken slot back (when its stream ends, however it ends)."""
+        self.open -= 1
 
 
 def add_stream_route(
@@ -76,7 +68,8 @@ def add_stream_route(
     @router.get(
         "/stream",
         summary="Live status changes (server-sent events)",
-        response_class=EventSourceResponse,
+        response_class=EventStreamResponse,
+        status_code=200,
         responses={**_STREAM_DOC, **error_responses(400, 404, 503)},
     )
     async def stream(
@@ -99,14 +92,17 @@ def add_stream_route(
         since = await start_seq(manager, resume)
         if doc_id is not None and await run_in_threadpool(_nothing_to_follow, manager, doc_id, since):
             return Response(status_code=204)
-        stop = anyio.Event()
         slots.take()
-        frames = event_frames(manager, since, doc_id, stop, ahead=resume is not None and resume > since)
-        return EventSourceResponse(
-            slots.held(frames),
-            ping=ping_seconds,
-            shutdown_event=stop,
-            shutdown_grace_period=SHUTDOWN_GRACE,
+        try:
+            feed = manager.event_feed(since)
+        except BaseException:
+            slots.give_back()
+            raise
+        opening = opening_frame(since)
+        if resume is not None and resume > since:  # the store was reset: say so at once
+            opening += frame_bytes(reset_event(since, AHEAD))
+        return EventStreamResponse(
+            feed, opening, doc_id=doc_id, ping_seconds=ping_seconds, on_close=slots.give_back
         )
 
 
