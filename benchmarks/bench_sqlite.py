@@ -7,6 +7,13 @@ docstatus does the whole ``update_status`` through the manager: validation,
 the lifecycle rules, one ``BEGIN IMMEDIATE`` transaction that reads the
 record, writes it back, indexes it and appends it to the change log.
 Listings are measured at 100,000 documents, 10 of them active.
+
+Concurrent writers (4 and 10 threads, each updating a document of its own) share
+transactions (group commit); beside them, the same store giving each change a
+transaction of its own (``GROUP_COMMIT = False``, what it did before), and a
+floor: the same threads doing raw autocommit UPDATEs on one shared connection
+under a lock, as a hand-rolled store would. These rows are medians of
+interleaved rounds (threads make the best of a few runs too lucky).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import itertools
 import json
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +31,21 @@ from docstatus import StatusManager
 from docstatus.records import Record
 from docstatus.stores.sqlite import SQLiteStore
 
-from ._harness import Row, Table, best_interleaved
-from ._stores import DOCS, listing_rows, open_manager, population, threaded_row, update_fn
+from ._harness import Row, Table, best_interleaved, median_interleaved
+from ._stores import DOCS, META, listing_rows, open_manager, population, update_fn
 
 TARGET_UPDATE = "≤ 1.5× floor"
 FLOOR = "raw autocommit UPDATE"
+THREAD_COUNTS = (4, 10)
+#: Updates each thread makes in one timed round of the threaded rows.
+THREAD_UPDATES = 300
+THREAD_ROUNDS = 7
+
+
+class _OneTransactionEach(SQLiteStore):
+    """The store as it was before group commit: every change a transaction of its own."""
+
+    GROUP_COMMIT = False
 
 
 def _manager(path: Path) -> StatusManager:
@@ -110,8 +128,79 @@ def _update_rows(table: Table, tmp: Path) -> None:
             floor,
         )
     )
-    threaded_row(table, manager)
     manager.close()
+
+
+def _timed_threads(updates: list[Callable[[], None]], number: int) -> float:
+    """Wall microseconds per update while each of ``updates`` runs ``number`` times on a thread of its own."""
+    barrier = threading.Barrier(len(updates) + 1)
+
+    def work(update: Callable[[], None]) -> None:
+        barrier.wait()
+        for _ in range(number):
+            update()
+
+    pool = [threading.Thread(target=work, args=(u,)) for u in updates]
+    for thread in pool:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    return (time.perf_counter() - started) / (len(updates) * number) * 1e6
+
+
+def _shared_floor_fns(path: Path, record: Record, threads: int) -> list[Callable[[], None]]:
+    """Raw autocommit UPDATEs of one row per thread, on one connection that a lock guards."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("CREATE TABLE docs (doc_id TEXT PRIMARY KEY, record TEXT NOT NULL)")
+    lock = threading.Lock()
+
+    def one(doc_id: str) -> Callable[[], None]:
+        row = {**record, "doc_id": doc_id}
+        conn.execute("INSERT INTO docs VALUES (?, ?)", (doc_id, json.dumps(row)))
+        pages = itertools.count(1)
+
+        def update() -> None:
+            row["page"] = next(pages)
+            text = json.dumps(row)
+            with lock:
+                conn.execute("UPDATE docs SET record = ? WHERE doc_id = ?", (text, doc_id))
+
+        return update
+
+    return [one(f"floor-doc-{i}") for i in range(threads)]
+
+
+def _threaded_manager(path: Path, store_class: type[SQLiteStore]) -> StatusManager:
+    store = store_class.from_url(f"sqlite:///{path}")
+    return StatusManager(store=store, cleanup_interval_seconds=None, progress_interval=0)
+
+
+def _threaded_rows(table: Table, tmp: Path, threads: int) -> None:
+    """``threads`` writers of distinct documents: grouped, one transaction each, and the floor."""
+    grouped = _threaded_manager(tmp / f"grouped-{threads}.db", SQLiteStore)
+    alone = _threaded_manager(tmp / f"alone-{threads}.db", _OneTransactionEach)
+    record = grouped.store.get(grouped.create_status("probe", "report.pdf", META).doc_id)
+    if record is None:
+        raise RuntimeError("benchmark document vanished")
+    contenders = {
+        name: [update_fn(m, f"thread-doc-{i}") for i in range(threads)]
+        for name, m in (("grouped", grouped), ("alone", alone))
+    }
+    contenders["floor"] = _shared_floor_fns(tmp / f"floor-{threads}.db", record, threads)
+    timed = median_interleaved(
+        {name: lambda fns=fns: _timed_threads(fns, THREAD_UPDATES) for name, fns in contenders.items()},
+        rounds=THREAD_ROUNDS,
+    )
+    floor = f"{FLOOR}s, {threads} threads, one connection + lock"
+    for name, label in (("grouped", "group commit"), ("alone", "a transaction each (before)")):
+        row = f"update_status, {threads} threads, distinct docs, {label}"
+        table.add(Row(row, timed[name], floor, timed["floor"]))
+    grouped.close()
+    alone.close()
 
 
 def _listing_rows(table: Table, tmp: Path) -> None:
@@ -130,5 +219,7 @@ def run() -> list[Table]:
     table = Table("SQLite store (WAL, synchronous=NORMAL)")
     with tempfile.TemporaryDirectory(prefix="docstatus-bench-") as tmp:
         _update_rows(table, Path(tmp))
+        for threads in THREAD_COUNTS:
+            _threaded_rows(table, Path(tmp), threads)
         _listing_rows(table, Path(tmp))
     return [table]

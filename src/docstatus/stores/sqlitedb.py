@@ -10,6 +10,14 @@ until a deadline. Writes are ``BEGIN IMMEDIATE`` transactions, taken in turn by
 the threads of one process so that they never spin on SQLite's lock against
 each other.
 
+Writes may also be *grouped* (``write(op, group=True)``): a thread that finds
+another's grouped write in progress queues its op instead of waiting for a
+transaction of its own, and the thread whose turn it is runs every queued op
+(up to :attr:`Database.GROUP_LIMIT`) in one transaction, each in a savepoint of
+its own. Many concurrent small changes then share one commit, and each caller
+still returns only once its op is committed. A thread that writes alone runs
+its op at once, on its own connection, exactly like an ungrouped write.
+
 The schema version is SQLite's ``user_version``; :func:`migrate` brings a file
 up to a tuple of migration scripts, once, even when several processes open it
 at the same moment.
@@ -22,15 +30,19 @@ is dropped, so its next call reconnects and works again once the file does.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import sqlite3
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 __all__ = ["Connection", "Database", "migrate", "schema_version"]
 
@@ -140,6 +152,13 @@ class Database:
     #: transaction the WAL shrinks back instead of keeping its peak size.
     WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
+    #: Most grouped writes that one transaction holds (the rest wait for the next).
+    GROUP_LIMIT = 64
+    #: Seconds the thread that runs a group waits for the writers of the previous
+    #: group to queue their next writes, when there were several: under the GIL,
+    #: threads woken by a commit would otherwise each start a transaction alone.
+    GROUP_WAIT = 0.0002
+
     def __init__(
         self,
         path: str | Path,
@@ -172,6 +191,12 @@ class Database:
         self._pid = os.getpid()
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        # Grouped writes in arrival order; the first is the one whose thread runs the group.
+        self._queue: deque[_Queued] = deque()
+        self._queue_lock = threading.Lock()
+        self._arrived = threading.Condition(self._queue_lock)
+        self._last_group = 1
+        self._awaited = 0  # the queue length a thread about to run a group waits for (0: none)
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
 
@@ -236,18 +261,87 @@ class Database:
         """
         return self._run(op, "snapshot" if snapshot else "plain")
 
-    def write(self, op: Callable[[Connection], T]) -> T:
+    def write(self, op: Callable[[Connection], T], *, group: bool = False) -> T:
         """``op(connection)`` in a ``BEGIN IMMEDIATE`` transaction, committed if it returns.
 
         If ``op`` raises, the transaction is rolled back and the exception
         passes through. Threads of this process take turns; other processes
         are waited for up to ``timeout`` seconds, after which the call raises
         ``sqlite3.OperationalError`` (database is locked).
-        """
-        return self._run(op, "write")
 
-    def _run(self, op: Callable[[Connection], T], mode: _Mode) -> T:
+        With ``group``, ``op`` may share its transaction with the grouped
+        writes of other threads (see the module docstring), in arrival order.
+        The call still returns (or raises) only once that transaction is
+        committed (or rolled back), with ``op``'s own result. If ``op`` raises
+        an exception that is not a ``sqlite3.Error``, only ``op``'s savepoint
+        is rolled back and the exception is raised here; the others of the
+        group are committed. A ``sqlite3.Error`` (of any op, or of the
+        transaction) rolls the whole group back and is raised to every one of
+        its callers (each gets its own copy). A grouped ``op`` may run on
+        another thread and its connection, and again when another process held
+        the file: it must use only the connection it is given, open no
+        transaction or savepoint of its own, and be safe to run twice.
+        """
+        if not group:
+            return self._run(op, "write")
+        queued = self._enqueue(op)
+        if queued.turn is not None:
+            queued.turn.wait()
+        if not queued.settled:
+            self._lead()
+        outcome: T = queued.outcome()
+        return outcome
+
+    def _enqueue(self, op: Callable[[Connection], Any]) -> _Queued:
         deadline = time.monotonic() + self.timeout
+        with self._queue_lock:
+            # The first in the queue runs at once (no thread switch when it writes alone);
+            # the others wait to be run, or for their turn to run the next group.
+            queued = _Queued(op, deadline, threading.Event() if self._queue else None)
+            self._queue.append(queued)
+            if len(self._queue) == self._awaited:
+                self._arrived.notify()  # once, when the group a thread waits for is complete
+        return queued
+
+    def _lead(self) -> None:
+        """Run the group at the head of the queue (this thread's write first), then hand on the turn."""
+        with self._queue_lock:
+            expected = min(self._last_group, self.GROUP_LIMIT)
+            if len(self._queue) < expected:
+                self._awaited = expected
+                self._arrived.wait(self.GROUP_WAIT)
+                self._awaited = 0
+            group = list(islice(self._queue, self.GROUP_LIMIT))
+            self._last_group = len(group)
+        try:
+            self._run_group(group)
+        finally:
+            with self._queue_lock:
+                for _ in group:
+                    self._queue.popleft()
+                following = self._queue[0] if self._queue else None
+            for queued in group[1:]:
+                queued.wake()
+            if following is not None:
+                following.wake()
+
+    def _run_group(self, group: list[_Queued]) -> None:
+        leader = group[0]
+        try:
+            if len(group) == 1:
+                # Alone: the op's own transaction, exactly as an ungrouped write.
+                leader.result = self._run(leader.op, "write", leader.deadline)
+            else:
+                self._run(lambda conn: _apply_each(conn, group), "write", leader.deadline)
+        except BaseException as exc:
+            for queued in group:
+                queued.result, queued.error = None, exc if queued is leader else _error_for_follower(exc)
+        for queued in group:
+            queued.settled = True
+
+    def _run(self, op: Callable[[Connection], T], mode: _Mode, deadline: float | None = None) -> T:
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
         pause = 0.0002
         while True:
             try:
@@ -300,3 +394,48 @@ def _in_transaction(conn: Connection, begin: str, op: Callable[[Connection], T])
         _rollback(conn)
         raise
     return result
+
+
+@dataclass(slots=True, eq=False)
+class _Queued:
+    """A grouped write: its op, and once its group is done, what the op gave or raised."""
+
+    op: Callable[[Connection], Any]
+    deadline: float
+    #: Set when the write is settled or it is its turn to run a group (None: first in the queue).
+    turn: threading.Event | None
+    settled: bool = False
+    result: Any = None
+    error: BaseException | None = field(default=None, repr=False)
+
+    def wake(self) -> None:
+        if self.turn is not None:
+            self.turn.set()
+
+    def outcome(self) -> Any:
+        error, self.error = self.error, None  # no cycle through the traceback's frames
+        if error is not None:
+            raise error
+        return self.result
+
+
+def _apply_each(conn: Connection, group: list[_Queued]) -> None:
+    """Every op of ``group`` in a savepoint of its own: one that raises is rolled back alone."""
+    for queued in group:
+        conn.execute("SAVEPOINT grouped_write")
+        try:
+            queued.result, queued.error = queued.op(conn), None
+        except sqlite3.Error:
+            raise  # the file's failure is the whole group's
+        except Exception as exc:
+            conn.execute("ROLLBACK TO grouped_write")
+            queued.result, queued.error = None, exc
+        conn.execute("RELEASE grouped_write")
+
+
+def _error_for_follower(exc: BaseException) -> BaseException:
+    """What a write whose group failed with ``exc`` raises in its own thread."""
+    if isinstance(exc, sqlite3.Error):
+        return copy.copy(exc)  # its own instance: one error raised in many threads would mix tracebacks
+    # An interruption of the thread that ran the group (KeyboardInterrupt, ...) is its own.
+    return sqlite3.OperationalError(f"the transaction of this change was rolled back: {exc!r}")
