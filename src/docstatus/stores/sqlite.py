@@ -31,11 +31,16 @@ Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
   data as JSON): named cursors on the change log and their pending items,
   indexed in ``(seq, key)`` order.
 
-Every change is one transaction (``BEGIN IMMEDIATE``, so the read-modify-write
-cannot interleave with another writer) in WAL mode: once a call returns, its
-change is in the WAL and survives the process being killed; ``synchronous=full``
-also survives power loss. Connections, retries, transactions and migrations
-are :mod:`docstatus.stores.sqlitedb`'s, shared with the output store.
+Every change is made in a transaction (``BEGIN IMMEDIATE``, so the
+read-modify-write cannot interleave with another writer) in WAL mode: once a
+call returns, its change is in the WAL and survives the process being killed;
+``synchronous=full`` also survives power loss. Changes of records that threads
+of one process make at the same moment share a transaction (group commit),
+each in a savepoint of its own, so that one refused change is undone alone;
+every call still returns only after the commit that holds its change. A
+thread writing alone has its transaction to itself at once. Connections,
+retries, transactions and migrations are :mod:`docstatus.stores.sqlitedb`'s,
+shared with the output store.
 """
 
 from __future__ import annotations
@@ -282,10 +287,11 @@ def _tallied(records: Iterable[Record]) -> dict[int, list[int]]:
 class SQLiteStore(Store):
     """Records in a SQLite file, shared by every thread and process that opens it.
 
-    Each thread uses its own connection; writers in one process take turns on
-    a lock (so they never spin on SQLite's file lock against each other), and
-    writers in different processes wait for SQLite's lock with retries for up
-    to ``timeout`` seconds. Every failure of the file (missing directory,
+    Each thread reads on its own connection; writers in one process take
+    turns on a lock and one connection (so they never spin on SQLite's file
+    lock against each other), concurrent changes of records sharing a commit
+    (see the module docstring), and writers in different processes wait for
+    SQLite's lock with retries for up to ``timeout`` seconds. Every failure of the file (missing directory,
     unwritable, disk I/O error, locked for too long) raises
     :class:`~docstatus.errors.StoreUnavailableError`, and the change is not
     made; the next call reconnects, so the store works again once the file
@@ -306,7 +312,7 @@ class SQLiteStore(Store):
     #: The schema this class writes (overridable to test migrations).
     MIGRATIONS: tuple[str, ...] = MIGRATIONS
     #: Whether concurrent changes of records share transactions (group commit, see
-    #: :meth:`modify`); False gives each its own (to measure what grouping saves).
+    #: the module docstring); False gives each its own (to measure what sharing saves).
     GROUP_COMMIT = True
 
     def __init__(self, settings: SQLiteSettings, url: str | None = None) -> None:

@@ -3,28 +3,29 @@
 A :class:`Database` is one file, opened with the project's settings: WAL (so
 readers go on while a process writes), ``synchronous`` ``normal`` or ``full``,
 a bounded WAL on disk, foreign keys enforced. It gives each thread a
-connection of its own, opened (and its schema migrated) on first use; after
-``fork()`` the child opens its own and never touches the parent's. A call that
-finds the file locked by another writer is retried, with jittered backoff,
-until a deadline. Writes are ``BEGIN IMMEDIATE`` transactions, taken in turn by
-the threads of one process so that they never spin on SQLite's lock against
-each other.
+connection of its own for reads, and the process one connection for writes
+(so that one thread's write never makes another's page cache stale), each
+opened (and the schema migrated) on first use; after ``fork()`` the child opens
+its own and never touches the parent's. A call that finds the file locked by
+another writer is retried, with jittered backoff, until a deadline. Writes are
+``BEGIN IMMEDIATE`` transactions, taken in turn by the threads of one process
+so that they never spin on SQLite's lock against each other.
 
 Writes may also be *grouped* (``write(op, group=True)``): a thread that finds
-another's grouped write in progress queues its op instead of waiting for a
-transaction of its own, and the thread whose turn it is runs every queued op
-(up to :attr:`Database.GROUP_LIMIT`) in one transaction, each in a savepoint of
-its own. Many concurrent small changes then share one commit, and each caller
+another's grouped write waiting or in progress queues its op instead of
+waiting for a transaction of its own, and one thread runs every queued op (up
+to :attr:`Database.GROUP_LIMIT`) in one transaction, each in a savepoint of its
+own. Many concurrent small changes then share one commit, and each caller
 still returns only once its op is committed. A thread that writes alone runs
-its op at once, on its own connection, exactly like an ungrouped write.
+its op at once, on its own thread, exactly like an ungrouped write.
 
 The schema version is SQLite's ``user_version``; :func:`migrate` brings a file
 up to a tuple of migration scripts, once, even when several processes open it
 at the same moment.
 
 Failures of the file come out as the :class:`sqlite3.Error` that SQLite gave
-(callers turn them into their own errors); after one, the thread's connection
-is dropped, so its next call reconnects and works again once the file does.
+(callers turn them into their own errors); after one, the connection it came
+from is dropped, so the next call reconnects and works again once the file does.
 """
 
 from __future__ import annotations
@@ -154,9 +155,10 @@ class Database:
 
     #: Most grouped writes that one transaction holds (the rest wait for the next).
     GROUP_LIMIT = 64
-    #: Seconds the thread that runs a group waits for the writers of the previous
-    #: group to queue their next writes, when there were several: under the GIL,
-    #: threads woken by a commit would otherwise each start a transaction alone.
+    #: Seconds the oldest grouped write waits for as many others as the last group
+    #: had, before its group starts with fewer: under the GIL, the threads that one
+    #: commit wakes would otherwise each start a transaction alone. A writer alone
+    #: (last group of one) never waits.
     GROUP_WAIT = 0.0002
 
     def __init__(
@@ -191,28 +193,30 @@ class Database:
         self._pid = os.getpid()
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        # Grouped writes in arrival order; the first is the one whose thread runs the group.
-        self._queue: deque[_Queued] = deque()
-        self._queue_lock = threading.Lock()
-        self._arrived = threading.Condition(self._queue_lock)
-        self._last_group = 1
-        self._awaited = 0  # the queue length a thread about to run a group waits for (0: none)
+        self._groups = _GroupQueue(self.GROUP_LIMIT, self.GROUP_WAIT)
+        # The connection every write of this process uses, under the write lock: one
+        # page cache that other threads' writes never invalidate.
+        self._writer: Connection | None = None
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
 
-    def connection(self) -> Connection:
-        """This thread's connection, opened (and the file migrated) on first use.
-
-        Raises ``sqlite3.ProgrammingError`` once the database is closed, and
-        whatever opening the file raises (a ``sqlite3.Error``, or ``newer``'s
-        error).
-        """
+    def _check_usable(self) -> None:
         if self._closed:
             raise sqlite3.ProgrammingError(f"the database {self.path} has been closed")
         if self._pid != os.getpid():
             self._reset_process_state()
             if self._after_fork is not None:
                 self._after_fork()
+
+    def connection(self) -> Connection:
+        """This thread's connection for reads, opened (and the file migrated) on first use.
+
+        Raises ``sqlite3.ProgrammingError`` once the database is closed, and
+        whatever opening the file raises (a ``sqlite3.Error``, or ``newer``'s
+        error). Writes use the process's write connection instead
+        (:meth:`write_connection`).
+        """
+        self._check_usable()
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._open()
@@ -243,6 +247,24 @@ class Database:
         with self._connections_lock:
             self._connections.add(conn)
         return conn
+
+    def write_connection(self) -> Connection:
+        """The connection that every write of this process runs on, opened on first use.
+
+        For inspection (its pragmas, a trace of its statements): use it only
+        through :meth:`write`. Raises as :meth:`connection` does.
+        """
+        self._check_usable()
+        conn = self._writer
+        if conn is None:
+            conn = self._writer = self._open()
+        return conn
+
+    def _discard_writer(self, conn: Connection) -> None:
+        if self._writer is conn:
+            self._writer = None
+        with conn.guard, contextlib.suppress(sqlite3.Error):
+            conn.close()
 
     def _discard(self) -> None:
         conn: Connection | None = getattr(self._local, "conn", None)
@@ -284,60 +306,24 @@ class Database:
         """
         if not group:
             return self._run(op, "write")
-        queued = self._enqueue(op)
-        if queued.turn is not None:
-            queued.turn.wait()
-        if not queued.settled:
-            self._lead()
+        self._check_usable()  # a forked child starts with a queue of its own
+        queued = _Queued(op, time.monotonic() + self.timeout)
+        self._groups.submit(queued, self._run_group)
         outcome: T = queued.outcome()
         return outcome
 
-    def _enqueue(self, op: Callable[[Connection], Any]) -> _Queued:
-        deadline = time.monotonic() + self.timeout
-        with self._queue_lock:
-            # The first in the queue runs at once (no thread switch when it writes alone);
-            # the others wait to be run, or for their turn to run the next group.
-            queued = _Queued(op, deadline, threading.Event() if self._queue else None)
-            self._queue.append(queued)
-            if len(self._queue) == self._awaited:
-                self._arrived.notify()  # once, when the group a thread waits for is complete
-        return queued
-
-    def _lead(self) -> None:
-        """Run the group at the head of the queue (this thread's write first), then hand on the turn."""
-        with self._queue_lock:
-            expected = min(self._last_group, self.GROUP_LIMIT)
-            if len(self._queue) < expected:
-                self._awaited = expected
-                self._arrived.wait(self.GROUP_WAIT)
-                self._awaited = 0
-            group = list(islice(self._queue, self.GROUP_LIMIT))
-            self._last_group = len(group)
-        try:
-            self._run_group(group)
-        finally:
-            with self._queue_lock:
-                for _ in group:
-                    self._queue.popleft()
-                following = self._queue[0] if self._queue else None
-            for queued in group[1:]:
-                queued.wake()
-            if following is not None:
-                following.wake()
-
-    def _run_group(self, group: list[_Queued]) -> None:
-        leader = group[0]
+    def _run_group(self, group: list[_Queued], runner: _Queued) -> None:
+        """Every write of ``group`` in one transaction, on this (``runner``'s) thread; never raises."""
+        first = group[0]  # the oldest: its deadline is the group's
         try:
             if len(group) == 1:
                 # Alone: the op's own transaction, exactly as an ungrouped write.
-                leader.result = self._run(leader.op, "write", leader.deadline)
+                first.result = self._run(first.op, "write", first.deadline)
             else:
-                self._run(lambda conn: _apply_each(conn, group), "write", leader.deadline)
+                self._run(lambda conn: _apply_each(conn, group), "write", first.deadline)
         except BaseException as exc:
             for queued in group:
-                queued.result, queued.error = None, exc if queued is leader else _error_for_follower(exc)
-        for queued in group:
-            queued.settled = True
+                queued.result, queued.error = None, exc if queued is runner else _error_for_follower(exc)
 
     def _run(self, op: Callable[[Connection], T], mode: _Mode, deadline: float | None = None) -> T:
         if deadline is None:
@@ -345,27 +331,34 @@ class Database:
         pause = 0.0002
         while True:
             try:
+                if mode == "write":
+                    return self._write_once(op, deadline)
                 conn = self.connection()
                 with conn.guard:
-                    return op(conn) if mode == "plain" else self._transaction(conn, op, mode, deadline)
+                    return op(conn) if mode == "plain" else _in_transaction(conn, "BEGIN", op)
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and time.monotonic() < deadline):
-                    self._discard()
+                    if mode != "write":
+                        self._discard()
                     raise
             # Jittered backoff: writers of several processes must not retry in lockstep.
             time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.01)
 
-    def _transaction(
-        self, conn: Connection, op: Callable[[Connection], T], mode: _Mode, deadline: float
-    ) -> T:
-        if mode == "snapshot":
-            return _in_transaction(conn, "BEGIN", op)
+    def _write_once(self, op: Callable[[Connection], T], deadline: float) -> T:
+        self._check_usable()  # before the lock: a forked child gets locks of its own
         if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             # A wait for the lock that ran out, as SQLite reports its own.
             raise sqlite3.OperationalError("database is locked: another thread's change took too long")
         try:
-            return _in_transaction(conn, "BEGIN IMMEDIATE", op)
+            conn = self.write_connection()
+            try:
+                with conn.guard:
+                    return _in_transaction(conn, "BEGIN IMMEDIATE", op)
+            except sqlite3.Error as exc:
+                if not (_is_busy(exc) and time.monotonic() < deadline):
+                    self._discard_writer(conn)  # the next write reconnects
+                raise
         finally:
             self._write_lock.release()
 
@@ -402,8 +395,8 @@ class _Queued:
 
     op: Callable[[Connection], Any]
     deadline: float
-    #: Set when the write is settled or it is its turn to run a group (None: first in the queue).
-    turn: threading.Event | None
+    #: Set when the write is settled, or it may be the one to run a group (made when it first waits).
+    turn: threading.Event | None = None
     settled: bool = False
     result: Any = None
     error: BaseException | None = field(default=None, repr=False)
@@ -417,6 +410,94 @@ class _Queued:
         if error is not None:
             raise error
         return self.result
+
+
+#: How a group is run: ``run(group, runner)`` (see :meth:`_GroupQueue.submit`).
+_RunGroup = Callable[[list["_Queued"], "_Queued"], None]
+
+
+class _GroupQueue:
+    """Grouped writes waiting for their transaction, and whose thread runs the next one.
+
+    A group starts when none is running and the queue holds as many writes as
+    the last group had (so a writer alone starts at once), or when the write
+    at the head of the queue has waited ``wait`` seconds for the others. The
+    thread whose write completes the count runs the group itself, without a
+    thread switch; it runs groups until its own write is settled, then wakes
+    the settled writers and the new head of the queue.
+    """
+
+    def __init__(self, limit: int, wait: float) -> None:
+        self.limit = limit
+        self.wait = wait
+        self._lock = threading.Lock()
+        self._queue: deque[_Queued] = deque()
+        self._running = False
+        self._expected = 1  # the size of the last group: how many writes the next one waits for
+
+    def submit(self, queued: _Queued, run: _RunGroup) -> None:
+        """Return once ``queued`` is settled, by a group that this thread or another ran.
+
+        ``run(group, queued)`` runs ``group`` on ``queued``'s thread: it sets the
+        result or error of every write of ``group`` and never raises.
+        """
+        with self._lock:
+            self._queue.append(queued)
+            claimed = self._claim(queued, waited=False)
+        if claimed or self._wait(queued):
+            self._run_until_settled(queued, run)
+
+    def _claim(self, queued: _Queued, waited: bool) -> bool:
+        # Under the lock: whether this thread is to run the next group now.
+        if self._running or queued.settled:
+            return False
+        if len(self._queue) >= self._expected or (waited and self._queue[0] is queued):
+            self._running = True
+            return True
+        return False
+
+    def _wait(self, queued: _Queued) -> bool:
+        """Sleep until ``queued`` is settled (False) or this thread is to run a group (True)."""
+        waited = False
+        while True:
+            with self._lock:
+                if queued.settled:
+                    return False
+                if self._claim(queued, waited):
+                    return True
+                idle_head = not self._running and self._queue[0] is queued
+                if queued.turn is None:
+                    queued.turn = threading.Event()
+                queued.turn.clear()
+                turn = queued.turn
+            waited = not turn.wait(self.wait if idle_head else None)
+
+    def _run_until_settled(self, queued: _Queued, run: _RunGroup) -> None:
+        done = False
+        while not done:
+            with self._lock:
+                group = list(islice(self._queue, self.limit))
+                self._expected = len(group)
+            try:
+                run(group, queued)
+            finally:
+                done = self._settle(queued, group)
+
+    def _settle(self, queued: _Queued, group: list[_Queued]) -> bool:
+        """Take ``group`` off the queue and wake its writers; whether ``queued`` was among them."""
+        with self._lock:
+            for member in group:
+                self._queue.popleft()
+                member.settled = True
+            done = queued.settled
+            self._running = not done  # a write beyond the limit runs the next group too
+            head = self._queue[0] if done and self._queue else None
+        for member in group:
+            if member is not queued:
+                member.wake()
+        if head is not None:
+            head.wake()
+        return done
 
 
 def _apply_each(conn: Connection, group: list[_Queued]) -> None:
