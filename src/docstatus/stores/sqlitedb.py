@@ -187,6 +187,11 @@ class Database:
         """Whether :meth:`close` has been called (every later call raises)."""
         return self._closed
 
+    @property
+    def queued_writes(self) -> int:
+        """Grouped writes of this process not settled yet: waiting, or in the running transaction."""
+        return len(self._groups)
+
     def _reset_process_state(self) -> None:
         # Connections, thread-locals and locks inherited through fork() belong to
         # the parent; the child leaves them alone and starts afresh.
@@ -434,6 +439,9 @@ class _GroupQueue:
         self._queue: deque[_Queued] = deque()
         self._running = False
         self._expected = 1  # the size of the last group: how many writes the next one waits for
+
+    def __len__(self) -> int:
+        return len(self._queue)
 
     def submit(self, queued: _Queued, run: _RunGroup) -> None:
         """Return once ``queued`` is settled, by a group that this thread or another ran.
