@@ -400,15 +400,14 @@ class _Queued:
 
     op: Callable[[Connection], Any]
     deadline: float
-    #: Set when the write is settled, or it may be the one to run a group (made when it first waits).
-    turn: threading.Event | None = None
+    #: What the writer's thread sleeps on: a lock held while no wake-up is pending (made
+    #: when it first sleeps). A raw lock: a thread switch through an Event costs twice as much.
+    turn: threading.Lock | None = None
+    #: A wake-up is pending (``turn`` released, not acquired again yet). Under the queue's lock.
+    woken: bool = False
     settled: bool = False
     result: Any = None
     error: BaseException | None = field(default=None, repr=False)
-
-    def wake(self) -> None:
-        if self.turn is not None:
-            self.turn.set()
 
     def outcome(self) -> Any:
         error, self.error = self.error, None  # no cycle through the traceback's frames
@@ -465,20 +464,42 @@ class _GroupQueue:
         return False
 
     def _wait(self, queued: _Queued) -> bool:
-        """Sleep until ``queued`` is settled (False) or this thread is to run a group (True)."""
-        waited = False
+        """Sleep until ``queued`` is settled (False) or this thread is to run a group (True).
+
+        Every wake-up is followed by a look at the state under the lock, so a
+        wake-up skipped because one was pending loses nothing.
+        """
+        woke = waited = False
         while True:
             with self._lock:
+                if woke:
+                    queued.woken = False  # the acquire consumed it
                 if queued.settled:
                     return False
                 if self._claim(queued, waited):
                     return True
                 idle_head = not self._running and self._queue[0] is queued
-                if queued.turn is None:
-                    queued.turn = threading.Event()
-                queued.turn.clear()
-                turn = queued.turn
-            waited = not turn.wait(self.wait if idle_head else None)
+                turn = self._turn(queued)
+            woke = turn.acquire(True, self.wait if idle_head else -1)
+            waited = not woke
+
+    @staticmethod
+    def _turn(queued: _Queued) -> threading.Lock:
+        # Under the lock: ``queued``'s turn, held, with no wake-up pending.
+        if queued.turn is None:
+            queued.turn = threading.Lock()
+            queued.turn.acquire()
+        elif queued.woken:
+            queued.turn.acquire()  # released: returns at once
+            queued.woken = False
+        return queued.turn
+
+    @staticmethod
+    def _wake(queued: _Queued) -> None:
+        # Under the lock. A writer that has not slept yet looks at the state before it does.
+        if queued.turn is not None and not queued.woken:
+            queued.woken = True
+            queued.turn.release()
 
     def _run_until_settled(self, queued: _Queued, run: _RunGroup) -> None:
         done = False
@@ -499,12 +520,11 @@ class _GroupQueue:
                 member.settled = True
             done = queued.settled
             self._running = not done  # a write beyond the limit runs the next group too
-            head = self._queue[0] if done and self._queue else None
-        for member in group:
-            if member is not queued:
-                member.wake()
-        if head is not None:
-            head.wake()
+            for member in group:
+                if member is not queued:
+                    self._wake(member)
+            if done and self._queue:
+                self._wake(self._queue[0])
         return done
 
 
