@@ -7,6 +7,7 @@ The stores built on it (the status store, the output store) are tested in their 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sqlite3
 import threading
 import time
@@ -411,3 +412,40 @@ def test_a_child_forked_while_a_group_waits_writes_with_a_queue_and_locks_of_its
         parent.join(30)
     assert db.read(_names) == ["from the child", "from the parent"]
     db.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_a_grouped_write_interrupted_while_it_waits_is_withdrawn_and_the_others_go_on(path: Path) -> None:
+    db = _open(path)
+    main = threading.get_ident()
+    behind = threading.Thread(target=db.write, args=(_insert("behind"),), kwargs={"group": True})
+
+    def queue_one_more_then_interrupt() -> None:
+        wait_until(lambda: db.queued_writes == 2)  # the held write, then this thread's
+        behind.start()
+        wait_until(lambda: db.queued_writes == 3)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        with _Held(db):
+            interrupter = threading.Thread(target=queue_one_more_then_interrupt)
+            interrupter.start()
+            with pytest.raises(_Interrupted):
+                db.write(_insert("interrupted"), group=True)
+            interrupter.join(30)
+            assert db.queued_writes == 2  # withdrawn: the held write and the one behind remain
+        behind.join(30)
+        assert not behind.is_alive(), "the write behind the interrupted one never ran"
+        assert db.read(_names) == ["behind", "held"]
+        assert db.queued_writes == 0
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        db.close()

@@ -405,6 +405,8 @@ class _Queued:
     turn: threading.Lock | None = None
     #: A wake-up is pending (``turn`` released, not acquired again yet). Under the queue's lock.
     woken: bool = False
+    #: In a group that a thread runs (under the queue's lock): no longer to be withdrawn.
+    taken: bool = False
     settled: bool = False
     result: Any = None
     error: BaseException | None = field(default=None, repr=False)
@@ -437,6 +439,7 @@ class _GroupQueue:
         self._lock = threading.Lock()
         self._queue: deque[_Queued] = deque()
         self._running = False
+        self._claimant: _Queued | None = None  # the write whose thread runs (or is to run) groups
         self._expected = 1  # the size of the last group: how many writes the next one waits for
 
     def __len__(self) -> int:
@@ -451,7 +454,12 @@ class _GroupQueue:
         with self._lock:
             self._queue.append(queued)
             claimed = self._claim(queued, waited=False)
-        if claimed or self._wait(queued):
+        try:
+            claimed = claimed or self._wait(queued)
+        except BaseException:
+            self._withdraw(queued)  # interrupted (a signal's exception): the others go on
+            raise
+        if claimed:
             self._run_until_settled(queued, run)
 
     def _claim(self, queued: _Queued, waited: bool) -> bool:
@@ -459,7 +467,7 @@ class _GroupQueue:
         if self._running or queued.settled:
             return False
         if len(self._queue) >= self._expected or (waited and self._queue[0] is queued):
-            self._running = True
+            self._running, self._claimant = True, queued
             return True
         return False
 
@@ -482,6 +490,17 @@ class _GroupQueue:
                 turn = self._turn(queued)
             woke = turn.acquire(True, self.wait if idle_head else -1)
             waited = not woke
+
+    def _withdraw(self, queued: _Queued) -> None:
+        """Take ``queued`` off the queue unless a group has it, and wake the head it leaves."""
+        with self._lock:
+            if queued.taken or queued.settled:
+                return  # its group runs, and commits it: the caller's exception says nothing of it
+            if self._running and self._claimant is queued:
+                self._running = False  # it had claimed the next group, and will not run it
+            self._queue.remove(queued)
+            if self._queue and not self._running:
+                self._wake(self._queue[0])
 
     @staticmethod
     def _turn(queued: _Queued) -> threading.Lock:
@@ -506,6 +525,8 @@ class _GroupQueue:
         while not done:
             with self._lock:
                 group = list(islice(self._queue, self.limit))
+                for member in group:
+                    member.taken = True
                 self._expected = len(group)
             try:
                 run(group, queued)
