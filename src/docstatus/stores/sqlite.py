@@ -291,11 +291,12 @@ class SQLiteStore(Store):
     turns on a lock and one connection (so they never spin on SQLite's file
     lock against each other), concurrent changes of records sharing a commit
     (see the module docstring), and writers in different processes wait for
-    SQLite's lock with retries for up to ``timeout`` seconds. Every failure of the file (missing directory,
-    unwritable, disk I/O error, locked for too long) raises
-    :class:`~docstatus.errors.StoreUnavailableError`, and the change is not
-    made; the next call reconnects, so the store works again once the file
-    does. A store opened before ``fork()`` opens new connections in the child.
+    SQLite's lock with retries for up to ``timeout`` seconds. Every failure
+    of the file (missing directory, unwritable, disk I/O error, locked for
+    too long) raises :class:`~docstatus.errors.StoreUnavailableError`, and
+    the change is not made; the next call reconnects, so the store works
+    again once the file does. A store opened before ``fork()`` opens new
+    connections in the child.
     """
 
     shared = True
