@@ -7,6 +7,7 @@ The stores built on it (the status store, the output store) are tested in their 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from docstatus.stores.sqlitedb import Connection, Database, migrate, schema_version
+from helpers import wait_until
 
 SCHEMA = ("CREATE TABLE items (name TEXT PRIMARY KEY)",)
 
@@ -213,3 +215,237 @@ def test_a_newer_file_is_refused_when_a_connection_opens(path: Path) -> None:
     with pytest.raises(NewerFile):
         db.connection()
     db.close()
+
+
+# -- grouped writes -----------------------------------------------------------------
+
+
+class _Held:
+    """A grouped write, on a thread of its own, that holds the turn until released.
+
+    While it waits inside its transaction, other grouped writes can only queue:
+    released, they run as one group (see ``Database.write``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=db.write, args=(self._hold,), kwargs={"group": True})
+
+    def _hold(self, conn: Connection) -> None:
+        conn.execute("INSERT INTO items VALUES ('held')")
+        self.inside.set()
+        if not self.release.wait(30):
+            raise RuntimeError("never released")
+
+    def __enter__(self) -> _Held:
+        self.thread.start()
+        assert self.inside.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(30)
+
+
+def _queue_behind(held: _Held, writes: list[Callable[[], Any]]) -> list[Any]:
+    """Run each of ``writes`` on a thread of its own, queued behind ``held``; what each gave or raised."""
+    outcomes: list[Any] = [None] * len(writes)
+
+    def call(i: int) -> None:
+        try:
+            outcomes[i] = writes[i]()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(writes))]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: held.db.queued_writes == 1 + len(writes))
+    held.release.set()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def _traced(db: Database) -> list[str]:
+    statements: list[str] = []
+    db.write_connection().set_trace_callback(statements.append)
+    return statements
+
+
+def _insert_and_note(name: str, ran_on: list[int]) -> Callable[[Connection], str]:
+    def op(conn: Connection) -> str:
+        ran_on.append(threading.get_ident())
+        conn.execute("INSERT INTO items VALUES (?)", (name,))
+        return f"{name} done"
+
+    return op
+
+
+def test_grouped_writes_that_queue_share_one_transaction_and_each_gets_its_result(path: Path) -> None:
+    db = _open(path)
+    try:
+        statements = _traced(db)
+        ran_on: list[int] = []
+        names = [f"w{i}" for i in range(8)]
+        with _Held(db) as held:
+            outcomes = _queue_behind(
+                held, [lambda n=n: db.write(_insert_and_note(n, ran_on), group=True) for n in names]
+            )
+        assert outcomes == [f"{n} done" for n in names]
+        assert db.read(_names) == sorted([*names, "held"])
+        # One transaction for the held write, one for the eight: on one thread, a savepoint each.
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+        ] * 2
+        assert sum(s.startswith("SAVEPOINT") for s in statements) == 8
+        assert len(set(ran_on)) == 1 and len(ran_on) == 8
+        assert db.queued_writes == 0
+    finally:
+        db.close()
+
+
+def test_a_grouped_write_that_raises_is_undone_alone_and_raised_in_its_own_thread(path: Path) -> None:
+    db = _open(path)
+
+    def refused(conn: Connection) -> None:
+        conn.execute("INSERT INTO items VALUES ('refused')")
+        raise LookupError("no such thing")
+
+    try:
+        statements = _traced(db)
+        writes: list[Callable[[], Any]] = [
+            lambda: db.write(_insert("before"), group=True).rowcount,
+            lambda: db.write(refused, group=True),
+            lambda: db.write(_insert("after"), group=True).rowcount,
+        ]
+        with _Held(db) as held:
+            before, error, after = _queue_behind(held, writes)
+        assert (before, after) == (1, 1)
+        assert isinstance(error, LookupError) and str(error) == "no such thing"
+        assert db.read(_names) == ["after", "before", "held"]
+        assert statements.count("COMMIT") == 2  # the three shared one transaction
+        assert not db.write_connection().in_transaction
+    finally:
+        db.close()
+
+
+def test_a_database_error_in_a_group_fails_every_write_of_it_and_writes_nothing(path: Path) -> None:
+    db = _open(path)
+    try:
+        writes: list[Callable[[], Any]] = [
+            lambda: db.write(_insert("first"), group=True),
+            lambda: db.write(_insert("held"), group=True),  # the primary key is taken: IntegrityError
+            lambda: db.write(_insert("last"), group=True),
+        ]
+        with _Held(db) as held:
+            outcomes = _queue_behind(held, writes)
+        assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+        assert len({id(o) for o in outcomes}) == 3  # each caller has an error of its own
+        assert db.read(_names) == ["held"]
+        db.write(_insert("later"), group=True)  # and the next write works
+        assert db.read(_names) == ["held", "later"]
+    finally:
+        db.close()
+
+
+def test_a_grouped_write_alone_is_its_own_transaction_on_its_own_thread(path: Path) -> None:
+    db = _open(path)
+    try:
+        statements = _traced(db)
+        ran_on: list[int] = []
+        assert db.write(_insert_and_note("alone", ran_on), group=True) == "alone done"
+        assert ran_on == [threading.get_ident()]
+        assert statements == ["BEGIN IMMEDIATE", "INSERT INTO items VALUES ('alone')", "COMMIT"]
+    finally:
+        db.close()
+
+
+def test_more_grouped_writes_than_a_group_holds_all_commit(path: Path) -> None:
+    class Small(Database):
+        GROUP_LIMIT = 3
+
+    db = Small(path, SCHEMA, newer=NewerFile)
+    try:
+        statements = _traced(db)
+        names = [f"w{i:02}" for i in range(10)]
+        with _Held(db) as held:
+            outcomes = _queue_behind(
+                held, [lambda n=n: db.write(_insert(n), group=True).rowcount for n in names]
+            )
+        assert outcomes == [1] * 10
+        assert db.read(_names) == sorted([*names, "held"])
+        assert statements.count("COMMIT") == 1 + 4  # groups of at most 3
+    finally:
+        db.close()
+
+
+def _grouped_write_in_child(db: Database, out: Pipe) -> None:
+    db.write(_insert("from the child"), group=True)
+    out.send(db.read(_names))
+
+
+def test_a_child_forked_while_a_group_waits_writes_with_a_queue_and_locks_of_its_own(path: Path) -> None:
+    db = _open(path)
+    db.connection()
+    fork = multiprocessing.get_context("fork")
+    reader, writer = fork.Pipe(duplex=False)
+    # The process's write lock taken from outside SQLite: the grouped write below
+    # starts its group and waits for the lock, holding no lock of the file (a fork
+    # in the middle of a transaction leaves SQLite itself unusable in the child).
+    db._write_lock.acquire()
+    parent = threading.Thread(target=db.write, args=(_insert("from the parent"),), kwargs={"group": True})
+    try:
+        parent.start()
+        wait_until(lambda: db.queued_writes == 1)
+        child = fork.Process(target=_grouped_write_in_child, args=(db, writer))
+        child.start()
+        assert reader.poll(30), "the child's grouped write never ran"
+        assert reader.recv() == ["from the child"]
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        db._write_lock.release()
+        parent.join(30)
+    assert db.read(_names) == ["from the child", "from the parent"]
+    db.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_a_grouped_write_interrupted_while_it_waits_is_withdrawn_and_the_others_go_on(path: Path) -> None:
+    db = _open(path)
+    main = threading.get_ident()
+    behind = threading.Thread(target=db.write, args=(_insert("behind"),), kwargs={"group": True})
+
+    def queue_one_more_then_interrupt() -> None:
+        wait_until(lambda: db.queued_writes == 2)  # the held write, then this thread's
+        behind.start()
+        wait_until(lambda: db.queued_writes == 3)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        with _Held(db):
+            interrupter = threading.Thread(target=queue_one_more_then_interrupt)
+            interrupter.start()
+            with pytest.raises(_Interrupted):
+                db.write(_insert("interrupted"), group=True)
+            interrupter.join(30)
+            assert db.queued_writes == 2  # withdrawn: the held write and the one behind remain
+        behind.join(30)
+        assert not behind.is_alive(), "the write behind the interrupted one never ran"
+        assert db.read(_names) == ["behind", "held"]
+        assert db.queued_writes == 0
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        db.close()

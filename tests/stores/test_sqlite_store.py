@@ -159,14 +159,16 @@ def test_listing_queries_use_indexes(manager: StatusManager) -> None:
             manager.mark_completed(f"d{i}")
     store = manager.store
     assert isinstance(store, SQLiteStore)
-    conn = store._db.connection()
+    conn, writer = store._db.connection(), store._db.write_connection()
     statements: list[str] = []
-    conn.set_trace_callback(statements.append)
+    for traced in (conn, writer):  # reads run on this thread's connection, writes on the writer
+        traced.set_trace_callback(statements.append)
     store.recent(5)
     store.active()
     store.counts()
     store.expire(0.0, 10)
-    conn.set_trace_callback(None)
+    for traced in (conn, writer):
+        traced.set_trace_callback(None)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 4
     for sql in selects:

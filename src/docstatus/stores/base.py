@@ -112,6 +112,16 @@ class Store(ABC):
     that change data are atomic: either the whole change (record, indexes,
     sequence number, log entry) is made and durable to the store's standard,
     or none of it is.
+
+    A store may commit the changes that several threads make at the same
+    moment together (group commit, as the SQLite store does). Callers may
+    still rely on every change on its own: it is durable when its call
+    returns, never before; one that raises (its ``change`` refused, the
+    document missing, a duplicate) leaves no trace and is raised in its own
+    caller's thread only, while the others are made; sequence numbers follow
+    the order in which the changes were made; only a failure of the backend
+    itself may fail several changes at once, each with its own
+    ``StoreUnavailableError``.
     """
 
     #: True when other processes may change the data, so the manager must
@@ -138,6 +148,9 @@ class Store(ABC):
         exception propagates. No other change to this document may happen
         between the read and the write (the read-modify-write is atomic).
         Raises ``DocumentNotFoundError`` when there is no such record.
+        ``change`` may be called on another thread than the caller's (the
+        one that commits a group) and more than once (a retry after the
+        backend was busy); only its last result is written.
 
         The manager passes a :class:`~docstatus.records.Mutation`; every store
         calls it, in this process, and never re-implements what it does. A
