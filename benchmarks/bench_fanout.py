@@ -27,7 +27,8 @@ ROUNDS = 9
 
 
 def _manager(subscribers: int) -> StatusManager:
-    manager = StatusManager(cleanup_interval_seconds=None)
+    # Every report written: each update is a change that every subscriber is given.
+    manager = StatusManager(cleanup_interval_seconds=None, progress_interval=0)
     manager.create_status("doc", "doc.pdf")
     manager.update_status("doc", "parsing")
     manager.update_status("doc", "embedding_visual", page=0, total_pages=10**9)
