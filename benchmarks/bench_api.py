@@ -4,7 +4,9 @@
   endpoint returning a constant dict served by the same process with the same
   settings (the floor; target: at least 0.7x its throughput). ``wrk`` drives
   the load when it is installed (``apt-get install wrk``), otherwise an async
-  httpx client (which then limits both numbers alike).
+  httpx client (which then limits both numbers alike). The server also serves
+  ``/bare/status/{doc_id}``, a hand-rolled status endpoint (a status dict from a
+  global dict behind a lock), the second floor of ``bench_reads``.
 * SSE fan-out: the time for one change (an upload) to reach 100, 500 and
   1,000 connected ``/status/stream`` subscribers, measured from the upload
   request (SQLite store; target: 1,000 within 30 ms), and the server process's
@@ -68,6 +70,17 @@ CONSTANT = {"status": "ok", "value": 42}
 @app.get("/bare")
 async def bare() -> dict:
     return CONSTANT
+
+# What teams hand-roll before docstatus: a global dict of status dicts behind a lock,
+# here holding a status body of the same size and shape as the one docstatus serves.
+import threading
+HAND_ROLLED = {"bench-doc": manager.get_status_json("bench-doc")}
+HAND_LOCK = threading.Lock()
+
+@app.get("/bare/status/{doc_id}")
+async def bare_status(doc_id: str) -> dict:
+    with HAND_LOCK:
+        return dict(HAND_ROLLED[doc_id])
 
 @app.get("/cpu")
 async def cpu() -> float:
