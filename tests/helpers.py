@@ -80,3 +80,56 @@ def submit(intake: Intake, name: str, data: bytes) -> str:
     with intake.open_upload(name) as writer:
         writer.write(data)
         return writer.finish().doc_id
+
+
+def outcomes_on_threads(
+    calls: Sequence[Callable[[], Any]], started: Callable[[], None] = lambda: None, timeout: float = 30.0
+) -> list[Any]:
+    """Each of ``calls`` on a thread of its own, at once; what each returned or raised, in order.
+
+    ``started()`` runs once every thread has started, before they are joined
+    (to wait until they are all queued somewhere, then let them go).
+    """
+    outcomes: list[Any] = [None] * len(calls)
+
+    def call(i: int) -> None:
+        try:
+            outcomes[i] = calls[i]()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    started()
+    for thread in threads:
+        thread.join(timeout)
+    return outcomes
+
+
+class Held:
+    """``target(*args, **kwargs)`` on a thread of its own, holding a turn until released.
+
+    ``target`` calls :meth:`wait_for_release` where it holds the turn (inside
+    a lock or a transaction). ``with held:`` starts it and returns once it
+    holds the turn; leaving the block releases it and joins the thread.
+    """
+
+    def __init__(self, target: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=target, args=args, kwargs=kwargs)
+
+    def wait_for_release(self) -> None:
+        self.inside.set()
+        if not self.release.wait(30):
+            raise RuntimeError("never released")
+
+    def __enter__(self) -> Held:
+        self.thread.start()
+        assert self.inside.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(30)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from docstatus.stores.sqlitedb import Connection, Database, migrate, schema_version
-from helpers import wait_until
+from helpers import Held, outcomes_on_threads, wait_until
 
 SCHEMA = ("CREATE TABLE items (name TEXT PRIMARY KEY)",)
 
@@ -220,7 +220,7 @@ def test_a_newer_file_is_refused_when_a_connection_opens(path: Path) -> None:
 # -- grouped writes -----------------------------------------------------------------
 
 
-class _Held:
+class _Held(Held):
     """A grouped write, on a thread of its own, that holds the turn until released.
 
     While it waits inside its transaction, other grouped writes can only queue:
@@ -228,45 +228,22 @@ class _Held:
     """
 
     def __init__(self, db: Database) -> None:
+        super().__init__(db.write, self._hold, group=True)
         self.db = db
-        self.inside = threading.Event()
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=db.write, args=(self._hold,), kwargs={"group": True})
 
     def _hold(self, conn: Connection) -> None:
         conn.execute("INSERT INTO items VALUES ('held')")
-        self.inside.set()
-        if not self.release.wait(30):
-            raise RuntimeError("never released")
-
-    def __enter__(self) -> _Held:
-        self.thread.start()
-        assert self.inside.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.thread.join(30)
+        self.wait_for_release()
 
 
 def _queue_behind(held: _Held, writes: list[Callable[[], Any]]) -> list[Any]:
     """Run each of ``writes`` on a thread of its own, queued behind ``held``; what each gave or raised."""
-    outcomes: list[Any] = [None] * len(writes)
 
-    def call(i: int) -> None:
-        try:
-            outcomes[i] = writes[i]()
-        except Exception as exc:
-            outcomes[i] = exc
+    def queued() -> None:
+        wait_until(lambda: held.db.queued_writes == 1 + len(writes))
+        held.release.set()
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(writes))]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: held.db.queued_writes == 1 + len(writes))
-    held.release.set()
-    for thread in threads:
-        thread.join(30)
-    return outcomes
+    return outcomes_on_threads(writes, queued)
 
 
 def _traced(db: Database) -> list[str]:

@@ -34,7 +34,7 @@ from docstatus import (
 from docstatus.records import Mutation, Record, new_record
 from docstatus.stores.base import Change
 from docstatus.stores.sqlite import SQLiteStore
-from helpers import wait_until
+from helpers import Held, outcomes_on_threads, wait_until
 
 ctx = multiprocessing.get_context("forkserver")
 ctx.set_forkserver_preload(["docstatus", "docstatus.stores.sqlite"])
@@ -81,49 +81,26 @@ def _traced(store: SQLiteStore) -> list[str]:
     return statements
 
 
-class _Held:
+class _Held(Held):
     """A change of ``doc_id``, on a thread of its own, that holds the writer's turn until released."""
 
     def __init__(self, store: SQLiteStore, doc_id: str) -> None:
+        super().__init__(store.modify, doc_id, self._wait)
         self.store = store
-        self.inside = threading.Event()
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=store.modify, args=(doc_id, self._wait))
 
     def _wait(self, record: Record) -> Record:
-        self.inside.set()
-        if not self.release.wait(30):
-            raise RuntimeError("never released")
+        self.wait_for_release()
         return _note("held", 1)(record)
-
-    def __enter__(self) -> _Held:
-        self.thread.start()
-        assert self.inside.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.thread.join(30)
 
 
 def _queue_behind(held: _Held, calls: list[Callable[[], Any]]) -> list[Any]:
     """Each of ``calls`` on a thread of its own, all queued behind ``held``; what each returned or raised."""
-    outcomes: list[Any] = [None] * len(calls)
 
-    def call(i: int) -> None:
-        try:
-            outcomes[i] = calls[i]()
-        except Exception as exc:
-            outcomes[i] = exc
+    def queued() -> None:
+        wait_until(lambda: held.store._db.queued_writes == 1 + len(calls))
+        held.release.set()
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: held.store._db.queued_writes == 1 + len(calls))
-    held.release.set()
-    for thread in threads:
-        thread.join(30)
-    return outcomes
+    return outcomes_on_threads(calls, queued)
 
 
 # -- many threads ---------------------------------------------------------------------
@@ -307,7 +284,8 @@ def test_writers_kept_out_by_another_process_all_fail_unavailable_and_write_noth
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        got = _hammer_outcomes([lambda i=i: store.modify(f"d{i}", _page(1)) for i in range(6)])
+        writes = [lambda i=i: store.modify(f"d{i}", _page(1)) for i in range(6)]
+        got = outcomes_on_threads(writes, timeout=DEADLINE)
         assert all(isinstance(o, StoreUnavailableError) and "locked" in str(o) for o in got), got
     finally:
         holder.execute("ROLLBACK")
@@ -315,23 +293,6 @@ def test_writers_kept_out_by_another_process_all_fail_unavailable_and_write_noth
     assert store.last_seq() == 12
     assert store.modify("d0", _page(1)).seq == 13
     store.close()
-
-
-def _hammer_outcomes(calls: list[Callable[[], Any]]) -> list[Any]:
-    outcomes: list[Any] = [None] * len(calls)
-
-    def call(i: int) -> None:
-        try:
-            outcomes[i] = calls[i]()
-        except Exception as exc:
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(DEADLINE)
-    return outcomes
 
 
 # -- a process killed in the middle -------------------------------------------------------
