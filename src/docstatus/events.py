@@ -18,7 +18,10 @@ one subscription (one hand-over to the loop per change). Derived encodings of
 an event (an SSE frame) are built once per event with :func:`encoded_once`.
 
 For a shared store a watcher thread notices when another process changes the
-log; it runs only while there are subscribers.
+log; it runs only while there are subscribers. While none of them wants
+progress reports (``subscribe(progress=False)``), the log is read with
+:meth:`~docstatus.stores.base.Store.moves_since`, which spares the reading of
+every report that another process wrote.
 """
 
 from __future__ import annotations
@@ -183,11 +186,12 @@ Subscriber = Callable[[Event], object]
 class _Feed:
     """One subscriber and the last change it has been given."""
 
-    __slots__ = ("callback", "delivered", "gone", "resets")
+    __slots__ = ("callback", "delivered", "gone", "progress", "resets")
 
-    def __init__(self, callback: Subscriber, resets: bool, delivered: int) -> None:
+    def __init__(self, callback: Subscriber, resets: bool, delivered: int, progress: bool = True) -> None:
         self.callback = callback
         self.resets = resets
+        self.progress = progress
         self.delivered = delivered
         self.gone = False
 
@@ -247,6 +251,8 @@ class EventHub:
         #: Whether anyone is listening (the hot path skips pumping otherwise). An
         #: attribute, not a property, because every change reads it.
         self.active = False
+        #: Whether a subscriber wants progress reports (else the log is read for moves only).
+        self._reports_wanted = False
         #: Every attached subscriber has been given every change up to this one.
         self._delivered = 0
         #: The change the dispatcher is delivering (its list of subscribers is taken).
@@ -270,7 +276,9 @@ class EventHub:
 
     # -- subscribing -----------------------------------------------------------------
 
-    def subscribe(self, callback: Subscriber, *, resets: bool = False) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Subscriber, *, resets: bool = False, progress: bool = True
+    ) -> Callable[[], None]:
         """Call ``callback(event)`` for every change from now on; returns the unsubscribe.
 
         Calls come from the hub's dispatcher thread, one at a time, in ``seq``
@@ -278,6 +286,8 @@ class EventHub:
         With ``resets``, also a ``reset`` event when the store's history started
         again (a server that restarted empty), or when this subscriber, detached
         for being slow, fell behind the store's retained log: changes were missed.
+        ``progress=False`` says the callback ignores changes that keep a
+        document's status: it may then be spared them (see the module docstring).
         """
         if not callable(callback):
             raise TypeError("subscriber must be callable")
@@ -288,7 +298,7 @@ class EventHub:
                 self._inbox.clear()
                 self._log_due = False
             # From now on, even while the dispatcher is still behind with older changes.
-            feed = _Feed(callback, resets, max(self._claimed, self._store.last_seq()))
+            feed = _Feed(callback, resets, max(self._claimed, self._store.last_seq()), progress)
             self._set_feeds((*self._feeds, feed))
             self._start_threads()
 
@@ -335,6 +345,7 @@ class EventHub:
         # Called with self._lock held.
         self._feeds = feeds
         self.active = bool(feeds)
+        self._reports_wanted = any(feed.progress for feed in feeds)
 
     # -- handing changes over --------------------------------------------------------
 
@@ -444,32 +455,49 @@ class EventHub:
 
     def _round(self, lead: _Lead) -> bool:
         """Deliver what is due; ``False`` when there was nothing (the dispatcher may sleep)."""
-        batch = self._take()
-        if not batch:
-            self._wake.clear()
-            if self._inbox or self._log_due or self._epoch_due is not None:
-                return True
-            self._busy.clear()
-            return False
-        if not self._busy.is_set():
+        batch, seen = self._take()
+        if not batch and seen <= self._delivered:
+            return self._idle()
+        if batch and not self._busy.is_set():
             self._busy.set()
         for change in batch:
             if not self._deliver_as(lead, change):
                 self._serve_alone(lead)
                 return True
             self._delivered = change.seq
-        if self._waiting:
+        if seen > self._delivered:
+            self._skip_to(seen)
+        elif self._waiting:
             with self._progress:
                 self._progress.notify_all()
         return True
 
-    def _take(self) -> list[Change]:
-        """The changes due next, in order: the handed-over ones, or the log's when they leave a gap."""
+    def _idle(self) -> bool:
+        """Nothing was due: ``False`` when the dispatcher may sleep (nothing came meanwhile)."""
+        self._wake.clear()
+        if self._inbox or self._log_due or self._epoch_due is not None:
+            return True
+        self._busy.clear()
+        return False
+
+    def _skip_to(self, seen: int) -> None:
+        # The log up to seen held only reports, which no subscriber wants: they are done.
+        with self._lock:
+            self._claimed = max(self._claimed, seen)
+            self._delivered = max(self._delivered, seen)
+            self._progress.notify_all()
+
+    def _take(self) -> tuple[list[Change], int]:
+        """The changes due next, in order: the handed-over ones, or the log's when they leave a gap.
+
+        Also the last change they stand for: past the last of them when the
+        log's reports after it were left out (no subscriber wants them).
+        """
         handed = self._handed()
         if self._epoch_due is not None:
             epoch, self._epoch_due = self._epoch_due, None
             self._restart(epoch)
-            return []
+            return [], 0
         log_due, self._log_due = self._log_due, False
         after = self._delivered
         fresh = sorted((c for c in handed if c.seq > after), key=_seq)
@@ -479,13 +507,18 @@ class EventHub:
             epoch = self._store.epoch()
             self._epoch_due = epoch if epoch != self._epoch else None
         if not log_due and (not fresh or (fresh[0].seq == after + 1 and fresh[-1].seq == after + len(fresh))):
-            return fresh
-        logged = self._store.changes_since(after, self.BATCH)
-        if not logged:
-            return fresh  # nothing logged after them (a store that keeps no log of these)
-        if len(logged) == self.BATCH or (fresh and fresh[-1].seq > logged[-1].seq):
+            return fresh, 0
+        if self._reports_wanted:
+            logged = self._store.changes_since(after, self.BATCH)
+            seen, more = (logged[-1].seq if logged else after), len(logged) == self.BATCH
+        else:
+            logged, seen = self._store.moves_since(after, self.BATCH)
+            more = seen > after  # how many were left out is unknown: look again from there
+        if seen == after:
+            return fresh, 0  # nothing logged after them (a store that keeps no log of these)
+        if more or (fresh and fresh[-1].seq > seen):
             self._log_due = True
-        return logged
+        return logged, seen
 
     def _handed(self) -> list[Change]:
         inbox = self._inbox

@@ -565,7 +565,7 @@ class StatusManager:
 
     # -- events ----------------------------------------------------------------
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+    def subscribe(self, callback: Subscriber, *, progress: bool = True) -> Callable[[], None]:
         """Call ``callback(event)`` after every change; returns a function that unsubscribes.
 
         Every change reaches the callback once, in sequence order, on the
@@ -578,8 +578,14 @@ class StatusManager:
         callback that stays busy with one event for longer than
         ``EventHub.STALL_SECONDS`` (0.5 s) no longer holds the others up: it
         goes on alone, fed from the store's change log, until it has caught up.
+
+        ``progress=False`` is for a callback that ignores changes which keep
+        the document's status (progress reports): it may be spared those that
+        other processes made, which a shared store then need not read for it
+        (the SQLite store's log says which they are). It still gets every
+        change that creates, moves or removes a document, in order.
         """
-        return self._hub.subscribe(callback)
+        return self._hub.subscribe(callback, progress=progress)
 
     def flush_events(self, timeout: float | None = 10.0) -> bool:
         """Wait until every subscriber has had every change made so far; ``False`` after ``timeout``.

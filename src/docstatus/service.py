@@ -156,7 +156,7 @@ class Service:
         )
         # A removed status takes its upload and output with it, whoever removed it.
         self.reaper = Reaper(self.manager, self.intake, self.output)
-        self._unsubscribe: Callable[[], None] = self.manager.subscribe(self.reaper.on_event)
+        self._unsubscribe: Callable[[], None] = self.manager.subscribe(self.reaper.on_event, progress=False)
         #: The completion webhooks (``settings.notify_url``), running while the service is started.
         self.notifier = Notifier.from_settings(self.manager, self.settings)
         self._lock = threading.Lock()

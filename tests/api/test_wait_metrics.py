@@ -27,8 +27,8 @@ class _EventSource:
         self.callbacks: list[Callable[[Event], None]] = []
         self.seq = 0
 
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        self.callbacks.append(callback)
+    def subscribe(self, callback: Callable[[Event], None], *, progress: bool = True) -> Callable[[], None]:
+        self.callbacks.append(callback)  # every event, as a manager may give a progress=False one
         return lambda: self.callbacks.remove(callback)
 
     def count_by_status(self) -> dict[str, int]:

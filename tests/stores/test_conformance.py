@@ -641,6 +641,53 @@ def test_changes_since_is_the_resumable_log(manager: StatusManager) -> None:
     assert manager.changes_since(manager.last_seq) == []
 
 
+def test_the_log_read_for_moves_keeps_every_move_in_order(make_manager: Callable[..., StatusManager]) -> None:
+    manager = make_manager(progress_interval=0)
+    start = manager.last_seq
+    manager.create_status("a", "a.pdf", {})
+    manager.update_status("a", "parsing")
+    for page in range(1, 4):
+        manager.update_status("a", "embedding_visual", page=page, total_pages=3)
+    manager.mark_completed("a")
+    manager.remove("a")
+    everything = manager.store.changes_since(start, 100)
+    moves, seen = manager.store.moves_since(start, 100)
+    # What a store may leave out is reports alone; every move is there, in the log's order.
+    assert moves == [c for c in everything if c in moves]
+    reports = {everything[3].seq, everything[4].seq}  # pages 2 and 3, within embedding_visual
+    assert {c.seq for c in everything} - {c.seq for c in moves} <= reports
+    assert seen == everything[-1].seq == manager.last_seq
+    assert manager.store.moves_since(manager.last_seq, 100) == ([], manager.last_seq)
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "redis"])  # the stores whose log is shared
+def test_the_log_read_for_moves_leaves_out_exactly_the_reports(
+    make_manager: Callable[..., StatusManager],
+) -> None:
+    manager = make_manager(progress_interval=0)
+    start = manager.last_seq
+    manager.create_status("a", "a.pdf")
+    manager.update_status("a", "parsing")
+    for page in range(1, 6):
+        manager.update_status("a", "embedding_visual", page=page, total_pages=5)
+    manager.update_status("a", "embedding_visual", metadata={"note": "same status"})
+    manager.mark_completed("a")
+    manager.remove("a")
+    everything = manager.store.changes_since(start, 100)
+    moves, seen = manager.store.moves_since(start, 100)
+    assert [(c.type, c.record["status"] if c.record else None) for c in moves] == [
+        ("created", "queued"),
+        ("updated", "parsing"),
+        ("updated", "embedding_visual"),
+        ("updated", "completed"),
+        ("removed", None),
+    ]
+    assert moves == [c for c in everything if c in moves]  # the same changes, in order
+    assert seen == everything[-1].seq == manager.last_seq
+    # A window that holds only reports (pages 2 to 5): none of them, and where to go on from.
+    assert manager.store.moves_since(start + 3, 4) == ([], start + 7)
+
+
 # -- lifetime -------------------------------------------------------------------------
 
 

@@ -370,6 +370,22 @@ def test_a_subscriber_sees_every_change_of_other_processes_in_order(url: str, ma
         assert [e["status"]["page"] for e in mine[2:]] == list(range(1, 151))  # type: ignore[index]
 
 
+def test_a_subscriber_of_moves_gets_every_move_of_other_processes_and_none_of_their_reports(
+    url: str, manager: StatusManager
+) -> None:
+    moves: list[Event] = []
+    manager.subscribe(moves.append, progress=False)
+    finished = [_start(_pages, url, f"m{i}", 150, True) for i in range(3)]
+    _join([*finished, _start(_pages, url, "open", 150)])  # the log ends with its reports
+    # Delivered, the reports left out too: nothing is waited for, nothing is behind.
+    assert manager.flush_events(timeout=DEADLINE)
+    assert [e["seq"] for e in moves] == sorted(e["seq"] for e in moves)
+    for doc_id in ("m0", "m1", "m2", "open"):
+        mine = [(e["type"], e["status"]["status"]) for e in moves if e["doc_id"] == doc_id]  # type: ignore[index]
+        path = [("created", "queued"), ("updated", "parsing"), ("updated", "embedding_visual")]
+        assert mine == path + ([("updated", "completed")] if doc_id != "open" else [])
+
+
 # -- crash safety ---------------------------------------------------------------------
 
 

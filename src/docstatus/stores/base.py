@@ -224,6 +224,19 @@ class Store(ABC):
         gap in the numbers.
         """
 
+    def moves_since(self, seq: int, limit: int) -> tuple[list[Change], int]:
+        """The changes of ``changes_since(seq, limit)`` less those known to keep their document's status.
+
+        Also the sequence number of the last change looked at (``seq`` when
+        there was none), to go on from. For a reader that cares only about
+        documents being created, moved to another status or removed (a
+        metrics counter, a cleaner of files): a store that can tell a
+        progress report from a move in its log, without reading the record,
+        leaves the reports out; the default leaves nothing out.
+        """
+        changes = self.changes_since(seq, limit)
+        return changes, changes[-1].seq if changes else seq
+
     @abstractmethod
     def last_seq(self) -> int:
         """The sequence number of the most recent change (0 for none)."""

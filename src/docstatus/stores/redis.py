@@ -19,7 +19,8 @@ Data layout, every key under the prefix (``docstatus:`` by default):
 * ``counts`` - hash of status -> number of records;
 * ``seq`` - the change counter; ``log`` - a stream of changes with IDs ``<seq>-0``,
   capped near ``LOG_SIZE`` (``changes_since``); an entry is ``t`` (the change type),
-  ``d`` (the doc_id) and ``r`` (the record's JSON text; none for a removal);
+  ``d`` (the doc_id), ``r`` (the record's JSON text; none for a removal) and, for a
+  change that kept the document's status (a report), ``m`` = ``0`` (``moves_since``);
 * ``epoch`` - a random id of this history of ``seq``, made again when missing (``epoch()``);
 * ``changes`` - a pub/sub channel carrying each change's seq (``wait_for_change``).
 * ``q:<status>`` (doc_ids by the seq of their last change), ``t:<status>`` and
@@ -823,6 +824,14 @@ class RedisStore(Store):
         entries = self._call("log", f"{max(seq, 0) + 1}-0", str(limit))
         return [_change(entry_id, fields) for entry_id, fields in entries]
 
+    def moves_since(self, seq: int, limit: int) -> tuple[list[Change], int]:
+        # The window of changes_since; a report's entry has the "m" field (six fields, or eight).
+        if limit <= 0:
+            return [], seq
+        entries = self._call("log", f"{max(seq, 0) + 1}-0", str(limit))
+        moves = [_change(entry_id, fields) for entry_id, fields in entries if len(fields) <= 6]
+        return moves, _seq_of(entries[-1][0]) if entries else seq
+
     def last_seq(self) -> int:
         try:
             value = self._client.get(self._key("seq"))
@@ -947,10 +956,16 @@ def _encodable(doc_id: str) -> bool:
 
 
 def _change(entry_id: bytes, fields: list[bytes]) -> Change:
-    # fields: 't', the change type, 'd', the doc_id, then 'r', the record's text (none for a removal).
+    # fields: 't', the change type, 'd', the doc_id, then 'r', the record's text (none for a
+    # removal), then 'm' for a report.
     kind = cast(ChangeType, fields[1].decode())
     record = _decode(fields[5]) if len(fields) > 4 else None
-    return Change(int(entry_id.split(b"-", 1)[0]), kind, fields[3].decode(), record)
+    return Change(_seq_of(entry_id), kind, fields[3].decode(), record)
+
+
+def _seq_of(entry_id: bytes) -> int:
+    # A log entry's ID is "<seq>-0".
+    return int(entry_id.split(b"-", 1)[0])
 
 
 # -- listing indexes ------------------------------------------------------------------

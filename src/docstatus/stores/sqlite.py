@@ -18,7 +18,8 @@ Layout (schema version ``len(MIGRATIONS)``, kept in ``PRAGMA user_version``):
 * ``changes``: the change log. Its ``INTEGER PRIMARY KEY`` is the sequence
   number. SQLite gives a new row the largest key plus one, and pruning never
   removes the newest row, so numbers are strictly increasing and never reused,
-  for every process using the file.
+  for every process using the file. ``moved`` is 0 for an update that kept the
+  document's status (``moves_since`` skips those without decoding them).
 * ``leases``: the lease index (doc_id, epoch, worker, expires), written in the
   transaction of the record it follows; indexed by expiry.
 * ``tallies``: the throughput counters (minute, completed, failed, pages), written
@@ -162,7 +163,15 @@ MIGRATIONS: tuple[str, ...] = (
         pages INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # Rows logged before it are taken as moves: a reader of moves gets them, as before.
+    """
+    ALTER TABLE changes ADD COLUMN moved INTEGER NOT NULL DEFAULT 1;
+    """,
 )
+
+#: A change to the log; one that kept the document's status is marked as a report.
+_LOG_MOVE = "INSERT INTO changes (type, doc_id, record) VALUES (?, ?, ?)"
+_LOG_REPORT = "INSERT INTO changes (type, doc_id, record, moved) VALUES (?, ?, ?, 0)"
 
 _SYNCHRONOUS = ("normal", "full")
 _DEFAULT_TIMEOUT = 10.0
@@ -369,10 +378,12 @@ class SQLiteStore(Store):
 
     # -- changes ---------------------------------------------------------------
 
-    def _log(self, conn: Connection, kind: ChangeType, doc_id: str, text: str | None) -> int:
-        cursor = conn.execute(
-            "INSERT INTO changes (type, doc_id, record) VALUES (?, ?, ?)", (kind, doc_id, text)
-        )
+    def _log(
+        self, conn: Connection, kind: ChangeType, doc_id: str, text: str | None, moved: bool = True
+    ) -> int:
+        # Only a report is marked: every other row takes the column's default (a move).
+        sql = _LOG_MOVE if moved else _LOG_REPORT
+        cursor = conn.execute(sql, (kind, doc_id, text))
         seq = cursor.lastrowid
         if seq is None:  # cannot happen after an INSERT; keeps the type exact
             raise sqlite3.DatabaseError("no sequence number for a logged change")
@@ -422,8 +433,9 @@ class SQLiteStore(Store):
     ) -> tuple[Change, str]:
         new = change(old)
         text = _encode(new)
-        seq = self._log(conn, "updated", doc_id, text)
-        if new["status"] == old["status"]:
+        same = new["status"] == old["status"]
+        seq = self._log(conn, "updated", doc_id, text, moved=not same)
+        if same:
             # The usual progress update: leave the status and active
             # indexes alone (SQLite skips indexes on columns not assigned).
             conn.execute("UPDATE docs SET seq = ?, record = ? WHERE doc_id = ?", (seq, text, doc_id))
@@ -766,6 +778,22 @@ class SQLiteStore(Store):
         return [
             Change(s, kind, doc_id, None if text is None else _decode(text)) for s, kind, doc_id, text in rows
         ]
+
+    def moves_since(self, seq: int, limit: int) -> tuple[list[Change], int]:
+        # The same window of the log as changes_since, the records of reports left unread.
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT seq, type, doc_id, moved, CASE WHEN moved THEN record END FROM changes "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        )
+        moves = [
+            Change(s, kind, doc_id, None if text is None else _decode(text))
+            for s, kind, doc_id, moved, text in rows
+            if moved
+        ]
+        return moves, rows[-1][0] if rows else seq
 
     def last_seq(self) -> int:
         row = self._run(lambda conn: conn.execute("SELECT max(seq) FROM changes").fetchone())

@@ -92,7 +92,7 @@ class Metrics:
         """Observe processing times from now on; idempotent."""
         with self._lock:
             if self._unsubscribe is None:
-                self._unsubscribe = self.manager.subscribe(self._on_event)
+                self._unsubscribe = self.manager.subscribe(self._on_event, progress=False)
 
     def close(self) -> None:
         """Stop observing; idempotent."""
