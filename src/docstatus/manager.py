@@ -582,7 +582,7 @@ class StatusManager:
         ``progress=False`` is for a callback that ignores changes which keep
         the document's status (progress reports): it may be spared those that
         other processes made, which a shared store then need not read for it
-        (the SQLite store's log says which they are). It still gets every
+        (the SQLite and Redis stores' logs say which they are). It still gets every
         change that creates, moves or removes a document, in order.
         """
         return self._hub.subscribe(callback, progress=progress)
