@@ -257,6 +257,9 @@ class EventHub:
         self._delivered = 0
         #: The change the dispatcher is delivering (its list of subscribers is taken).
         self._claimed = 0
+        #: The end of the log window being delivered when it was read for moves only: a
+        #: subscriber of reports rejoins past it (the reports in it are not delivered).
+        self._window = 0
         self._inbox: deque[Change] = deque()
         #: Changes to read from the store's log (another process's, or a gap in the inbox).
         self._log_due = False
@@ -295,6 +298,7 @@ class EventHub:
             if not self._feeds:
                 self._epoch = self._store.epoch() if self._store.shared else ""
                 self._claimed = self._delivered = self._store.last_seq()
+                self._window = 0
                 self._inbox.clear()
                 self._log_due = False
             # From now on, even while the dispatcher is still behind with older changes.
@@ -440,7 +444,9 @@ class EventHub:
         if self._watchdog is None:
             self._watchdog = _thread(_supervise, (ref, self._busy), "docstatus-events-watchdog")
         if self._store.shared and self._watcher is None and not self._closed:
-            self._watcher = _thread(_watch, (ref,), "docstatus-events-watcher")
+            # From the last change delivered, not from when the thread first runs: another
+            # process's change in between is then noticed too.
+            self._watcher = _thread(_watch, (ref, self._delivered), "docstatus-events-watcher")
 
     def _retire(self, lead: _Lead) -> bool:
         """Whether dispatcher ``lead`` should stop (then it is forgotten), decided under the lock
@@ -508,17 +514,26 @@ class EventHub:
             self._epoch_due = epoch if epoch != self._epoch else None
         if not log_due and (not fresh or (fresh[0].seq == after + 1 and fresh[-1].seq == after + len(fresh))):
             return fresh, 0
-        if self._reports_wanted:
-            logged = self._store.changes_since(after, self.BATCH)
-            seen, more = (logged[-1].seq if logged else after), len(logged) == self.BATCH
-        else:
-            logged, seen = self._store.moves_since(after, self.BATCH)
-            more = seen > after  # how many were left out is unknown: look again from there
+        logged, seen = self._read_log(after)
         if seen == after:
             return fresh, 0  # nothing logged after them (a store that keeps no log of these)
-        if more or (fresh and fresh[-1].seq > seen):
+        # A full window's changes are distinct seqs after `after`: it spans at least BATCH.
+        if seen - after >= self.BATCH or (fresh and fresh[-1].seq > seen):
             self._log_due = True
         return logged, seen
+
+    def _read_log(self, after: int) -> tuple[list[Change], int]:
+        """The log's next window after ``after``: its changes, and the last change it spans."""
+        if not self._reports_wanted:
+            moves, seen = self._store.moves_since(after, self.BATCH)
+            with self._lock:
+                # A subscriber of reports that came during the read starts at the store's
+                # last change, past this window, unless it came before this check.
+                if not self._reports_wanted:
+                    self._window = seen
+                    return moves, seen
+        logged = self._store.changes_since(after, self.BATCH)
+        return logged, logged[-1].seq if logged else after
 
     def _handed(self) -> list[Change]:
         inbox = self._inbox
@@ -558,6 +573,7 @@ class EventHub:
         seq = self._store.last_seq()
         with self._lock:
             self._claimed = self._delivered = seq
+            self._window = 0
             feeds = self._feeds
         for feed in feeds:
             feed.delivered = seq
@@ -607,7 +623,7 @@ class EventHub:
     def _catch_up(self, feed: _Feed) -> bool:
         """One batch of the log for a detached ``feed``; ``True`` once it has rejoined the others."""
         with self._lock:
-            if feed.delivered >= self._claimed:
+            if feed.delivered >= max(self._claimed, self._window if feed.progress else 0):
                 if not feed.gone:
                     self._set_feeds((*self._feeds, feed))
                 return True
@@ -745,9 +761,8 @@ def _supervise(ref: weakref.ReferenceType[EventHub], busy: threading.Event) -> N
         time.sleep(stall)
 
 
-def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
+def _watch(ref: weakref.ReferenceType[EventHub], seen: int) -> None:
     unreachable = False
-    seen: int | None = None
     while True:
         hub = ref()
         if hub is None or hub._retire_watcher():
@@ -771,11 +786,9 @@ def _watch(ref: weakref.ReferenceType[EventHub]) -> None:
         del hub
 
 
-def _watch_once(hub: EventHub, seen: int | None) -> int:
-    """One wait for another process's change; returns the latest seq it saw."""
+def _watch_once(hub: EventHub, seen: int) -> int:
+    """One wait for another process's change after ``seen``; returns the latest seq it saw."""
     store = hub._store
-    if seen is None:
-        seen = store.last_seq()
     store.wait_for_change(seen, timeout=1.0)
     hub.resync()
     latest = store.last_seq()

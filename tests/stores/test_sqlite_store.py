@@ -37,7 +37,9 @@ from docstatus.errors import StoreSchemaError
 from docstatus.events import Event
 from docstatus.records import Mutation, Record, new_record
 from docstatus.stores import open_store
+from docstatus.stores.base import Change
 from docstatus.stores.sqlite import MIGRATIONS, SQLiteSettings, SQLiteStore
+from helpers import wait_until
 
 ctx = multiprocessing.get_context("forkserver")
 ctx.set_forkserver_preload(["docstatus", "docstatus.stores.sqlite"])
@@ -384,6 +386,92 @@ def test_a_subscriber_of_moves_gets_every_move_of_other_processes_and_none_of_th
         mine = [(e["type"], e["status"]["status"]) for e in moves if e["doc_id"] == doc_id]  # type: ignore[index]
         path = [("created", "queued"), ("updated", "parsing"), ("updated", "embedding_visual")]
         assert mine == path + ([("updated", "completed")] if doc_id != "open" else [])
+
+
+def test_a_subscriber_of_reports_that_comes_while_the_log_is_read_for_moves_gets_the_reports_after_it(
+    url: str, manager: StatusManager
+) -> None:
+    other = _open(url)  # another store of the file: its changes reach this hub through the log
+    other.create_status("a", "a.pdf")
+    other.update_status("a", "parsing")
+    reports: list[Event] = []
+    joined: list[int] = []
+    read_moves = manager.store.moves_since
+
+    def read_while_one_subscribes(seq: int, limit: int) -> tuple[list[Change], int]:
+        if not joined:  # the dispatcher chose to read moves only; now one wants reports
+            manager.subscribe(reports.append)
+            joined.append(manager.last_seq)
+            other.update_status("a", "embedding_visual", page=2, total_pages=9)
+            other.update_status("a", "embedding_visual", page=3, total_pages=9)
+        return read_moves(seq, limit)
+
+    manager.store.moves_since = read_while_one_subscribes  # type: ignore[method-assign]
+    moves: list[Event] = []
+    manager.subscribe(moves.append, progress=False)
+    other.update_status("a", "embedding_visual", page=1, total_pages=9)  # the watcher wakes up
+    wait_until(lambda: bool(joined), DEADLINE)
+    other.mark_completed("a")
+    assert manager.flush_events(timeout=DEADLINE)
+    after = [c for c in manager.changes_since(joined[0]) if c["seq"] > joined[0]]
+    assert [e["seq"] for e in reports] == [c["seq"] for c in after]
+    assert [e["status"]["page"] for e in reports][:2] == [2, 3]  # type: ignore[index]
+    assert [e["status"]["status"] for e in moves][-1] == "completed"  # type: ignore[index]
+    other.close()
+
+
+def _documents(url: str, prefix: str, docs: int, pages: int) -> None:
+    """(In a child process) ``docs`` documents one after another, each through three stages."""
+    with _open(url) as m:
+        for n in range(docs):
+            doc_id = f"{prefix}-{n}"
+            m.create_status(doc_id, "f.pdf")
+            m.update_status(doc_id, "parsing")
+            for stage in ("embedding_visual", "embedding_text"):
+                for page in range(1, pages + 1):
+                    m.update_status(doc_id, stage, page=page, total_pages=pages)
+            m.mark_completed(doc_id)
+
+
+def test_a_subscriber_of_reports_detached_and_rejoining_again_and_again_misses_none(
+    url: str, manager: StatusManager
+) -> None:
+    # A subscriber of moves alone makes the hub read moves only whenever the slow subscriber
+    # of reports goes on alone; it rejoins at any point of a window read that way.
+    hub = manager._hub
+    hub.STALL_SECONDS, hub.BATCH = 0.05, 7
+    start = manager.last_seq
+    got: list[int] = []
+
+    def slow(event: Event) -> None:
+        got.append(event["seq"])
+        if len(got) % 25 == 0:
+            time.sleep(0.1)  # busy past STALL_SECONDS: detached; it catches up alone, then rejoins
+
+    def moves(event: Event) -> None:
+        time.sleep(0.008)  # each move held a while: the slow one catches up meanwhile
+
+    manager.subscribe(slow)
+    manager.subscribe(moves, progress=False)
+    _join([_start(_documents, url, f"p{i}", 25, 4) for i in range(2)])
+    want = [c.seq for c in manager.store.changes_since(start, 10**6)]
+    assert manager.flush_events(timeout=DEADLINE)  # the subscriber of moves has had them all
+    wait_until(lambda: bool(got) and got[-1] >= want[-1], DEADLINE)  # and the slow one
+    assert got == want, (len(got), len(want), sorted(set(want) - set(got))[:20])
+
+
+def test_a_change_of_another_process_right_after_subscribing_is_delivered(tmp_path: Path) -> None:
+    # The watcher of the log starts from the change the subscriber starts from, not from
+    # whatever the store's last change is when its thread first runs.
+    for attempt in range(10):
+        url = f"sqlite:///{tmp_path / f'{attempt}.db'}"
+        with _open(url) as mine, _open(url) as other:
+            other.create_status("a", "a.pdf")
+            got: list[Event] = []
+            mine.subscribe(got.append)
+            other.update_status("a", "parsing")
+            assert mine.flush_events(timeout=DEADLINE)
+            assert [(e["type"], e["status"]["status"]) for e in got] == [("updated", "parsing")]  # type: ignore[index]
 
 
 # -- crash safety ---------------------------------------------------------------------
