@@ -188,7 +188,7 @@ class _Feed:
 
     __slots__ = ("callback", "delivered", "gone", "progress", "resets")
 
-    def __init__(self, callback: Subscriber, resets: bool, delivered: int, progress: bool = True) -> None:
+    def __init__(self, callback: Subscriber, resets: bool, delivered: int, progress: bool) -> None:
         self.callback = callback
         self.resets = resets
         self.progress = progress

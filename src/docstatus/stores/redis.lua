@@ -115,12 +115,12 @@ local function commit(kind, doc_id, A, i, j)
   end
   if A[i] ~= '' then redis.call('HINCRBY', K_COUNTS, A[i], -1) end
   if A[i + 1] ~= '' then redis.call('HINCRBY', K_COUNTS, A[i + 1], 1) end
+  local entry = {'t', kind, 'd', doc_id, 'r', A[i + 4]}
   if A[i] == '' and A[i + 1] == '' then
     -- The record stays in the count it was in: a report, marked for the readers of moves.
-    redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', kind, 'd', doc_id, 'r', A[i + 4], 'm', '0')
-  else
-    redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', 't', kind, 'd', doc_id, 'r', A[i + 4])
+    entry[7], entry[8] = 'm', '0'
   end
+  redis.call('XADD', K_LOG, 'MAXLEN', '~', LOG_SIZE, seq .. '-0', unpack(entry))
   redis.call('PUBLISH', CHANNEL, seq)
   return seq
 end

@@ -819,18 +819,18 @@ class RedisStore(Store):
         return Change(seq, "removed", doc_id, None) if seq else None
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
-        if limit <= 0:
-            return []
-        entries = self._call("log", f"{max(seq, 0) + 1}-0", str(limit))
-        return [_change(entry_id, fields) for entry_id, fields in entries]
+        return [_change(entry_id, fields) for entry_id, fields in self._log_window(seq, limit)]
 
     def moves_since(self, seq: int, limit: int) -> tuple[list[Change], int]:
-        # The window of changes_since; a report's entry has the "m" field (six fields, or eight).
-        if limit <= 0:
-            return [], seq
-        entries = self._call("log", f"{max(seq, 0) + 1}-0", str(limit))
+        # The window of changes_since; a report's entry has the "m" field (eight fields, not six).
+        entries = self._log_window(seq, limit)
         moves = [_change(entry_id, fields) for entry_id, fields in entries if len(fields) <= 6]
         return moves, _seq_of(entries[-1][0]) if entries else seq
+
+    def _log_window(self, seq: int, limit: int) -> list[tuple[bytes, list[bytes]]]:
+        if limit <= 0:
+            return []
+        return cast(list[tuple[bytes, list[bytes]]], self._call("log", f"{max(seq, 0) + 1}-0", str(limit)))
 
     def last_seq(self) -> int:
         try:

@@ -188,6 +188,11 @@ def _encode(record: Record) -> str:
         return _json_encode(record)
 
 
+def _logged(row: tuple[Any, ...]) -> Change:
+    seq, kind, doc_id, _moved, text = row
+    return Change(seq, kind, doc_id, None if text is None else _decode(text))
+
+
 def _decode(text: str) -> Any:
     try:
         return from_json(text)
@@ -769,31 +774,17 @@ class SQLiteStore(Store):
         return dict(rows)
 
     def changes_since(self, seq: int, limit: int) -> list[Change]:
-        rows = self._run(
-            lambda conn: conn.execute(
-                "SELECT seq, type, doc_id, record FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
-        )
-        return [
-            Change(s, kind, doc_id, None if text is None else _decode(text)) for s, kind, doc_id, text in rows
-        ]
+        return [_logged(row) for row in self._log_window(seq, limit, "record")]
 
     def moves_since(self, seq: int, limit: int) -> tuple[list[Change], int]:
         # The same window of the log as changes_since, the records of reports left unread.
-        rows = self._run(
-            lambda conn: conn.execute(
-                "SELECT seq, type, doc_id, moved, CASE WHEN moved THEN record END FROM changes "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
-        )
-        moves = [
-            Change(s, kind, doc_id, None if text is None else _decode(text))
-            for s, kind, doc_id, moved, text in rows
-            if moved
-        ]
-        return moves, rows[-1][0] if rows else seq
+        rows = self._log_window(seq, limit, "CASE WHEN moved THEN record END")
+        return [_logged(row) for row in rows if row[3]], rows[-1][0] if rows else seq
+
+    def _log_window(self, seq: int, limit: int, record: str) -> list[tuple[Any, ...]]:
+        # Rows (seq, type, doc_id, moved, the record's text as `record` selects it).
+        sql = f"SELECT seq, type, doc_id, moved, {record} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"
+        return self._run(lambda conn: conn.execute(sql, (seq, limit)).fetchall())
 
     def last_seq(self) -> int:
         row = self._run(lambda conn: conn.execute("SELECT max(seq) FROM changes").fetchone())
