@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from docstatus.records import Mutation, Record, new_record
 from docstatus.stores.sqlite import SQLiteStore
@@ -97,6 +97,30 @@ def test_the_list_loads_page_by_page_and_filters_on_the_server(
     expect(page.locator("#rows tr")).to_have_count(100)
     scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert scroll <= inner
+
+
+def test_a_filter_chosen_while_the_last_one_still_loads_is_the_one_shown(server: Server, page: Page) -> None:
+    page.goto(server.url)
+    expect(page.locator("#rows tr")).to_have_count(100)
+    expect(page.locator("#count-total")).to_have_text(str(TOTAL))  # the first load is over
+    held: list[Route] = []
+
+    def failed_listing(url: str) -> bool:
+        return "status=failed" in url
+
+    def hold(route: Route) -> None:
+        held.append(route)  # the failed documents' page waits, unanswered
+
+    page.route(failed_listing, hold)
+    page.get_by_label("Show").select_option("failed")
+    while not held:
+        page.wait_for_timeout(20)
+    page.get_by_label("Show").select_option("all")  # asked for while the failed ones load
+    # Once the failed ones are in, the list is loaded again as the filter says now.
+    with page.expect_response(lambda r: "/status?limit=" in r.url and "status=failed" not in r.url):
+        held[0].continue_()
+    expect(page.locator("#rows tr:visible")).to_have_count(100)
+    expect(page.locator("#truncated")).to_have_text(f"Showing the 100 most recent of {TOTAL}.")
 
 
 def test_bulk_retry_and_delete_say_how_many_first(server: Server, page: Page) -> None:

@@ -531,20 +531,30 @@ function setUpPaging() {
   observer.observe($("load-more"));
 }
 
+/** Whether the list was asked for again while a load was under way (a new filter or search). */
+let reloadDue = false;
+
 async function loadListThenEvents() {
   // One load at a time: a second stream opening meanwhile (a reconnect) has its events
-  // buffered by the load under way, which applies them once the list is in.
-  if (pending !== null) return;
-  pending = [];
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await loadList();
-      break;
-    } catch (error) {
-      setConnection("offline", "Could not load the documents, retrying…");
-      await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS[Math.min(attempt, RECONNECT_MS.length - 1)]));
-    }
+  // buffered by the load under way, which applies them once the list is in. A load asked
+  // for meanwhile runs next: the list ends as the filter and search say now.
+  if (pending !== null) {
+    reloadDue = true;
+    return;
   }
+  pending = [];
+  do {
+    reloadDue = false;
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        await loadList();
+        break;
+      } catch (error) {
+        setConnection("offline", "Could not load the documents, retrying…");
+        await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS[Math.min(attempt, RECONNECT_MS.length - 1)]));
+      }
+    }
+  } while (reloadDue);
   const buffered = pending;
   pending = null;
   for (const apply of buffered) apply();
